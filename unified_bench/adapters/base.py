@@ -1,0 +1,122 @@
+"""The adapter contract: what a model author writes to put a model through the round trip.
+
+An adapter is batch-first and typed::
+
+    class MyModel(Adapter):
+        name = "my-model"
+        capabilities = Capabilities(max_batch_size=4, native_resolution=(1024, 1024))
+
+        def caption(self, images, *, prompt, seeds): ...      # list[PIL.Image] -> list[str]
+        def generate(self, prompts, *, seeds, size): ...      # list[str] -> list[PIL.Image]
+
+``seeds[i]`` belongs to sample ``i`` (derived from the global seed and the sample id only),
+so results do not depend on batching. Outputs are checked at the boundary by
+:func:`check_captions` / :func:`check_images`: a wrong type, count, an empty caption, a
+non-RGB or NaN image becomes a per-sample error, never a crash of the run.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the runner may assume about an adapter."""
+
+    max_batch_size: int = 1
+    native_resolution: tuple[int, int] | None = None
+    deterministic: bool = True  # same seeds -> same outputs
+    can_caption: bool = True
+    can_generate: bool = True
+    needs: tuple[str, ...] = ()  # extra packages or services, shown by `unified-bench models`
+
+
+@dataclass(frozen=True)
+class SampleOutcome:
+    """One sample's result at one stage: a value, or the reason it failed."""
+
+    value: Any = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Adapter(ABC):
+    name: ClassVar[str] = "adapter"
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    @abstractmethod
+    def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int]) -> list[str]:
+        """Describe each image (understanding)."""
+
+    @abstractmethod
+    def generate(
+        self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None
+    ) -> list[Image.Image]:
+        """Render each prompt (generation). ``size`` is (width, height) or None for native."""
+
+    def describe(self) -> dict[str, Any]:
+        """Settings recorded in the run record (checkpoints, sampling, resolution...)."""
+        return {}
+
+    def close(self) -> None:
+        """Free model memory."""
+
+
+@dataclass
+class ArgSpec:
+    """A documented adapter argument (for ``--model-arg`` and ``unified-bench models``)."""
+
+    name: str
+    default: Any = None
+    help: str = ""
+    choices: Sequence[Any] | None = field(default=None)
+
+
+def check_captions(outputs: Any, expected: int) -> list[SampleOutcome]:
+    """Validate ``caption`` output; per-sample outcomes (a wrong count fails the whole batch)."""
+    if not isinstance(outputs, (list, tuple)):
+        return [SampleOutcome(error=f"caption() returned {type(outputs).__name__}, expected list[str]")] * expected
+    if len(outputs) != expected:
+        msg = f"caption() returned {len(outputs)} captions for {expected} images"
+        return [SampleOutcome(error=msg)] * expected
+    checked = []
+    for item in outputs:
+        if not isinstance(item, str):
+            checked.append(SampleOutcome(error=f"caption is {type(item).__name__}, expected str"))
+        elif not item.strip():
+            checked.append(SampleOutcome(error="empty caption"))
+        else:
+            checked.append(SampleOutcome(value=item))
+    return checked
+
+
+def check_images(outputs: Any, expected: int) -> list[SampleOutcome]:
+    """Validate ``generate`` output: RGB PIL images with finite pixels, one per prompt."""
+    if not isinstance(outputs, (list, tuple)):
+        return [SampleOutcome(error=f"generate() returned {type(outputs).__name__}, expected list[PIL.Image]")] * expected
+    if len(outputs) != expected:
+        msg = f"generate() returned {len(outputs)} images for {expected} prompts"
+        return [SampleOutcome(error=msg)] * expected
+    checked = []
+    for item in outputs:
+        if not isinstance(item, Image.Image):
+            checked.append(SampleOutcome(error=f"generated image is {type(item).__name__}, expected PIL.Image"))
+        elif item.mode != "RGB":
+            checked.append(SampleOutcome(error=f"generated image has mode {item.mode!r}, expected 'RGB'"))
+        elif item.width < 1 or item.height < 1:
+            checked.append(SampleOutcome(error="generated image is empty (0 pixels)"))
+        elif not np.isfinite(np.asarray(item, dtype=np.float32)).all():
+            checked.append(SampleOutcome(error="generated image contains NaN or inf"))
+        else:
+            checked.append(SampleOutcome(value=item))
+    return checked

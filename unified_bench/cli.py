@@ -1,0 +1,171 @@
+"""``unified-bench``: a thin command line over library calls.
+
+Exit codes: 0 everything scored; 1 the run finished but some samples or metrics failed
+(see results.json ``errors``); 2 a usage, configuration or input error (message printed,
+no traceback).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from unified_bench.errors import ConfigError, UnifiedBenchError
+
+app = typer.Typer(
+    name="unified-bench",
+    help="Round-trip benchmark for unified multimodal models: caption, regenerate, compare.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+weights_app = typer.Typer(help="Manage metric weights (pre-download for air-gapped clusters).", no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def parse_key_values(items: list[str] | None, flag: str) -> dict[str, str]:
+    """['clip=/path', 'dinov2=org/name'] -> dict, with a clear error for malformed items."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ConfigError(f"{flag} expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def print_metric_summary(results: dict) -> None:
+    """A readable per-metric table of a results.json dict."""
+    table = Table(title="scores", show_lines=False)
+    table.add_column("metric")
+    table.add_column("mean", justify="right")
+    table.add_column("95% CI", justify="right")
+    table.add_column("valid/total", justify="right")
+    for name, stats in results["statistics_by_model"].items():
+        ci = results["confidence_intervals"].get(name) or {}
+        table.add_row(
+            name,
+            f"{stats['average_similarity']:.4f}",
+            f"[{ci.get('low', float('nan')):.4f}, {ci.get('high', float('nan')):.4f}]",
+            f"{stats['valid_pairs']}/{stats['total_images']}",
+        )
+    for key, sub in sorted(results.get("sub_scores", {}).items()):
+        ci = sub.get("ci95") or {}
+        if sub.get("mean") is None:
+            continue
+        table.add_row(f"  {key}", f"{sub['mean']:.4f}", f"[{ci.get('low', 0):.4f}, {ci.get('high', 0):.4f}]", "")
+    console.print(table)
+    for label, key in (("unified score (paper, x100)", "unified_score"), ("extended score (x100)", "extended_score")):
+        block = results.get(key)
+        if block:
+            ci = block["ci95"]
+            console.print(f"{label}: [bold]{block['value']:.2f}[/] (95% CI {ci['low']:.2f}-{ci['high']:.2f})")
+
+
+@app.command("score")
+def score_cmd(
+    images: Annotated[Path, typer.Option("--images", help="Folder of reconstructions.")],
+    refs: Annotated[Path, typer.Option("--refs", help="Folder of reference images.")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory for results.json and scores.csv.")],
+    metrics: Annotated[str, typer.Option("--metrics", help="Comma-separated metrics; 'paper' and 'extended' expand.")] = "paper",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="float32, float16 or bfloat16 (default: fp32 on CPU, half on CUDA).")] = None,
+    checkpoint: Annotated[Optional[list[str]], typer.Option("--checkpoint", help="Override a metric's weights: METRIC=PATH_OR_HUB_ID (repeatable).")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Reference-embedding cache (default ~/.cache/unified_bench).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the reference-embedding cache.")] = False,
+) -> None:
+    """Score reconstructions against references, matched by file stem."""
+    from unified_bench.metrics import parse_metric_list
+    from unified_bench.scoring import ScoringConfig, score_folders
+
+    names = parse_metric_list(metrics)
+    overrides = parse_key_values(checkpoint, "--checkpoint")
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        raise ConfigError(f"--checkpoint names metrics that are not in --metrics: {', '.join(unknown)}")
+    config = ScoringConfig(
+        metrics=names,
+        checkpoints=overrides,
+        device=device,
+        dtype=dtype,
+        batch_size=batch_size,
+        cache_dir=cache_dir,
+        use_cache=not no_cache,
+    )
+    outcome = score_folders(images, refs, out, config, console=err_console)
+    report_outcome(outcome)
+
+
+def report_outcome(outcome) -> None:
+    """Print the summary, unmatched files, errors; exit 1 when anything failed."""
+    results = outcome.results
+    if outcome.report.unmatched_images:
+        err_console.print(f"[yellow]{len(outcome.report.unmatched_images)} reconstruction(s) without a reference:[/]")
+        for path in outcome.report.unmatched_images[:20]:
+            err_console.print(f"  {path}")
+    if outcome.report.unmatched_refs:
+        err_console.print(f"[yellow]{len(outcome.report.unmatched_refs)} reference(s) without a reconstruction:[/]")
+        for path in outcome.report.unmatched_refs[:20]:
+            err_console.print(f"  {path}")
+    if results["statistics_by_model"]:
+        print_metric_summary(results)
+    for failure in outcome.failures:
+        err_console.print(f"[red]metric {failure.metric} did not run:[/] {failure.message}")
+    if outcome.report.errors:
+        err_console.print(f"[red]{len(outcome.report.errors)} per-sample error(s):[/]")
+        for err in outcome.report.errors[:20]:
+            where = f"{err.stage}/{err.metric}" if err.metric else err.stage
+            err_console.print(f"  {err.sample_id} [{where}]: {err.message}")
+    console.print(f"wrote {outcome.out_dir / 'results.json'} and {outcome.out_dir / 'scores.csv'}")
+    if not outcome.ok:
+        raise typer.Exit(1)
+
+
+@app.command("metrics")
+def metrics_cmd() -> None:
+    """List the registered metrics with their default checkpoints."""
+    from unified_bench.metrics import PAPER_METRICS, list_specs
+
+    table = Table(title="metrics")
+    table.add_column("name")
+    table.add_column("default checkpoint")
+    table.add_column("offline")
+    table.add_column("description")
+    for spec in list_specs():
+        paper = " (paper)" if spec.name in PAPER_METRICS else ""
+        table.add_row(spec.name + paper, spec.default_checkpoint or "-", "yes" if spec.offline else "no", spec.description)
+    console.print(table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: user-facing errors print without a traceback."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except UnifiedBenchError as err:
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False)
+        sys.exit(2)
+    except typer.Exit as exit_:
+        sys.exit(exit_.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except Exception as err:  # click usage errors
+        import click
+
+        if isinstance(err, click.exceptions.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,103 @@
+"""Decode any image file we may meet into one well-defined RGB image, or say why not.
+
+The rules (also in docs/bad-input.md):
+
+- orientation: EXIF orientation is applied (the pixels are transposed), as a viewer would;
+- animation: animated GIF/WebP/APNG use their first frame;
+- alpha and palettes: transparent pixels are composited over white;
+- high bit depth: 16-bit and 32-bit integer images are rescaled to 8 bits (not clipped);
+- CMYK, grayscale, YCbCr, LAB: converted to RGB by Pillow;
+- size: images over ``MAX_PIXELS`` are refused (decompression-bomb guard);
+- anything that does not decode completely (zero bytes, truncation, not an image,
+  no permission) raises :class:`ImageLoadError` with the path and the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from unified_bench.errors import ImageLoadError
+
+#: File suffixes treated as images when scanning a folder.
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
+
+#: Pixel budget per image; ~ 16k x 16k. Larger files are refused, never decoded.
+MAX_PIXELS = 16384 * 16384
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open ``path`` and return a fully decoded RGB image, or raise ImageLoadError."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        raise ImageLoadError(f"{path}: cannot stat file ({err.strerror or err})") from err
+    if size == 0:
+        raise ImageLoadError(f"{path}: empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; treat it as an error.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            previous = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+            try:
+                with Image.open(path) as image:
+                    if getattr(image, "is_animated", False):
+                        image.seek(0)
+                    image.load()
+                    image = ImageOps.exif_transpose(image)
+                    return to_rgb(image)
+            finally:
+                Image.MAX_IMAGE_PIXELS = previous
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageLoadError(
+            f"{path}: image is larger than {MAX_PIXELS} pixels (decompression-bomb guard); "
+            "downscale it before scoring"
+        ) from err
+    except PermissionError as err:
+        raise ImageLoadError(f"{path}: permission denied; check the file's read permissions") from err
+    except UnidentifiedImageError as err:
+        raise ImageLoadError(f"{path}: not a readable image (unknown or corrupt format)") from err
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        raise ImageLoadError(f"{path}: image data is corrupt or truncated ({err})") from err
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB following the module's rules."""
+    if image.mode == "RGB":
+        return image.copy() if image.readonly else image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        array = np.asarray(image)
+        if image.mode == "F":
+            scaled = np.clip(array, 0.0, 1.0) * 255.0 if array.max(initial=0) <= 1.0 else np.clip(array, 0, 255)
+        else:
+            top = 65535.0 if image.mode.startswith("I;16") or array.max(initial=0) > 255 else 255.0
+            scaled = array.astype(np.float64) * (255.0 / top)
+        gray = Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
+        return gray.convert("RGB")
+    if image.mode == "P":
+        image = image.convert("RGBA") if "transparency" in image.info else image.convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if image.mode == "1":
+        image = image.convert("L")
+    return image.convert("RGB")

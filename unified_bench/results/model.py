@@ -1,0 +1,178 @@
+"""Typed results of a scoring run and their ``results.json`` form.
+
+``results.json`` keeps the official UAE scoring script's keys and nesting
+(``model_types``, ``similarities_by_model``, ``statistics_by_model``, ``summary`` with
+``overall_average``) so existing tooling reads it, and adds ``unified_score``,
+``extended_score``, ``confidence_intervals``, ``sub_scores``, ``samples``, ``errors``,
+``unmatched`` and ``run`` (the run record). ``schema.json`` beside this file is the contract.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from unified_bench.metrics import EXTENDED_METRICS, PAPER_METRICS
+from unified_bench.scoring.stats import bootstrap_joint_ci, bootstrap_mean_ci, finite
+
+SCHEMA_VERSION = 1
+
+#: metrics whose unit is not a similarity in [0, 1]; kept out of ``overall_average``.
+NON_SIMILARITY_METRICS = frozenset({"psnr"})
+
+
+@dataclass(frozen=True)
+class SampleRecord:
+    """One matched pair: where its files are and the reference's content hash."""
+
+    sample_id: str
+    reference: str
+    reconstruction: str
+    reference_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class SampleError:
+    sample_id: str
+    stage: str  # "load", "metric", "caption", "generate", ...
+    message: str
+    metric: str | None = None
+
+
+@dataclass
+class MetricScores:
+    """Per-sample scores of one metric, aligned with ``ScoreReport.samples`` (None = failed)."""
+
+    name: str
+    unit: str
+    values: list[float | None]
+    sub_scores: dict[str, list[float | None]] = field(default_factory=dict)
+
+
+@dataclass
+class ScoreReport:
+    """Everything a scoring run produced; ``to_results_json`` makes ``results.json``."""
+
+    samples: list[SampleRecord]
+    metrics: list[MetricScores]
+    errors: list[SampleError] = field(default_factory=list)
+    unmatched_images: list[str] = field(default_factory=list)
+    unmatched_refs: list[str] = field(default_factory=list)
+    run: dict[str, Any] = field(default_factory=dict)
+
+    def metric(self, name: str) -> MetricScores:
+        for scores in self.metrics:
+            if scores.name == name:
+                return scores
+        raise KeyError(name)
+
+    @property
+    def failed_samples(self) -> set[str]:
+        return {err.sample_id for err in self.errors}
+
+    def to_results_json(self) -> dict[str, Any]:
+        ids = [s.sample_id for s in self.samples]
+        similarities: dict[str, dict[str, float | None]] = {}
+        statistics: dict[str, dict[str, Any]] = {}
+        intervals: dict[str, Any] = {}
+        sub_scores: dict[str, dict[str, Any]] = {}
+        for scores in self.metrics:
+            similarities[scores.name] = {sid: _clean(v) for sid, v in zip(ids, scores.values)}
+            stats = metric_statistics(scores.values)
+            if stats is not None:
+                statistics[scores.name] = stats
+            ci = bootstrap_mean_ci(scores.values)
+            intervals[scores.name] = ci.to_dict() if ci else None
+            for sub, values in scores.sub_scores.items():
+                ci_sub = bootstrap_mean_ci(values)
+                sub_scores[f"{scores.name}.{sub}"] = {
+                    "values": {sid: _clean(v) for sid, v in zip(ids, values)},
+                    "mean": ci_sub.estimate if ci_sub else None,
+                    "ci95": ci_sub.to_dict() if ci_sub else None,
+                }
+        averages = {
+            name: stats["average_similarity"]
+            for name, stats in statistics.items()
+            if name not in NON_SIMILARITY_METRICS
+        }
+        summary: dict[str, Any] = {}
+        if averages:
+            summary = {
+                "models_used": list(averages),
+                "average_scores_by_model": averages,
+                "overall_average": sum(averages.values()) / len(averages),
+                "best_model": list(max(averages.items(), key=lambda item: item[1])),
+                "worst_model": list(min(averages.items(), key=lambda item: item[1])),
+            }
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "model_types": [m.name for m in self.metrics],
+            "similarities_by_model": similarities,
+            "statistics_by_model": statistics,
+            "summary": summary,
+            "unified_score": self._composite(PAPER_METRICS),
+            "extended_score": self._composite(EXTENDED_METRICS),
+            "confidence_intervals": intervals,
+            "sub_scores": sub_scores,
+            "units": {m.name: m.unit for m in self.metrics},
+            "samples": [asdict(s) for s in self.samples],
+            "errors": [asdict(e) for e in self.errors],
+            "unmatched": {"images": list(self.unmatched_images), "refs": list(self.unmatched_refs)},
+            "run": self.run,
+        }
+
+    def _composite(self, names: Sequence[str]) -> dict[str, Any] | None:
+        """Mean of per-metric means x100, present only when every named metric ran."""
+        present = {m.name: m.values for m in self.metrics}
+        if not all(name in present and finite(present[name]).size for name in names):
+            return None
+        columns = {name: present[name] for name in names}
+        ci = bootstrap_joint_ci(columns, lambda means: sum(means.values()) / len(means), scale=100.0)
+        if ci is None:
+            return None
+        return {"value": ci.estimate, "metrics": list(names), "scale": 100, "ci95": ci.to_dict()}
+
+
+def metric_statistics(values: Sequence[float | None]) -> dict[str, Any] | None:
+    """The official script's per-metric statistics block (None when no pair is valid)."""
+    valid = finite(values)
+    if valid.size == 0:
+        return None
+    return {
+        "total_images": len(values),
+        "valid_pairs": int(valid.size),
+        "average_similarity": float(valid.mean()),
+        "min_similarity": float(valid.min()),
+        "max_similarity": float(valid.max()),
+    }
+
+
+def _clean(value: float | None) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def scores_table_rows(report: ScoreReport) -> list[Mapping[str, Any]]:
+    """Rows of ``scores.csv``: one per sample, one column per metric and sub-score."""
+    rows = []
+    errors_by_sample: dict[str, list[str]] = {}
+    for err in report.errors:
+        errors_by_sample.setdefault(err.sample_id, []).append(
+            f"{err.stage}{'/' + err.metric if err.metric else ''}: {err.message}"
+        )
+    for index, sample in enumerate(report.samples):
+        row: dict[str, Any] = {
+            "sample_id": sample.sample_id,
+            "reference": sample.reference,
+            "reconstruction": sample.reconstruction,
+        }
+        for scores in report.metrics:
+            row[scores.name] = _clean(scores.values[index])
+            for sub, values in scores.sub_scores.items():
+                row[f"{scores.name}.{sub}"] = _clean(values[index])
+        row["error"] = " | ".join(errors_by_sample.get(sample.sample_id, []))
+        rows.append(row)
+    return rows

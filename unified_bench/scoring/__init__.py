@@ -1,0 +1,94 @@
+"""Scoring: pair matching, the batched/cached engine, and statistics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from unified_bench.provenance import new_run_record
+from unified_bench.results.io import write_report
+from unified_bench.results.model import ScoreReport
+from unified_bench.scoring.engine import MetricFailure, ScoringConfig, score
+from unified_bench.scoring.pairing import Pair, Pairing, match_pairs
+
+__all__ = [
+    "MetricFailure",
+    "Pair",
+    "Pairing",
+    "ScoreOutcome",
+    "ScoringConfig",
+    "match_pairs",
+    "score",
+    "score_and_write",
+    "score_folders",
+]
+
+
+@dataclass
+class ScoreOutcome:
+    report: ScoreReport
+    results: dict[str, Any]
+    failures: list[MetricFailure]
+    out_dir: Path
+
+    @property
+    def ok(self) -> bool:
+        """True when every metric loaded and every sample scored."""
+        return not self.failures and not self.report.errors
+
+
+def score_and_write(
+    pairs: Sequence[Pair],
+    config: ScoringConfig,
+    out_dir: str | Path,
+    *,
+    unmatched_images: Sequence[str] = (),
+    unmatched_refs: Sequence[str] = (),
+    run_extra: dict[str, Any] | None = None,
+    command: str | None = None,
+    console: Console | None = None,
+) -> ScoreOutcome:
+    """Score pairs and write ``results.json`` + ``scores.csv`` into ``out_dir``."""
+    report, failures, timings = score(pairs, config, console=console)
+    report.unmatched_images = list(unmatched_images)
+    report.unmatched_refs = list(unmatched_refs)
+    record = new_run_record(command=command, device=config.device, **(run_extra or {}))
+    record["metrics"] = report.run.get("metrics", [])
+    record["timings"] = {**record.get("timings", {}), **timings}
+    record["scoring"] = {
+        "metrics_requested": list(config.metrics),
+        "checkpoint_overrides": dict(config.checkpoints),
+        "batch_size": config.batch_size,
+        "dtype": config.dtype,
+        "metric_failures": [{"metric": f.metric, "message": f.message} for f in failures],
+    }
+    report.run = record
+    results = write_report(report, out_dir)
+    return ScoreOutcome(report, results, failures, Path(out_dir))
+
+
+def score_folders(
+    images_dir: str | Path,
+    refs_dir: str | Path,
+    out_dir: str | Path,
+    config: ScoringConfig,
+    *,
+    command: str | None = None,
+    console: Console | None = None,
+) -> ScoreOutcome:
+    """``unified-bench score`` as a library call."""
+    pairing = match_pairs(images_dir, refs_dir)
+    return score_and_write(
+        pairing.pairs,
+        config,
+        out_dir,
+        unmatched_images=pairing.unmatched_images,
+        unmatched_refs=pairing.unmatched_refs,
+        run_extra={"dataset": {"images": str(images_dir), "refs": str(refs_dir)}},
+        command=command,
+        console=console,
+    )

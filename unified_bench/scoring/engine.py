@@ -1,0 +1,289 @@
+"""The scoring engine: (reference, reconstruction) pairs -> ScoreReport.
+
+Order of work, chosen for memory and repeated work:
+
+1. decode every image once (a bad file becomes a per-sample ``load`` error, never a crash);
+   decoded images stay in memory when they fit ``keep_decoded_pixels``, else are re-read;
+2. for each metric in turn: load its backbone, embed references that are not in the on-disk
+   cache, embed reconstructions, take cosines, free the backbone before the next one
+   (peak memory ~ the largest single backbone);
+3. a metric whose weights are missing is reported and skipped; the others still run.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from unified_bench.errors import ImageLoadError, UnifiedBenchError
+from unified_bench.images import file_sha256, load_image
+from unified_bench.metrics import EmbeddingMetric, Metric, PairInput, PairMetric, build_metric
+from unified_bench.results.model import MetricScores, SampleError, SampleRecord, ScoreReport
+from unified_bench.scoring.cache import EmbeddingCache, default_cache_dir
+from unified_bench.scoring.pairing import Pair
+
+
+@dataclass
+class ScoringConfig:
+    metrics: Sequence[str]
+    checkpoints: Mapping[str, str] = field(default_factory=dict)
+    device: str = "cpu"
+    dtype: str | None = None
+    batch_size: int = 16
+    cache_dir: Path | None = None  # None -> default_cache_dir()
+    use_cache: bool = True
+    progress: bool = True
+    #: keep decoded images in memory up to this many pixels (refs + recons), ~1.2 GB of RGB
+    keep_decoded_pixels: int = 400_000_000
+
+
+@dataclass
+class MetricFailure:
+    metric: str
+    message: str
+
+
+@dataclass
+class _Sample:
+    pair: Pair
+    ref_hash: str | None = None
+    ref_image: Image.Image | None = None
+    recon_image: Image.Image | None = None
+    ok: bool = True
+
+
+class _Images:
+    """Decoded images with a memory budget; re-reads from disk past the budget."""
+
+    def __init__(self, samples: list[_Sample]) -> None:
+        self.samples = samples
+
+    def reference(self, sample: _Sample) -> Image.Image:
+        return sample.ref_image if sample.ref_image is not None else load_image(sample.pair.reference)
+
+    def reconstruction(self, sample: _Sample) -> Image.Image:
+        return sample.recon_image if sample.recon_image is not None else load_image(sample.pair.reconstruction)
+
+
+def _progress(enabled: bool, console: Console | None) -> Progress | nullcontext:
+    if not enabled:
+        return nullcontext()
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console or Console(stderr=True),
+        transient=False,
+    )
+
+
+def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def score(
+    pairs: Sequence[Pair],
+    config: ScoringConfig,
+    *,
+    console: Console | None = None,
+) -> tuple[ScoreReport, list[MetricFailure], dict[str, float]]:
+    """Score ``pairs`` with every metric of ``config``.
+
+    Returns the report (run record left for the caller to fill), the metrics that could not
+    be loaded, and wall-clock timings in seconds.
+    """
+    timings: dict[str, float] = {}
+    errors: list[SampleError] = []
+    samples = [_Sample(pair) for pair in pairs]
+    started = time.perf_counter()
+    budget = config.keep_decoded_pixels
+    for sample in samples:
+        try:
+            sample.ref_hash = file_sha256(sample.pair.reference)
+            ref = load_image(sample.pair.reference)
+        except (ImageLoadError, OSError) as err:
+            errors.append(SampleError(sample.pair.sample_id, "load", f"reference: {err}"))
+            sample.ok = False
+            continue
+        try:
+            recon = load_image(sample.pair.reconstruction)
+        except ImageLoadError as err:
+            errors.append(SampleError(sample.pair.sample_id, "load", f"reconstruction: {err}"))
+            sample.ok = False
+            continue
+        pixels = ref.width * ref.height + recon.width * recon.height
+        if pixels <= budget:
+            sample.ref_image, sample.recon_image = ref, recon
+            budget -= pixels
+    timings["decode_s"] = time.perf_counter() - started
+    images = _Images(samples)
+    cache_root = config.cache_dir or default_cache_dir()
+
+    metric_scores: list[MetricScores] = []
+    failures: list[MetricFailure] = []
+    metric_infos: list[dict] = []
+    with _progress(config.progress, console) as progress:
+        for name in config.metrics:
+            t0 = time.perf_counter()
+            try:
+                metric = build_metric(
+                    name, checkpoint=config.checkpoints.get(name), device=config.device, dtype=config.dtype
+                )
+            except UnifiedBenchError as err:
+                failures.append(MetricFailure(name, str(err)))
+                continue
+            timings[f"{name}.load_s"] = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            task = progress.add_task(name, total=len(samples)) if progress else None
+            try:
+                if isinstance(metric, EmbeddingMetric):
+                    scores = _score_embedding(metric, images, config, cache_root, errors, progress, task)
+                elif isinstance(metric, PairMetric):
+                    scores = _score_pairwise(metric, images, config, errors, progress, task)
+                else:  # pragma: no cover - registry only holds the two kinds
+                    raise TypeError(f"metric {name} is neither an EmbeddingMetric nor a PairMetric")
+                metric_scores.append(scores)
+                metric_infos.append(metric.info.to_dict())
+            finally:
+                metric.close()
+                del metric
+                gc.collect()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            timings[f"{name}.score_s"] = time.perf_counter() - t1
+    timings["total_s"] = time.perf_counter() - started
+
+    report = ScoreReport(
+        samples=[
+            SampleRecord(s.pair.sample_id, str(s.pair.reference), str(s.pair.reconstruction), s.ref_hash)
+            for s in samples
+        ],
+        metrics=metric_scores,
+        errors=errors,
+        run={"metrics": metric_infos},
+    )
+    return report, failures, timings
+
+
+def _score_embedding(
+    metric: EmbeddingMetric,
+    images: _Images,
+    config: ScoringConfig,
+    cache_root: Path,
+    errors: list[SampleError],
+    progress,
+    task,
+) -> MetricScores:
+    cache = EmbeddingCache(cache_root, metric.info) if config.use_cache else None
+    samples = images.samples
+    values: list[float | None] = [None] * len(samples)
+    ref_embeddings: dict[int, torch.Tensor] = {}
+    todo_refs: list[int] = []
+    for index, sample in enumerate(samples):
+        if not sample.ok:
+            continue
+        cached = cache.get(sample.ref_hash) if cache and sample.ref_hash else None
+        if cached is not None:
+            ref_embeddings[index] = cached
+        else:
+            todo_refs.append(index)
+
+    def embed_indices(indices: Sequence[int], pick) -> dict[int, torch.Tensor]:
+        """Embed a batch; if the batch fails, retry one by one to isolate the bad sample."""
+        out: dict[int, torch.Tensor] = {}
+        try:
+            batch = metric.embed([pick(samples[i]) for i in indices])
+            out.update({i: batch[k] for k, i in enumerate(indices)})
+        except (ImageLoadError, RuntimeError, ValueError) as err:
+            if len(indices) == 1:
+                errors.append(SampleError(samples[indices[0]].pair.sample_id, "metric", str(err), metric.name))
+                return out
+            for i in indices:
+                out.update(embed_indices([i], pick))
+        return out
+
+    # Deduplicate references with identical bytes (one embedding serves all of them).
+    unique: dict[str, int] = {}
+    dupes: dict[int, int] = {}
+    for index in todo_refs:
+        key = samples[index].ref_hash or f"#{index}"
+        if key in unique:
+            dupes[index] = unique[key]
+        else:
+            unique[key] = index
+    for batch in _batches(list(unique.values()), config.batch_size):
+        new = embed_indices(batch, images.reference)
+        for index, emb in new.items():
+            ref_embeddings[index] = emb
+            if cache and samples[index].ref_hash:
+                cache.put(samples[index].ref_hash, emb)
+    for index, source in dupes.items():
+        if source in ref_embeddings:
+            ref_embeddings[index] = ref_embeddings[source]
+    if cache:
+        cache.flush()
+
+    live = [i for i in range(len(samples)) if samples[i].ok and i in ref_embeddings]
+    for batch in _batches(live, config.batch_size):
+        recon = embed_indices(batch, images.reconstruction)
+        for index, emb in recon.items():
+            values[index] = float(torch.dot(emb.float(), ref_embeddings[index].float()).clamp(-1.0, 1.0))
+        if progress:
+            progress.advance(task, len(batch))
+    if progress:
+        progress.update(task, completed=len(samples))
+    return MetricScores(metric.name, metric.unit, values)
+
+
+def _score_pairwise(
+    metric: PairMetric,
+    images: _Images,
+    config: ScoringConfig,
+    errors: list[SampleError],
+    progress,
+    task,
+) -> MetricScores:
+    samples = images.samples
+    values: list[float | None] = [None] * len(samples)
+    subs: dict[str, list[float | None]] = {}
+    live = [i for i, s in enumerate(samples) if s.ok]
+    for batch in _batches(live, config.batch_size):
+        inputs = [
+            PairInput(
+                samples[i].pair.sample_id,
+                images.reference(samples[i]),
+                images.reconstruction(samples[i]),
+                samples[i].pair.meta,
+            )
+            for i in batch
+        ]
+        results = metric.score_pairs(inputs)
+        if len(results) != len(batch):
+            raise RuntimeError(f"metric {metric.name} returned {len(results)} scores for {len(batch)} pairs")
+        for index, result in zip(batch, results):
+            if result.error is not None or result.value is None:
+                errors.append(
+                    SampleError(samples[index].pair.sample_id, "metric", result.error or "no score", metric.name)
+                )
+                continue
+            values[index] = float(result.value)
+            for sub, value in result.sub_scores.items():
+                subs.setdefault(sub, [None] * len(samples))[index] = float(value)
+        if progress:
+            progress.advance(task, len(batch))
+    if progress:
+        progress.update(task, completed=len(samples))
+    return MetricScores(metric.name, metric.unit, values, subs)

@@ -1,0 +1,68 @@
+"""Match reconstructions to references by file stem, as the official script does."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from unified_bench.errors import ConfigError
+from unified_bench.images import is_image_file
+
+#: The official scorer also accepts reconstructions named ``recon_<stem>``.
+RECON_PREFIX = "recon_"
+
+
+@dataclass(frozen=True)
+class Pair:
+    sample_id: str
+    reference: Path
+    reconstruction: Path
+    meta: Mapping[str, Any] | None = None
+
+
+@dataclass
+class Pairing:
+    pairs: list[Pair]
+    unmatched_images: list[str] = field(default_factory=list)
+    unmatched_refs: list[str] = field(default_factory=list)
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly in ``folder`` or below it, sorted for determinism."""
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: not a directory")
+    return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
+
+
+def match_pairs(images_dir: str | Path, refs_dir: str | Path) -> Pairing:
+    """Pair every reconstruction in ``images_dir`` with the reference of the same stem.
+
+    ``recon_<stem>`` matches ``<stem>``. Two files claiming one stem (``a.png`` and
+    ``a.jpg``) are ambiguous: the first in sorted order is used and the other listed as
+    unmatched, so nothing is scored twice.
+    """
+    images_dir, refs_dir = Path(images_dir), Path(refs_dir)
+    refs: dict[str, Path] = {}
+    unmatched_refs: list[str] = []
+    for path in list_images(refs_dir):
+        if path.stem in refs:
+            unmatched_refs.append(str(path))
+        else:
+            refs[path.stem] = path
+    pairs: list[Pair] = []
+    used: set[str] = set()
+    unmatched_images: list[str] = []
+    for path in list_images(images_dir):
+        stem = path.stem
+        if stem not in refs and stem.startswith(RECON_PREFIX):
+            stem = stem[len(RECON_PREFIX):]
+        if stem in refs and stem not in used:
+            used.add(stem)
+            pairs.append(Pair(stem, refs[stem], path))
+        else:
+            unmatched_images.append(str(path))
+    unmatched_refs.extend(str(path) for stem, path in refs.items() if stem not in used)
+    pairs.sort(key=lambda pair: pair.sample_id)
+    return Pairing(pairs, sorted(unmatched_images), sorted(unmatched_refs))
