@@ -80,6 +80,7 @@ class ArgSpec:
     default: Any = None
     help: str = ""
     choices: Sequence[Any] | None = field(default=None)
+    type: Any = None  # for coercing --model-arg strings; None -> the default's type
 
 
 def check_captions(outputs: Any, expected: int) -> list[SampleOutcome]:

@@ -1,0 +1,476 @@
+"""Lazy adapter registry: model name -> where its class lives, what it needs, its presets.
+
+Three ways an adapter becomes known, in order of precedence:
+
+1. ``register_adapter("name")`` — a decorator for classes defined in the running process
+   (notebooks, tests, in-tree modules once imported);
+2. the declarative table :data:`BUILTIN` below — ``"module:Class"`` strings, so listing the
+   models imports nothing heavy; the module is imported only by :func:`build_adapter`;
+3. the entry-point group ``unified_bench.models`` — a third-party package declares
+   ``my-model = "my_pkg.adapter:MyAdapter"`` in its ``pyproject.toml``.
+
+**Declaring arguments.** ``--model-arg key=value`` strings are coerced to the type each
+argument declares. An adapter declares its arguments in one of three ways (first match wins):
+
+- ``config_class``: a dataclass (fields with defaults, help in ``field(metadata={"help": ...})``);
+  the adapter is built as ``cls(config_class(**values))``;
+- ``args``: a list of :class:`~unified_bench.adapters.base.ArgSpec`; built as ``cls(**values)``;
+- neither: the keyword parameters of ``__init__`` (annotations give the types); ``cls(**values)``.
+
+Conventions for model adapters: ``model`` (hub id or local path), ``device``, ``dtype`` and
+``device_map`` (``"auto"`` spreads a model too large for one GPU over several, via accelerate).
+
+**Presets** are named argument bundles (``janus-pro-7b`` = ``janus-pro`` with
+``model=deepseek-community/Janus-Pro-7B``); ``--model-arg`` overrides a preset's values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import json
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, entry_points, version
+from typing import Any
+
+from unified_bench.adapters.base import Adapter, ArgSpec
+from unified_bench.errors import ConfigError
+
+ENTRY_POINT_GROUP = "unified_bench.models"
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """Where an adapter lives and what it needs; nothing is imported to describe it."""
+
+    name: str
+    target: str  # "package.module:Class"
+    description: str
+    needs: tuple[str, ...] = ()  # pip distributions; "env:VAR" for variables; free text for services
+    aliases: tuple[str, ...] = ()
+    source: str = "builtin"  # "builtin" | "decorator" | "plugin:<distribution>"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named argument bundle for one adapter."""
+
+    name: str
+    adapter: str
+    args: Mapping[str, Any]
+    description: str
+
+
+_HF = ("transformers", "accelerate")
+
+#: The in-tree adapters. Targets are imported only when the model is built.
+BUILTIN: dict[str, AdapterSpec] = {
+    spec.name: spec
+    for spec in [
+        AdapterSpec(
+            "mock",
+            "unified_bench.adapters.mock:MockAdapter",
+            "deterministic test double: caption from colour statistics, image from caption+seed",
+        ),
+        AdapterSpec(
+            "precomputed",
+            "unified_bench.adapters.precomputed:PrecomputedAdapter",
+            "captions and images produced elsewhere (a folder with images/ and captions.jsonl)",
+        ),
+        AdapterSpec(
+            "openai",
+            "unified_bench.adapters.openai_api:OpenAIAdapter",
+            "OpenAI-compatible HTTP API: chat completions to caption, images API to generate",
+            needs=("env:OPENAI_API_KEY", "network access to the API"),
+            aliases=("openai-api",),
+        ),
+        AdapterSpec(
+            "remote",
+            "unified_bench.adapters.remote:RemoteAdapter",
+            "a model served elsewhere by `unified-bench serve` (its own environment or machine)",
+            needs=("a running `unified-bench serve`",),
+        ),
+        AdapterSpec(
+            "pair",
+            "unified_bench.adapters.pair:PairAdapter",
+            "any transformers image-text-to-text model + any diffusers text-to-image pipeline",
+            needs=(*_HF, "diffusers"),
+        ),
+        AdapterSpec(
+            "janus-pro",
+            "unified_bench.adapters.janus:JanusProAdapter",
+            "DeepSeek Janus-Pro through transformers (understanding and generation)",
+            needs=_HF,
+            aliases=("janus",),
+        ),
+        AdapterSpec(
+            "emu3",
+            "unified_bench.adapters.emu3:Emu3Adapter",
+            "BAAI Emu3 through transformers (chat and generation checkpoints)",
+            needs=_HF,
+        ),
+        AdapterSpec(
+            "uae",
+            "unified_bench.adapters.uae:UaeAdapter",
+            "UAE official release: Qwen2.5-VL + LoRA + projector, SD3.5 transformer + LoRA",
+            needs=(*_HF, "diffusers", "peft"),
+        ),
+        AdapterSpec(
+            "shapes-oracle",
+            "unified_bench.adapters.shapes:ShapesOracleAdapter",
+            "Shapes track oracle: exact scene caption and exact re-render (upper bound)",
+        ),
+        AdapterSpec(
+            "blank",
+            "unified_bench.adapters.shapes:BlankAdapter",
+            "lower bound: a fixed caption and a blank image",
+        ),
+    ]
+}
+
+#: Named argument bundles. Arguments are checked against the adapter when it is built.
+PRESETS: dict[str, Preset] = {
+    preset.name: preset
+    for preset in [
+        Preset(
+            "janus-pro-1b",
+            "janus-pro",
+            {"model": "deepseek-community/Janus-Pro-1B"},
+            "Janus-Pro 1B (transformers format)",
+        ),
+        Preset(
+            "janus-pro-7b",
+            "janus-pro",
+            {"model": "deepseek-community/Janus-Pro-7B"},
+            "Janus-Pro 7B (transformers format)",
+        ),
+        Preset(
+            "uae-official",
+            "uae",
+            {},
+            "UAE official release with the paper's settings (adapter defaults)",
+        ),
+    ]
+}
+
+# Classes registered in this process by the decorator, and their specs.
+_REGISTERED: dict[str, type[Adapter]] = {}
+_REGISTERED_SPECS: dict[str, AdapterSpec] = {}
+
+
+def register_adapter(
+    name: str,
+    *,
+    description: str | None = None,
+    needs: Sequence[str] = (),
+    aliases: Sequence[str] = (),
+) -> Callable[[type[Adapter]], type[Adapter]]:
+    """Class decorator: make ``cls`` buildable as ``name`` in this process."""
+
+    def decorate(cls: type[Adapter]) -> type[Adapter]:
+        if not (isinstance(cls, type) and issubclass(cls, Adapter)):
+            raise TypeError(f"@register_adapter({name!r}) needs an Adapter subclass, got {cls!r}")
+        _REGISTERED[name] = cls
+        doc = (inspect.getdoc(cls) or "").strip().splitlines()
+        _REGISTERED_SPECS[name] = AdapterSpec(
+            name,
+            f"{cls.__module__}:{cls.__qualname__}",
+            description or (doc[0] if doc else cls.__qualname__),
+            tuple(needs),
+            tuple(aliases),
+            source="decorator",
+        )
+        if cls.__dict__.get("name") in (None, "adapter"):
+            cls.name = name
+        return cls
+
+    return decorate
+
+
+def unregister_adapter(name: str) -> None:
+    """Forget a decorator-registered adapter (tests)."""
+    _REGISTERED.pop(name, None)
+    _REGISTERED_SPECS.pop(name, None)
+
+
+def _plugin_specs() -> dict[str, AdapterSpec]:
+    specs: dict[str, AdapterSpec] = {}
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        dist = getattr(entry, "dist", None)
+        dist_name = getattr(dist, "name", None) or "unknown"
+        specs[entry.name] = AdapterSpec(
+            entry.name,
+            entry.value,
+            f"plugin adapter from the {dist_name} package",
+            needs=(dist_name,) if dist_name != "unknown" else (),
+            source=f"plugin:{dist_name}",
+        )
+    return specs
+
+
+def all_specs() -> dict[str, AdapterSpec]:
+    """Every known adapter; built-ins win over plugins, decorator registrations over both."""
+    return {**_plugin_specs(), **BUILTIN, **_REGISTERED_SPECS}
+
+
+def list_adapters() -> list[AdapterSpec]:
+    specs = all_specs()
+    return [specs[name] for name in sorted(specs)]
+
+
+def list_presets() -> list[Preset]:
+    return [PRESETS[name] for name in sorted(PRESETS)]
+
+
+def resolve(name: str) -> tuple[AdapterSpec, dict[str, Any]]:
+    """A model name, alias or preset -> (adapter spec, preset arguments)."""
+    specs = all_specs()
+    if name in specs:
+        return specs[name], {}
+    if name in PRESETS:
+        preset = PRESETS[name]
+        spec, base = resolve(preset.adapter)
+        return spec, {**base, **preset.args}
+    for spec in specs.values():
+        if name in spec.aliases:
+            return spec, {}
+    known = sorted(set(specs) | set(PRESETS))
+    raise ConfigError(
+        f"unknown model {name!r}; known models and presets: {', '.join(known)} "
+        f"(run `unified-bench models`; third-party adapters register under the "
+        f"'{ENTRY_POINT_GROUP}' entry-point group)"
+    )
+
+
+def load_adapter_class(spec: AdapterSpec) -> type[Adapter]:
+    """Import the adapter's module (the only place heavy imports happen)."""
+    if spec.name in _REGISTERED and spec.source == "decorator":
+        return _REGISTERED[spec.name]
+    module_name, _, attr = spec.target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        missing = [need for need in spec.needs if not need_satisfied(need)]
+        hint = f"; install {', '.join(missing)}" if missing else ""
+        raise ConfigError(f"model {spec.name!r}: cannot import {module_name} ({err}){hint}") from err
+    try:
+        cls = getattr(module, attr)
+    except AttributeError as err:
+        raise ConfigError(f"model {spec.name!r}: {module_name} has no attribute {attr!r}") from err
+    if not (isinstance(cls, type) and issubclass(cls, Adapter)):
+        raise ConfigError(f"model {spec.name!r}: {spec.target} is not an Adapter subclass")
+    return cls
+
+
+# --- declared arguments ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeclaredArg:
+    """One argument an adapter accepts, with the type used to coerce command-line strings."""
+
+    name: str
+    type: Any  # a typing annotation, or None when unknown
+    default: Any
+    help: str = ""
+    choices: tuple[Any, ...] | None = None
+
+    @property
+    def required(self) -> bool:
+        return self.default is _MISSING
+
+
+def declared_args(cls: type[Adapter]) -> list[DeclaredArg]:
+    """The arguments ``cls`` accepts (see the module docstring for the three styles)."""
+    config_class = getattr(cls, "config_class", None)
+    if config_class is not None:
+        hints = typing.get_type_hints(config_class)
+        out = []
+        for f in dataclasses.fields(config_class):
+            if not f.init:
+                continue
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:
+                default = _MISSING
+            choices = f.metadata.get("choices")
+            out.append(
+                DeclaredArg(f.name, hints.get(f.name), default, f.metadata.get("help", ""), tuple(choices) if choices else None)
+            )
+        return out
+    specs = getattr(cls, "args", None)
+    if specs:
+        return [
+            DeclaredArg(
+                s.name,
+                getattr(s, "type", None) or (type(s.default) if s.default is not None else None),
+                s.default,
+                s.help,
+                tuple(s.choices) if s.choices else None,
+            )
+            for s in specs
+        ]
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # unresolvable annotations: fall back to defaults' types
+        hints = {}
+    out = []
+    for param in list(inspect.signature(cls.__init__).parameters.values())[1:]:
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        default = _MISSING if param.default is param.empty else param.default
+        annotation = hints.get(param.name)
+        if annotation is None and default not in (_MISSING, None):
+            annotation = type(default)
+        out.append(DeclaredArg(param.name, annotation, default))
+    return out
+
+
+_TRUE = {"1", "true", "yes", "on", "y"}
+_FALSE = {"0", "false", "no", "off", "n"}
+_NONE = {"none", "null"}
+
+
+def coerce_value(text: Any, annotation: Any, *, name: str = "value") -> Any:
+    """Convert a command-line string to ``annotation`` (bool, int, float, str, Optional,
+    Literal, tuple/list of those, dict from JSON). Non-strings pass through unchanged."""
+    if not isinstance(text, str) or annotation is None or annotation is Any:
+        return text
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        non_none = [a for a in args if a is not type(None)]
+        if type(None) in args and text.strip().lower() in _NONE:
+            return None
+        errors = []
+        for option in non_none:
+            try:
+                return coerce_value(text, option, name=name)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"--model-arg {name}: cannot parse {text!r}")
+    if origin is typing.Literal:
+        for option in args:
+            if str(option) == text:
+                return option
+        raise ConfigError(f"--model-arg {name}: {text!r} is not one of {', '.join(map(str, args))}")
+    if annotation is bool:
+        lowered = text.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise ConfigError(f"--model-arg {name}: expected true/false, got {text!r}")
+    if annotation in (int, float):
+        try:
+            return annotation(text)
+        except ValueError:
+            raise ConfigError(f"--model-arg {name}: expected {annotation.__name__}, got {text!r}") from None
+    if annotation is str:
+        return text
+    if origin in (tuple, list, Sequence) or annotation in (tuple, list):
+        items = _split_list(text)
+        item_type = args[0] if args and args[0] is not Ellipsis else str
+        values = [coerce_value(item, item_type, name=name) for item in items]
+        return tuple(values) if origin is tuple or annotation is tuple else values
+    if origin in (dict, Mapping) or annotation is dict:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            raise ConfigError(f"--model-arg {name}: expected a JSON object, got {text!r}") from None
+        if not isinstance(value, dict):
+            raise ConfigError(f"--model-arg {name}: expected a JSON object, got {text!r}")
+        return value
+    return text
+
+
+def _split_list(text: str) -> list[str]:
+    """'a,b' or '["a","b"]' or '' -> list of strings."""
+    stripped = text.strip()
+    if stripped.startswith("["):
+        try:
+            value = json.loads(stripped)
+        except json.JSONDecodeError:
+            raise ConfigError(f"cannot parse list {text!r} as JSON") from None
+        return [str(item) for item in value]
+    return [item.strip() for item in stripped.split(",") if item.strip()]
+
+
+def parse_model_args(items: Sequence[str] | None) -> dict[str, str]:
+    """['k=v', ...] -> {'k': 'v'} (values stay strings until coerced against the adapter)."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--model-arg expects KEY=VALUE, got {item!r}")
+        out[key.strip().replace("-", "_")] = value.strip()
+    return out
+
+
+def coerce_args(cls: type[Adapter], values: Mapping[str, Any], *, model: str) -> dict[str, Any]:
+    """Check names against the declared arguments and coerce strings to their types."""
+    declared = {arg.name: arg for arg in declared_args(cls)}
+    unknown = sorted(set(values) - set(declared))
+    if unknown:
+        accepted = ", ".join(sorted(declared)) or "(none)"
+        raise ConfigError(f"model {model!r} has no argument {', '.join(unknown)}; it accepts: {accepted}")
+    out: dict[str, Any] = {}
+    for key, raw in values.items():
+        arg = declared[key]
+        value = coerce_value(raw, arg.type, name=key)
+        if arg.choices and value not in arg.choices:
+            raise ConfigError(f"--model-arg {key}: {value!r} is not one of {', '.join(map(str, arg.choices))}")
+        out[key] = value
+    missing = [a.name for a in declared.values() if a.required and a.name not in out]
+    if missing:
+        raise ConfigError(f"model {model!r} needs --model-arg {' '.join(m + '=...' for m in missing)}")
+    return out
+
+
+@dataclass
+class BuiltAdapter:
+    """An adapter instance plus what was asked for, for the run record."""
+
+    adapter: Adapter
+    name: str  # the name the user gave (model, alias or preset)
+    spec: AdapterSpec
+    args: dict[str, Any] = field(default_factory=dict)  # coerced, preset + overrides
+
+
+def build(name: str, args: Mapping[str, Any] | None = None) -> BuiltAdapter:
+    """Resolve ``name`` (model, alias or preset), coerce ``args`` and construct the adapter."""
+    spec, preset_args = resolve(name)
+    cls = load_adapter_class(spec)
+    merged = {**preset_args, **dict(args or {})}
+    values = coerce_args(cls, merged, model=name)
+    config_class = getattr(cls, "config_class", None)
+    adapter = cls(config_class(**values)) if config_class is not None else cls(**values)
+    return BuiltAdapter(adapter, name, spec, values)
+
+
+def build_adapter(name: str, args: Mapping[str, Any] | None = None) -> Adapter:
+    """``build_adapter("janus-pro-1b", {"device": "cuda"})`` -> a ready adapter."""
+    return build(name, args).adapter
+
+
+def need_satisfied(need: str) -> bool | None:
+    """True/False for a pip distribution or ``env:VAR``; None when it cannot be checked."""
+    import os
+
+    if need.startswith("env:"):
+        return bool(os.environ.get(need[4:]))
+    if " " in need:
+        return None
+    try:
+        version(need)
+        return True
+    except PackageNotFoundError:
+        return False
