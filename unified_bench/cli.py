@@ -149,7 +149,11 @@ def metrics_cmd() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: user-facing errors print without a traceback."""
     try:
-        app(args=argv, standalone_mode=False)
+        # Without standalone mode, typer *returns* the code of a raised typer.Exit
+        # instead of raising it; dropping it would turn "some samples failed" into 0.
+        code = app(args=argv, standalone_mode=False)
+        if isinstance(code, int) and not isinstance(code, bool) and code != 0:
+            sys.exit(code)
     except UnifiedBenchError as err:
         err_console.print(f"[bold red]error:[/] {err}", highlight=False)
         sys.exit(2)
