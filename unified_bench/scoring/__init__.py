@@ -11,7 +11,7 @@ from rich.console import Console
 
 from unified_bench.provenance import new_run_record
 from unified_bench.results.io import write_report
-from unified_bench.results.model import ScoreReport
+from unified_bench.results.model import SampleError, ScoreReport
 from unified_bench.scoring.engine import MetricFailure, ScoringConfig, score
 from unified_bench.scoring.pairing import Pair, Pairing, match_pairs
 
@@ -51,9 +51,15 @@ def score_and_write(
     run_extra: dict[str, Any] | None = None,
     command: str | None = None,
     console: Console | None = None,
+    extra_errors: Sequence[SampleError] = (),
 ) -> ScoreOutcome:
-    """Score pairs and write ``results.json`` + ``scores.csv`` into ``out_dir``."""
+    """Score pairs and write ``results.json`` + ``scores.csv`` into ``out_dir``.
+
+    ``extra_errors`` are failures from before scoring (e.g. the runner's caption/generate
+    stages); they are listed in ``results.json`` ``errors`` ahead of scoring errors.
+    """
     report, failures, timings = score(pairs, config, console=console)
+    report.errors = [*extra_errors, *report.errors]
     report.unmatched_images = list(unmatched_images)
     report.unmatched_refs = list(unmatched_refs)
     record = new_run_record(command=command, device=config.device, **(run_extra or {}))

@@ -1,0 +1,89 @@
+"""What every evaluation dataset hands the runner: samples with stable ids and references."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from unified_bench.errors import DatasetError
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One reference image to round-trip.
+
+    ``sample_id`` names the output file (``images/<id>.png``) and derives the seed, so it
+    must be stable across runs. Exactly one of ``reference`` (a file) and ``image`` (in
+    memory; the runner writes it to ``refs/<id>.<ext>`` and scores against that file) is set. ``meta`` is ground
+    truth for metrics that need it (e.g. a Shapes scene); it must be JSON-serialisable.
+    """
+
+    sample_id: str
+    reference: Path | None = None
+    #: an image, or a zero-argument function returning an image or encoded file bytes
+    #: (lazy, so large datasets are not held in memory)
+    image: Image.Image | Callable[[], Image.Image | bytes] | None = field(default=None, compare=False, repr=False)
+    meta: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.reference is None) == (self.image is None):
+            raise ValueError(f"sample {self.sample_id!r}: give exactly one of reference= and image=")
+        if not self.sample_id or safe_sample_id(self.sample_id) != self.sample_id:
+            raise ValueError(f"sample id {self.sample_id!r} is not a safe file name; use safe_sample_id()")
+
+
+@dataclass
+class EvalDataset:
+    """A named list of samples plus the metrics it is meant to be scored with."""
+
+    name: str
+    samples: list[Sample]
+    default_metrics: tuple[str, ...]
+    description: str = ""
+    source: dict[str, Any] = field(default_factory=dict)  # how it was loaded, for the run record
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def limited(self, limit: int | None) -> EvalDataset:
+        """The first ``limit`` samples in id order (the same subset whatever the sharding)."""
+        if limit is None:
+            return self
+        if limit < 1:
+            raise DatasetError("--limit must be >= 1")
+        return EvalDataset(self.name, self.samples[:limit], self.default_metrics, self.description, self.source)
+
+
+def safe_sample_id(text: str) -> str:
+    """Make a file-name-safe id: runs of other characters become '_', no leading dot."""
+    cleaned = _UNSAFE.sub("_", text).strip("_") or "sample"
+    return "_" + cleaned if cleaned.startswith(".") else cleaned
+
+
+def check_unique(samples: Sequence[Sample], where: str) -> list[Sample]:
+    """Sort by id and refuse duplicate ids (two files would claim one output name)."""
+    seen: dict[str, Sample] = {}
+    dupes: list[str] = []
+    for sample in samples:
+        if sample.sample_id in seen:
+            dupes.append(sample.sample_id)
+        seen[sample.sample_id] = sample
+    if dupes:
+        shown = ", ".join(sorted(set(dupes))[:10])
+        raise DatasetError(
+            f"{where}: several images map to the same sample id ({shown}); rename them so that "
+            "each file stem is unique"
+        )
+    return sorted(samples, key=lambda s: natural_key(s.sample_id))
+
+
+def natural_key(text: str) -> tuple:
+    """'2' sorts before '10' (the official set is named 0.jpg ... 99.jpg)."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", text) if part)
