@@ -9,17 +9,19 @@ The rules (also in docs/bad-input.md):
 - CMYK, grayscale, YCbCr, LAB: converted to RGB by Pillow;
 - size: images over ``MAX_PIXELS`` are refused (decompression-bomb guard);
 - anything that does not decode completely (zero bytes, truncation, not an image,
-  no permission) raises :class:`ImageLoadError` with the path and the reason.
+  no permission, a directory or pipe named like an image) raises :class:`ImageLoadError`
+  with the path and the reason, whatever ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` says.
 """
 
 from __future__ import annotations
 
 import hashlib
+import stat
 import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from unified_bench.errors import ImageLoadError
 
@@ -46,17 +48,23 @@ def load_image(path: str | Path) -> Image.Image:
     """Open ``path`` and return a fully decoded RGB image, or raise ImageLoadError."""
     path = Path(path)
     try:
-        size = path.stat().st_size
+        info = path.stat()
     except OSError as err:
         raise ImageLoadError(f"{path}: cannot stat file ({err.strerror or err})") from err
-    if size == 0:
+    if not stat.S_ISREG(info.st_mode):
+        # A directory or FIFO named like an image: opening a FIFO would block forever.
+        raise ImageLoadError(f"{path}: not a regular file (directory, pipe or device)")
+    if info.st_size == 0:
         raise ImageLoadError(f"{path}: empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
             # Pillow only warns between MAX_IMAGE_PIXELS and twice that; treat it as an error.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            previous = Image.MAX_IMAGE_PIXELS
+            previous = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
             Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+            # Another library may have switched this on process-wide; a truncated file
+            # would then decode silently with grey padding and get a wrong score.
+            ImageFile.LOAD_TRUNCATED_IMAGES = False
             try:
                 with Image.open(path) as image:
                     if getattr(image, "is_animated", False):
@@ -65,7 +73,7 @@ def load_image(path: str | Path) -> Image.Image:
                     image = ImageOps.exif_transpose(image)
                     return to_rgb(image)
             finally:
-                Image.MAX_IMAGE_PIXELS = previous
+                Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = previous
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageLoadError(
             f"{path}: image is larger than {MAX_PIXELS} pixels (decompression-bomb guard); "
@@ -77,6 +85,8 @@ def load_image(path: str | Path) -> Image.Image:
         raise ImageLoadError(f"{path}: not a readable image (unknown or corrupt format)") from err
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise ImageLoadError(f"{path}: image data is corrupt or truncated ({err})") from err
+    except Exception as err:  # noqa: BLE001 - decoder bugs on hostile files are per-file failures too
+        raise ImageLoadError(f"{path}: image could not be decoded ({type(err).__name__}: {err})") from err
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -88,8 +98,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         if image.mode == "F":
             scaled = np.clip(array, 0.0, 1.0) * 255.0 if array.max(initial=0) <= 1.0 else np.clip(array, 0, 255)
         else:
-            top = 65535.0 if image.mode.startswith("I;16") or array.max(initial=0) > 255 else 255.0
-            scaled = array.astype(np.float64) * (255.0 / top)
+            scaled = np.clip(array.astype(np.float64), 0, None) * (255.0 / _integer_range(image.mode, array))
         gray = Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
         return gray.convert("RGB")
     if image.mode == "P":
@@ -101,3 +110,19 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "1":
         image = image.convert("L")
     return image.convert("RGB")
+
+
+def _integer_range(mode: str, array: np.ndarray) -> float:
+    """Full-scale value of an integer image: its container's range, not its own maximum.
+
+    ``I;16*`` is 16-bit by definition. Pillow's 32-bit ``I`` mode also carries 8- and 16-bit
+    data, so the smallest of 8/16/31 bits that holds the data is taken as full scale.
+    """
+    if mode.startswith("I;16"):
+        return 65535.0
+    peak = float(array.max(initial=0))
+    if peak <= 255:
+        return 255.0
+    if peak <= 65535:
+        return 65535.0
+    return float(2**31 - 1)

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from unified_bench.metrics.base import MetricInfo
 
 #: Bump when images.load_image changes how pixels are decoded.
-LOADER_VERSION = "1"
+LOADER_VERSION = "2"  # 2: 32-bit integer images rescaled, not clipped
 
 
 def default_cache_dir() -> Path:

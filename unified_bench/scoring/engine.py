@@ -112,8 +112,10 @@ def score(
     budget = config.keep_decoded_pixels
     for sample in samples:
         try:
-            sample.ref_hash = file_sha256(sample.pair.reference)
+            # Decode first: load_image refuses pipes and directories, which hashing would
+            # block on or fail at with a less helpful message.
             ref = load_image(sample.pair.reference)
+            sample.ref_hash = file_sha256(sample.pair.reference)
         except (ImageLoadError, OSError) as err:
             errors.append(SampleError(sample.pair.sample_id, "load", f"reference: {err}"))
             sample.ok = False

@@ -30,10 +30,16 @@ class Pairing:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files directly in ``folder`` or below it, sorted for determinism."""
+    """Image files directly in ``folder`` or below it, sorted for determinism.
+
+    A dangling symlink named like an image is listed too, so that it becomes a per-sample
+    load error instead of silently vanishing from the run.
+    """
     if not folder.is_dir():
         raise ConfigError(f"{folder}: not a directory")
-    return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
+    return sorted(
+        p for p in folder.rglob("*") if (p.is_file() or (p.is_symlink() and not p.exists())) and is_image_file(p)
+    )
 
 
 def match_pairs(images_dir: str | Path, refs_dir: str | Path) -> Pairing:
