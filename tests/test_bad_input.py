@@ -211,6 +211,25 @@ def _check_exif(orientation: int) -> Callable[[Image.Image], None]:
     return check
 
 
+def _write_malformed_exif(path: Path) -> None:
+    Image.fromarray(gradient()).save(path, quality=95)
+    payload = b"Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08\x00\x05\xff\xff"  # IFD claims 5 entries, has none
+    segment = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+    data = path.read_bytes()
+    path.write_bytes(data[:2] + segment + data[2:])
+
+
+def _check_malformed_exif(image: Image.Image) -> None:
+    assert image.size == (48, 32)
+    assert np.abs(np.asarray(image, np.float64) - gradient()).mean() < 4
+
+
+def _write_int32_tiff(path: Path) -> None:
+    Image.fromarray(GRAY16.astype(np.int32), mode="I").save(path)
+    with Image.open(path) as check:
+        assert check.mode == "I"
+
+
 def _check_first_frame(image: Image.Image) -> None:
     assert image.size == (10, 6)
     assert np.abs(np.asarray(image, np.int16) - (255, 0, 0)).max() <= 2
@@ -236,6 +255,8 @@ CASES: dict[str, Case] = {
     "bomb_warning_zone": Case("bomb_warning_zone.png", _write_bomb(20_000, 20_000), error="decompression-bomb"),
     "cmyk_jpeg": Case("cmyk_jpeg.jpg", _write_cmyk, check=_check_cmyk),
     "gray16_png": Case("gray16_png.png", _write_gray16, check=_check_gray16),
+    "int32_tiff_16bit_data": Case("int32_tiff_16bit_data.tif", _write_int32_tiff, check=_check_gray16),
+    "malformed_exif": Case("malformed_exif.jpg", _write_malformed_exif, check=_check_malformed_exif),
     "rgb16_png": Case("rgb16_png.png", lambda p: p.write_bytes(rgb16_png(RGB16)), check=_check_rgb16),
     "palette_png": Case("palette_png.png", lambda p: _write_palette(p, False), check=_check_palette(False)),
     "palette_alpha_png": Case("palette_alpha_png.png", lambda p: _write_palette(p, True), check=_check_palette(True)),
