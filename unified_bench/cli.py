@@ -146,6 +146,40 @@ def metrics_cmd() -> None:
     console.print(table)
 
 
+from unified_bench.runner.commands import register_runner_commands  # noqa: E402  (eval, merge, serve, models)
+
+register_runner_commands(app)
+
+
+@app.command("leaderboard")
+def leaderboard_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the static site (replaced if it is a previous site).")],
+    runs: Annotated[Optional[list[Path]], typer.Option("--runs", help="A run directory, or a folder of run directories (repeatable).")] = None,
+    entries: Annotated[Optional[list[Path]], typer.Option("--entries", help="Folder of stored entries, e.g. leaderboard/entries (repeatable).")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when any entry was rejected (the site is still built).")] = False,
+) -> None:
+    """Build the static leaderboard site from run directories and stored entries."""
+    from unified_bench.leaderboard import build_site
+
+    if not runs and not entries:
+        raise ConfigError("give at least one --runs DIR or --entries DIR")
+    result = build_site(runs or [], entries or [], out, log=lambda msg: err_console.print(msg, highlight=False))
+    for rejection in result.rejections:
+        err_console.print(f"[red]rejected[/] {rejection.source}: {rejection.message}", highlight=False, markup=False) if False else err_console.print(
+            "rejected " + rejection.source + ": " + rejection.message, style="red", highlight=False, markup=False
+        )
+    for notice in result.notices:
+        err_console.print(notice, style="yellow", highlight=False, markup=False)
+    console.print(
+        f"built {result.out / 'index.html'}: {result.runs} run(s), {result.reported} reported, "
+        f"{len(result.rejections)} rejected, {result.files} files",
+        highlight=False,
+        markup=False,
+    )
+    if strict and result.rejections:
+        raise typer.Exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: user-facing errors print without a traceback."""
     try:

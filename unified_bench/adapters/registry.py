@@ -445,15 +445,25 @@ class BuiltAdapter:
     args: dict[str, Any] = field(default_factory=dict)  # coerced, preset + overrides
 
 
-def build(name: str, args: Mapping[str, Any] | None = None) -> BuiltAdapter:
-    """Resolve ``name`` (model, alias or preset), coerce ``args`` and construct the adapter."""
+def prepare(name: str, args: Mapping[str, Any] | None = None) -> tuple[AdapterSpec, type[Adapter], dict[str, Any]]:
+    """Resolve ``name``, import its class and coerce ``args`` (preset values, then overrides)
+    without constructing it, so a caller can record or compare settings before loading."""
     spec, preset_args = resolve(name)
     cls = load_adapter_class(spec)
     merged = {**preset_args, **dict(args or {})}
-    values = coerce_args(cls, merged, model=name)
+    return spec, cls, coerce_args(cls, merged, model=name)
+
+
+def instantiate(cls: type[Adapter], values: Mapping[str, Any]) -> Adapter:
+    """Construct with coerced values, in the style the class declares its arguments."""
     config_class = getattr(cls, "config_class", None)
-    adapter = cls(config_class(**values)) if config_class is not None else cls(**values)
-    return BuiltAdapter(adapter, name, spec, values)
+    return cls(config_class(**values)) if config_class is not None else cls(**values)
+
+
+def build(name: str, args: Mapping[str, Any] | None = None) -> BuiltAdapter:
+    """Resolve ``name`` (model, alias or preset), coerce ``args`` and construct the adapter."""
+    spec, cls, values = prepare(name, args)
+    return BuiltAdapter(instantiate(cls, values), name, spec, values)
 
 
 def build_adapter(name: str, args: Mapping[str, Any] | None = None) -> Adapter:

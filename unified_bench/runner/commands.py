@@ -1,0 +1,191 @@
+"""The runner's commands: ``eval``, ``merge``, ``serve``, ``models``.
+
+Each parses its flags and calls one library function (:func:`run_eval`,
+:func:`merge_shards`, :func:`serve`, :func:`list_adapters`). Attached to the main typer app
+by :func:`register_runner_commands`; heavy modules are imported inside the commands.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+_SCORING = "Scoring"
+
+
+def _size(text: str | None) -> tuple[int, int] | None:
+    from unified_bench.errors import ConfigError
+
+    if not text:
+        return None
+    width, sep, height = text.lower().partition("x")
+    try:
+        return (int(width), int(height or width)) if (sep or width) else None
+    except ValueError:
+        raise ConfigError(f"--size expects N or WxH (e.g. 1024 or 768x1024), got {text!r}") from None
+
+
+def register_runner_commands(app: typer.Typer) -> None:
+    """Add ``eval``, ``merge``, ``serve`` and ``models`` to ``app``."""
+
+    @app.command("eval")
+    def eval_cmd(
+        model: Annotated[str, typer.Option("--model", help="Adapter name, alias or preset (see `unified-bench models`).")],
+        data: Annotated[str, typer.Option("--data", help="official, photos, shapes, hf:NAME, or a folder of images.")],
+        out: Annotated[Path, typer.Option("--out", help="Run directory (images/, captions.jsonl, results.json).")],
+        model_arg: Annotated[Optional[list[str]], typer.Option("--model-arg", help="KEY=VALUE adapter argument (repeatable).")] = None,
+        data_arg: Annotated[Optional[list[str]], typer.Option("--data-arg", help="KEY=VALUE dataset option, e.g. split=test (repeatable).")] = None,
+        metrics: Annotated[Optional[str], typer.Option("--metrics", help="Comma-separated metrics (default: the dataset's).")] = None,
+        seed: Annotated[int, typer.Option("--seed", help="Global seed; each sample's seed derives from it and the sample id.")] = 0,
+        limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N samples (in id order).")] = None,
+        batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Samples per adapter call (capped by the adapter).")] = 1,
+        shard: Annotated[Optional[str], typer.Option("--shard", help="I/N: run only shard I of N (no process group); merge later.")] = None,
+        resume: Annotated[bool, typer.Option("--resume", help="Continue a run in --out, skipping finished samples.")] = False,
+        size: Annotated[Optional[str], typer.Option("--size", help="Generation size N or WxH (default: the adapter's native, else 1024).")] = None,
+        device: Annotated[str, typer.Option("--device", help="Device for the metrics.", rich_help_panel=_SCORING)] = "cpu",
+        dtype: Annotated[Optional[str], typer.Option("--dtype", help="Metric dtype.", rich_help_panel=_SCORING)] = None,
+        metric_batch_size: Annotated[int, typer.Option("--metric-batch-size", min=1, rich_help_panel=_SCORING)] = 16,
+        checkpoint: Annotated[Optional[list[str]], typer.Option("--checkpoint", help="METRIC=PATH_OR_HUB_ID (repeatable).", rich_help_panel=_SCORING)] = None,
+        cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache for datasets and reference embeddings.", rich_help_panel=_SCORING)] = None,
+        no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use the reference-embedding cache.", rich_help_panel=_SCORING)] = False,
+        no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
+    ) -> None:
+        """Round-trip a model over a dataset (caption, regenerate), then score the run."""
+        from unified_bench.adapters.registry import parse_model_args
+        from unified_bench.cli import err_console, parse_key_values, report_outcome
+        from unified_bench.errors import ConfigError
+        from unified_bench.metrics import parse_metric_list
+        from unified_bench.provenance import command_line
+        from unified_bench.runner.distributed import parse_shard
+        from unified_bench.runner.eval import EvalConfig, run_eval
+
+        checkpoints = parse_key_values(checkpoint, "--checkpoint")
+        names = parse_metric_list(metrics) if metrics else None
+        if names is not None:
+            unknown = sorted(set(checkpoints) - set(names))
+            if unknown:
+                raise ConfigError(f"--checkpoint names metrics that are not in --metrics: {', '.join(unknown)}")
+        config = EvalConfig(
+            model=model,
+            data=data,
+            out=out,
+            model_args=parse_model_args(model_arg),
+            data_args=parse_key_values(data_arg, "--data-arg"),
+            metrics=names,
+            seed=seed,
+            limit=limit,
+            batch_size=batch_size,
+            shard=parse_shard(shard) if shard else None,
+            resume=resume,
+            size=_size(size),
+            device=device,
+            dtype=dtype,
+            metric_batch_size=metric_batch_size,
+            checkpoints=checkpoints,
+            cache_dir=cache_dir,
+            use_cache=not no_cache,
+            progress=not no_progress,
+            command=command_line(),
+        )
+        outcome = run_eval(config, console=err_console)
+        _finish(outcome, report_outcome)
+
+    @app.command("merge")
+    def merge_cmd(
+        shard_dirs: Annotated[list[Path], typer.Argument(help="Shard run directories (from --shard I/N or a launch).")],
+        out: Annotated[Path, typer.Option("--out", help="Merged run directory.")],
+        metrics: Annotated[Optional[str], typer.Option("--metrics", help="Comma-separated metrics (default: the dataset's).")] = None,
+        device: Annotated[str, typer.Option("--device")] = "cpu",
+        dtype: Annotated[Optional[str], typer.Option("--dtype")] = None,
+        metric_batch_size: Annotated[int, typer.Option("--metric-batch-size", min=1)] = 16,
+        checkpoint: Annotated[Optional[list[str]], typer.Option("--checkpoint", help="METRIC=PATH_OR_HUB_ID (repeatable).")] = None,
+        cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir")] = None,
+        no_cache: Annotated[bool, typer.Option("--no-cache")] = False,
+        no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
+    ) -> None:
+        """Merge shard directories of one run (dedupe, check same protocol/seed) and score."""
+        from unified_bench.cli import err_console, parse_key_values, report_outcome
+        from unified_bench.metrics import parse_metric_list
+        from unified_bench.provenance import command_line
+        from unified_bench.runner.eval import EvalConfig
+        from unified_bench.runner.merge import merge_shards
+
+        config = EvalConfig(
+            model="(from shards)",
+            data="(from shards)",
+            out=out,
+            metrics=parse_metric_list(metrics) if metrics else None,
+            device=device,
+            dtype=dtype,
+            metric_batch_size=metric_batch_size,
+            checkpoints=parse_key_values(checkpoint, "--checkpoint"),
+            cache_dir=cache_dir,
+            use_cache=not no_cache,
+            progress=not no_progress,
+            command=command_line(),
+        )
+        outcome = merge_shards(shard_dirs, out, config, console=err_console)
+        _finish(outcome, report_outcome)
+
+    @app.command("serve")
+    def serve_cmd(
+        model: Annotated[str, typer.Option("--model", help="Any registered adapter or preset.")],
+        port: Annotated[int, typer.Option("--port", min=0, max=65535, help="0 picks a free port (printed).")] = 8765,
+        host: Annotated[str, typer.Option("--host", help="Interface to bind; keep 127.0.0.1 unless behind a firewall.")] = "127.0.0.1",
+        model_arg: Annotated[Optional[list[str]], typer.Option("--model-arg", help="KEY=VALUE adapter argument (repeatable).")] = None,
+    ) -> None:
+        """Serve a model over the remote-adapter HTTP protocol (docs/remote-protocol.md)."""
+        from unified_bench.adapters.registry import build, parse_model_args
+        from unified_bench.adapters.serve import serve
+
+        built = build(model, parse_model_args(model_arg))
+        serve(built, host=host, port=port)
+
+    @app.command("models")
+    def models_cmd() -> None:
+        """List adapters and presets, with what each needs installed."""
+        from rich.table import Table
+
+        from unified_bench.adapters.registry import list_adapters, list_presets, need_satisfied
+        from unified_bench.cli import console
+
+        table = Table(title="models")
+        table.add_column("name")
+        table.add_column("source")
+        table.add_column("needs")
+        table.add_column("description")
+        for spec in list_adapters():
+            needs = []
+            for need in spec.needs:
+                ok = need_satisfied(need)
+                mark = {True: "[green]ok[/]", False: "[red]missing[/]", None: ""}[ok]
+                needs.append(f"{need} {mark}".strip())
+            aliases = f" (alias: {', '.join(spec.aliases)})" if spec.aliases else ""
+            table.add_row(spec.name + aliases, spec.source, "\n".join(needs) or "-", spec.description)
+        console.print(table)
+        presets = Table(title="presets")
+        presets.add_column("name")
+        presets.add_column("adapter")
+        presets.add_column("arguments")
+        presets.add_column("description")
+        for preset in list_presets():
+            args = " ".join(f"{k}={v}" for k, v in preset.args.items()) or "(defaults)"
+            presets.add_row(preset.name, preset.adapter, args, preset.description)
+        console.print(presets)
+
+
+def _finish(outcome, report_outcome) -> None:
+    """Print what happened; exit 1 if any sample (or metric) failed."""
+    from unified_bench.cli import console, err_console
+
+    if outcome.score is not None:  # runner errors are in results.json errors; printed there
+        report_outcome(outcome.score)
+        return
+    console.print(f"{outcome.role}: {outcome.finished} sample(s) finished in {outcome.out_dir}")
+    if outcome.errors:
+        err_console.print(f"[red]{len(outcome.errors)} sample(s) failed[/] (see {outcome.out_dir / 'errors.jsonl'}):")
+        for err in outcome.errors[:20]:
+            err_console.print(f"  {err.sample_id} [{err.stage}]: {err.message}")
+        raise typer.Exit(1)

@@ -1,0 +1,494 @@
+"""The round trip: dataset -> caption -> generate -> run directory -> scoring.
+
+``run_eval(EvalConfig(...))`` is ``unified-bench eval`` as a library call. The loop keeps
+three promises:
+
+- every finished sample is on disk (image, then its ``captions.jsonl`` line) before the
+  next batch starts, and ``resume=True`` skips exactly those;
+- a failure of the adapter on one sample (exception, wrong type, empty caption, bad image)
+  fails that sample only: a batch that raises is retried one sample at a time;
+- a sample's seed and therefore its outputs depend only on (global seed, sample id),
+  not on batch size, shard count or resume history.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from rich.console import Console
+
+from unified_bench.adapters.base import Adapter, SampleOutcome, check_captions, check_images
+from unified_bench.adapters.registry import AdapterSpec, instantiate, prepare
+from unified_bench.datasets.base import EvalDataset, Sample, natural_key
+from unified_bench.errors import ConfigError, ImageLoadError, UnifiedBenchError
+from unified_bench.images import file_sha256, load_image
+from unified_bench.results.model import SampleError
+from unified_bench.runner.distributed import ProcessGroup, ShardSpec, detect_process_group, wait_for_all
+from unified_bench.runner.protocol import PAPER_PROTOCOL, Protocol, seed_for
+from unified_bench.runner.store import DONE_FILE, CaptionRecord, ErrorRecord, RunStore
+from unified_bench.scoring import Pair, ScoreOutcome, ScoringConfig, score_and_write
+
+#: run.json keys that must agree between a run and its resumption (or between shards).
+IDENTITY_KEYS = ("model", "model_args", "protocol", "seed", "dataset")
+
+
+@dataclass
+class EvalConfig:
+    """Everything ``unified-bench eval`` takes; every field maps to one flag."""
+
+    model: str
+    data: str
+    out: Path
+    model_args: dict[str, Any] = field(default_factory=dict)
+    data_args: dict[str, str] = field(default_factory=dict)
+    metrics: Sequence[str] | None = None  # None -> the dataset's defaults
+    seed: int = 0
+    limit: int | None = None
+    batch_size: int = 1
+    shard: ShardSpec | None = None  # --shard I/N (no process group)
+    resume: bool = False
+    size: tuple[int, int] | None = None  # generation size; None -> adapter native, else protocol
+    protocol: Protocol = PAPER_PROTOCOL
+    # scoring
+    device: str = "cpu"
+    dtype: str | None = None
+    metric_batch_size: int = 16
+    checkpoints: dict[str, str] = field(default_factory=dict)
+    cache_dir: Path | None = None
+    use_cache: bool = True
+    score: bool = True
+    # plumbing
+    progress: bool = True
+    durable: bool = True  # fsync every image and line (off only for benchmarks of the alternative)
+    command: str | None = None
+
+
+@dataclass
+class EvalOutcome:
+    out_dir: Path
+    finished: int
+    errors: list[SampleError]
+    score: ScoreOutcome | None = None
+    role: str = "single"  # "single" | "shard" | "rank" | "merger"
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and (self.score is None or self.score.ok)
+
+
+@dataclass
+class _Item:
+    """A sample moving through one batch."""
+
+    sample: Sample
+    seed: int
+    reference: Path | None = None
+    reference_sha256: str | None = None
+    image: Image.Image | None = None
+    caption: str | None = None
+    output: Image.Image | None = None
+    error: ErrorRecord | None = None
+
+    def fail(self, stage: str, message: str) -> None:
+        self.error = ErrorRecord(self.sample.sample_id, stage, message, self.seed, self.reference_sha256)
+
+
+def run_eval(config: EvalConfig, *, adapter: Adapter | None = None, console: Console | None = None) -> EvalOutcome:
+    """Run (or resume) one evaluation; under torchrun/SLURM, this rank's share of it.
+
+    ``adapter``: an already-built adapter to use instead of building ``config.model``.
+    """
+    console = console or Console(stderr=True)
+    from unified_bench.datasets.registry import load_eval_dataset
+
+    dataset = load_eval_dataset(config.data, config.data_args, cache_dir=config.cache_dir).limited(config.limit)
+    group = detect_process_group()
+    if group is not None and config.shard is not None:
+        raise ConfigError("--shard cannot be combined with a torchrun/SLURM launch; the launch already shards")
+    if group is not None:
+        return _run_rank(config, dataset, group, adapter, console)
+    if config.shard is not None:
+        outcome = run_samples(config, dataset, Path(config.out), config.shard, adapter, console)
+        outcome.role = "shard"
+        return outcome
+    outcome = run_samples(config, dataset, Path(config.out), None, adapter, console)
+    if config.score:
+        outcome.score = score_run(Path(config.out), config, console=console)
+    return outcome
+
+
+def _run_rank(
+    config: EvalConfig, dataset: EvalDataset, group: ProcessGroup, adapter: Adapter | None, console: Console
+) -> EvalOutcome:
+    from unified_bench.runner.merge import merge_shards
+
+    out = Path(config.out)
+    shard_dirs = [out / "shards" / ShardSpec(rank, group.world_size).label for rank in range(group.world_size)]
+    mine = shard_dirs[group.rank]
+    (mine / DONE_FILE).unlink(missing_ok=True)
+    outcome = run_samples(config, dataset, mine, group.shard, adapter, console, local_rank=group.local_rank)
+    (mine / DONE_FILE).write_text(json.dumps({"finished": outcome.finished, "failed": len(outcome.errors)}) + "\n")
+    outcome.role = "rank"
+    wait_for_all(group, shard_dirs, DONE_FILE)
+    if group.rank != 0:
+        return outcome
+    merged = merge_shards(shard_dirs, out, config, console=console)
+    merged.role = "merger"
+    return merged
+
+
+def run_samples(
+    config: EvalConfig,
+    dataset: EvalDataset,
+    out: Path,
+    shard: ShardSpec | None,
+    adapter: Adapter | None,
+    console: Console,
+    *,
+    local_rank: int | None = None,
+) -> EvalOutcome:
+    """Caption and regenerate every owned, unfinished sample into ``out`` (no scoring)."""
+    started = time.perf_counter()
+    store = RunStore(out, durable=config.durable)
+    if store.has_previous_run() and not config.resume:
+        raise ConfigError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+    if config.batch_size < 1:
+        raise ConfigError("--batch-size must be >= 1")
+    samples = [s for s in dataset.samples if shard is None or shard.owns(s.sample_id)]
+
+    spec, cls, values = _prepare_adapter(config, adapter, local_rank)
+    identity = {
+        "model": config.model,
+        "model_args": _jsonable(values),
+        "protocol": None,  # filled once the generation size is known
+        "seed": config.seed,
+        "dataset": dataset.name,
+    }
+    previous = store.read_run_info() if config.resume else None
+    out.mkdir(parents=True, exist_ok=True)
+    state = store.read_state(repair=True)
+    pending = [s for s in samples if s.sample_id not in state.finished]
+
+    timings = {"runner.caption_s": 0.0, "runner.generate_s": 0.0, "runner.write_s": 0.0}
+    previous_adapter = (previous or {}).get("adapter") or {}
+    describe: dict[str, Any] = dict(previous_adapter.get("describe") or {})
+    capabilities: dict[str, Any] = dict(previous_adapter.get("capabilities") or {})
+    built: Adapter | None = adapter
+    try:
+        if pending:
+            if built is None:
+                built = instantiate(cls, values)
+            size = config.size or built.capabilities.native_resolution or config.protocol.generation.size
+            identity["protocol"] = config.protocol.with_size(tuple(size)).to_dict()
+            describe = _jsonable(built.describe())
+            capabilities = _jsonable(vars(built.capabilities))
+        elif previous is not None:
+            identity["protocol"] = previous.get("protocol")
+        # else: nothing to run and no history (an empty shard): protocol stays None, and
+        # merge ignores it, rather than loading a model only to learn its resolution
+        if previous is not None:
+            _check_same_run(previous, identity, out)
+        info = {
+            **identity,
+            "adapter": {
+                "name": spec.name,
+                "target": spec.target,
+                "source": spec.source,
+                "describe": describe,
+                "capabilities": capabilities,
+            },
+            "dataset_info": {
+                "name": dataset.name,
+                "description": dataset.description,
+                "source": _jsonable(dataset.source),
+                "default_metrics": list(dataset.default_metrics),
+                "samples": len(dataset.samples),
+            },
+            "shard": shard.to_dict() if shard else None,
+            "batch_size": config.batch_size,
+            "limit": config.limit,
+        }
+        store.write_run_info(info)
+        if pending:
+            assert built is not None
+            batch_size = max(1, min(config.batch_size, built.capabilities.max_batch_size or 1))
+            protocol = identity["protocol"]
+            size = (protocol["generation"]["width"], protocol["generation"]["height"])
+            with store, _progress(config.progress, console) as progress:
+                task = progress.add_task("round trip", total=len(pending)) if progress else None
+                for start in range(0, len(pending), batch_size):
+                    batch = [_Item(s, seed_for(config.seed, s.sample_id)) for s in pending[start : start + batch_size]]
+                    _run_batch(batch, built, store, protocol["caption_prompt"], size, timings)
+                    if progress:
+                        progress.advance(task, len(batch))
+    finally:
+        if built is not None and adapter is None:
+            built.close()
+    timings["runner.total_s"] = time.perf_counter() - started
+    timings["runner.samples_processed"] = float(len(pending))
+    store.write_run_info({**info, "timings": timings})
+    state = store.read_state()
+    owned = {s.sample_id for s in samples}
+    errors = [
+        SampleError(e.sample_id, e.stage, e.message)
+        for sid, e in sorted(state.errors.items(), key=lambda kv: natural_key(kv[0]))
+        if sid in owned
+    ]
+    return EvalOutcome(out, sum(1 for s in samples if s.sample_id in state.finished), errors, timings=timings)
+
+
+def _prepare_adapter(
+    config: EvalConfig, adapter: Adapter | None, local_rank: int | None
+) -> tuple[AdapterSpec, type[Adapter], dict[str, Any]]:
+    if adapter is not None:
+        cls = type(adapter)
+        spec = AdapterSpec(config.model, f"{cls.__module__}:{cls.__qualname__}", "adapter passed in", source="instance")
+        return spec, cls, dict(config.model_args)
+    args = dict(config.model_args)
+    spec, cls, values = prepare(config.model, args)
+    if local_rank is not None and "device" not in values and "device" in _declared_names(cls):
+        import torch
+
+        if torch.cuda.is_available():  # one GPU per rank unless the user says otherwise
+            spec, cls, values = prepare(config.model, {**args, "device": f"cuda:{local_rank}"})
+    return spec, cls, values
+
+
+def _declared_names(cls: type[Adapter]) -> set[str]:
+    from unified_bench.adapters.registry import declared_args
+
+    return {a.name for a in declared_args(cls)}
+
+
+def _check_same_run(previous: dict[str, Any], identity: dict[str, Any], out: Path) -> None:
+    for key in IDENTITY_KEYS:
+        if key == "protocol" and (previous.get(key) is None or identity.get(key) is None):
+            continue  # an empty shard does not know its protocol
+        if previous.get(key) != identity.get(key):
+            raise ConfigError(
+                f"{out}: cannot resume, {key} differs from the run there "
+                f"({previous.get(key)!r} vs {identity.get(key)!r}); use the same settings or another --out"
+            )
+
+
+def _run_batch(
+    items: list[_Item],
+    adapter: Adapter,
+    store: RunStore,
+    prompt: str,
+    size: tuple[int, int],
+    timings: dict[str, float],
+) -> None:
+    """One batch through both stages; each item ends either written or failed."""
+    for item in items:
+        _load_reference(item, store)
+    live = [i for i in items if i.error is None]
+    t0 = time.perf_counter()
+    _stage(
+        live,
+        lambda batch: adapter.caption([i.image for i in batch], prompt=prompt, seeds=[i.seed for i in batch]),
+        check_captions,
+        "caption",
+        lambda item, value: setattr(item, "caption", value),
+    )
+    t1 = time.perf_counter()
+    live = [i for i in live if i.error is None]
+    _stage(
+        live,
+        lambda batch: adapter.generate([i.caption for i in batch], seeds=[i.seed for i in batch], size=size),
+        check_images,
+        "generate",
+        lambda item, value: setattr(item, "output", value),
+    )
+    t2 = time.perf_counter()
+    for item in items:
+        if item.error is None:
+            record = CaptionRecord(
+                item.sample.sample_id,
+                item.caption or "",
+                item.seed,
+                store.relative(store.image_path(item.sample.sample_id)),
+                store.relative(item.reference) if item.reference else "",
+                item.reference_sha256,
+                dict(item.sample.meta) if item.sample.meta else None,
+            )
+            try:
+                store.finish(record, item.output)
+            except (OSError, ValueError) as err:
+                item.fail("write", f"cannot write {store.image_path(item.sample.sample_id)}: {err}")
+        if item.error is not None:
+            store.fail(item.error)
+        item.image = item.output = None
+    timings["runner.caption_s"] += t1 - t0
+    timings["runner.generate_s"] += t2 - t1
+    timings["runner.write_s"] += time.perf_counter() - t2
+
+
+def _load_reference(item: _Item, store: RunStore) -> None:
+    """Materialise an in-memory reference to refs/, hash it, decode it."""
+    sample = item.sample
+    try:
+        if sample.reference is not None:
+            item.reference = Path(sample.reference)
+        else:
+            item.reference = _materialise(sample, store)
+        item.reference_sha256 = file_sha256(item.reference)
+        item.image = load_image(item.reference)
+    except (ImageLoadError, OSError, UnifiedBenchError) as err:
+        item.fail("reference", str(err))
+
+
+def _materialise(sample: Sample, store: RunStore) -> Path:
+    data = sample.image() if callable(sample.image) else sample.image
+    if isinstance(data, Image.Image):
+        buffer = BytesIO()
+        data.save(buffer, format="PNG")
+        payload, suffix = buffer.getvalue(), ".png"
+    elif isinstance(data, (bytes, bytearray)):
+        payload = bytes(data)
+        try:
+            with Image.open(BytesIO(payload)) as probe:
+                suffix = "." + (probe.format or "png").lower().replace("jpeg", "jpg")
+        except Exception:
+            suffix = ".bin"  # load_image will report it as unreadable
+    else:
+        raise ImageLoadError(f"sample {sample.sample_id}: dataset gave {type(data).__name__}, not an image")
+    path = store.refs_dir / f"{sample.sample_id}{suffix}"
+    if not path.exists() or path.read_bytes() != payload:
+        store.write_bytes(path, payload)
+    return path
+
+
+def _stage(
+    items: list[_Item],
+    call: Callable[[list[_Item]], Any],
+    check: Callable[[Any, int], list[SampleOutcome]],
+    stage: str,
+    accept: Callable[[_Item, Any], None],
+) -> None:
+    """Call the adapter on ``items``; if the call raises, retry one by one to isolate the
+    failing sample (so one bad sample never fails its batch-mates)."""
+    if not items:
+        return
+    try:
+        outputs = call(items)
+    except Exception as err:  # an adapter is third-party code: any exception is per-sample
+        if len(items) > 1:
+            for item in items:
+                _stage([item], call, check, stage, accept)
+            return
+        items[0].fail(stage, f"{type(err).__name__}: {err}")
+        return
+    for item, outcome in zip(items, check(outputs, len(items))):
+        if outcome.ok:
+            accept(item, outcome.value)
+        else:
+            item.fail(stage, outcome.error or "invalid output")
+
+
+def _progress(enabled: bool, console: Console):
+    if not enabled:
+        return nullcontext()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    """Tuples -> lists, paths and other objects -> str: what json would write and read back."""
+    return json.loads(json.dumps(value, default=str, allow_nan=True))
+
+
+# --- scoring ------------------------------------------------------------------------------
+
+
+def score_run(out: Path, config: EvalConfig, *, console: Console | None = None) -> ScoreOutcome:
+    """Score the finished samples of run directory ``out`` into ``out/results.json``."""
+    store = RunStore(out)
+    info = store.read_run_info() or {}
+    state = store.read_state()
+    metrics = _metrics_for(config, info)
+    records = sorted(state.finished.values(), key=lambda r: natural_key(r.sample_id))
+    pairs = [Pair(r.sample_id, store.resolve(r.reference), store.resolve(r.image), r.meta) for r in records]
+    runner_errors = [
+        SampleError(e.sample_id, e.stage, e.message)
+        for e in sorted(state.errors.values(), key=lambda e: natural_key(e.sample_id))
+    ]
+    scoring = ScoringConfig(
+        metrics=metrics,
+        checkpoints=dict(config.checkpoints),
+        device=config.device,
+        dtype=config.dtype,
+        batch_size=config.metric_batch_size,
+        cache_dir=config.cache_dir,
+        use_cache=config.use_cache,
+        progress=config.progress,
+    )
+    shas = {r.sample_id: r.reference_sha256 for r in records}
+    shas.update({e.sample_id: e.reference_sha256 for e in state.errors.values()})
+    run_extra = {
+        "model": {
+            "name": info.get("model"),
+            "args": info.get("model_args"),
+            "adapter": info.get("adapter"),
+        },
+        "protocol": info.get("protocol"),
+        "dataset": {
+            **(info.get("dataset_info") or {"name": info.get("dataset")}),
+            "reference_sha256": dict(sorted(shas.items(), key=lambda kv: natural_key(kv[0]))),
+        },
+        "seeds": {
+            "global_seed": info.get("seed"),
+            "derivation": "seed_for(global_seed, sample_id): sha256 of both, first 8 bytes mod 2**31",
+            "per_sample": {r.sample_id: r.seed for r in records},
+        },
+        "runner": {
+            "batch_size": info.get("batch_size"),
+            "limit": info.get("limit"),
+            "shards": info.get("shards"),
+            "finished": len(records),
+            "failed": len(runner_errors),
+        },
+        "timings": {k: v for k, v in (info.get("timings") or {}).items() if isinstance(v, (int, float)) and math.isfinite(v)},
+    }
+    return score_and_write(
+        pairs,
+        scoring,
+        out,
+        run_extra=run_extra,
+        command=config.command,
+        console=console,
+        extra_errors=runner_errors,
+    )
+
+
+def _metrics_for(config: EvalConfig, info: dict[str, Any]) -> list[str]:
+    from unified_bench.metrics import parse_metric_list
+
+    if config.metrics:
+        return list(config.metrics)
+    defaults = tuple((info.get("dataset_info") or {}).get("default_metrics") or ())
+    if not defaults:
+        raise ConfigError("no --metrics given and the dataset declares no default metrics")
+    return parse_metric_list(",".join(defaults))
+
+
+def finished_ids(out: Path) -> Iterable[str]:
+    return RunStore(out).read_state().finished.keys()

@@ -1,0 +1,152 @@
+"""Merge shard directories into one run directory, then score it.
+
+Shards must come from the same run: same model, model arguments, protocol, seed and
+dataset (checked from each shard's ``run.json``). A sample finished in several shards
+(e.g. the same shard run twice) is kept once; shards of a deterministic adapter agree, and
+a disagreement is reported rather than silently picking one. Merging is idempotent.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from unified_bench.datasets.base import natural_key
+from unified_bench.errors import ConfigError
+from unified_bench.images import file_sha256
+from unified_bench.results.model import SampleError
+from unified_bench.runner.eval import IDENTITY_KEYS, EvalConfig, EvalOutcome, score_run
+from unified_bench.runner.store import CAPTIONS_FILE, ERRORS_FILE, CaptionRecord, ErrorRecord, RunStore
+
+
+def merge_shards(
+    shard_dirs: Sequence[str | Path],
+    out: str | Path,
+    config: EvalConfig | None = None,
+    *,
+    console: Console | None = None,
+) -> EvalOutcome:
+    """Copy every shard's finished samples into ``out``, write its run files, score it."""
+    out = Path(out)
+    shards = [RunStore(d) for d in shard_dirs]
+    if not shards:
+        raise ConfigError("merge needs at least one shard directory")
+    infos = []
+    for store in shards:
+        info = store.read_run_info()
+        if info is None:
+            raise ConfigError(f"{store.root}: not a run directory (no run.json)")
+        infos.append(info)
+    identity = _common_identity(infos, [s.root for s in shards])
+
+    target = RunStore(out)
+    target.images_dir.mkdir(parents=True, exist_ok=True)
+    finished: dict[str, CaptionRecord] = {}
+    errors: dict[str, ErrorRecord] = {}
+    conflicts: list[str] = []
+    for store in shards:
+        state = store.read_state()
+        for sid, record in state.finished.items():
+            if sid in finished:
+                if finished[sid].caption != record.caption:
+                    conflicts.append(sid)
+                continue
+            finished[sid] = _copy_into(record, store, target)
+        for sid, error in state.errors.items():
+            errors.setdefault(sid, error)
+    errors = {sid: e for sid, e in errors.items() if sid not in finished}
+
+    target.rewrite_jsonl(
+        CAPTIONS_FILE, [finished[k].to_dict() for k in sorted(finished, key=natural_key)]
+    )
+    target.rewrite_jsonl(
+        ERRORS_FILE,
+        [{k: v for k, v in vars(errors[k]).items() if v is not None} for k in sorted(errors, key=natural_key)],
+    )
+    timings: dict[str, float] = {}
+    for info in infos:
+        for key, value in (info.get("timings") or {}).items():
+            if isinstance(value, (int, float)):
+                timings[key] = timings.get(key, 0.0) + float(value)
+    first = next((i for i in infos if i.get("protocol") is not None), infos[0])
+    target.write_run_info(
+        {
+            **identity,
+            "adapter": first.get("adapter"),
+            "dataset_info": first.get("dataset_info"),
+            "shard": None,
+            "shards": [{"dir": str(s.root), "shard": i.get("shard")} for s, i in zip(shards, infos)],
+            "batch_size": first.get("batch_size"),
+            "limit": first.get("limit"),
+            "timings": timings,
+        }
+    )
+    if conflicts:
+        (console or Console(stderr=True)).print(
+            f"[yellow]{len(conflicts)} sample(s) differ between shards (kept the first): {', '.join(conflicts[:10])}"
+        )
+    config = config or EvalConfig(model=identity["model"], data=str(identity["dataset"]), out=out)
+    outcome = EvalOutcome(
+        out,
+        len(finished),
+        [SampleError(e.sample_id, e.stage, e.message) for e in (errors[k] for k in sorted(errors, key=natural_key))],
+        role="merger",
+        timings=timings,
+    )
+    if config.score:
+        outcome.score = score_run(out, config, console=console)
+    return outcome
+
+
+def _common_identity(infos: list[dict[str, Any]], roots: list[Path]) -> dict[str, Any]:
+    identity: dict[str, Any] = {}
+    for key in IDENTITY_KEYS:
+        values = [(root, info.get(key)) for root, info in zip(roots, infos)]
+        if key == "protocol":  # an empty shard never learned its protocol
+            values = [(r, v) for r, v in values if v is not None] or values
+        reference_root, reference = values[0]
+        for root, value in values[1:]:
+            if value != reference:
+                raise ConfigError(
+                    f"cannot merge: {key} of {root} ({value!r}) differs from {reference_root} ({reference!r}); "
+                    "shards must come from one run (same model, args, protocol, seed and dataset)"
+                )
+        identity[key] = reference
+    return identity
+
+
+def _copy_into(record: CaptionRecord, source: RunStore, target: RunStore) -> CaptionRecord:
+    """Copy a sample's image (and a reference kept inside the shard) into ``target``."""
+    image_src = source.resolve(record.image)
+    image_dst = target.image_path(record.sample_id)
+    _copy_if_changed(image_src, image_dst)
+    reference = record.reference
+    ref_src = source.resolve(record.reference)
+    if not Path(record.reference).is_absolute():  # a materialised reference inside the shard
+        ref_dst = target.refs_dir / ref_src.name
+        _copy_if_changed(ref_src, ref_dst)
+        reference = target.relative(ref_dst)
+    return CaptionRecord(
+        record.sample_id,
+        record.caption,
+        record.seed,
+        target.relative(image_dst),
+        reference,
+        record.reference_sha256,
+        record.meta,
+    )
+
+
+def _copy_if_changed(src: Path, dst: Path) -> None:
+    if src.resolve() == dst.resolve():
+        return
+    if dst.exists() and dst.stat().st_size == src.stat().st_size and file_sha256(dst) == file_sha256(src):
+        return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.merge.tmp")
+    shutil.copyfile(src, tmp)
+    tmp.replace(dst)

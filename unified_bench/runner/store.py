@@ -1,0 +1,251 @@
+"""The run directory on disk, written so that a SIGKILL at any instant loses at most the
+sample in flight.
+
+Per finished sample: the image goes to a temp file, is fsynced and renamed to
+``images/<id>.png``; only then is one line appended to ``captions.jsonl`` and fsynced. A
+sample counts as finished when its line *and* its image exist, so an image without a line
+(killed between the two) is simply redone. A torn last line (killed mid-append) is cut off
+when the run is resumed. Reading keeps the last line per sample, so a redone sample never
+yields a duplicate row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from unified_bench.errors import ConfigError
+from unified_bench.results.io import atomic_write_text
+
+CAPTIONS_FILE = "captions.jsonl"
+ERRORS_FILE = "errors.jsonl"
+RUN_FILE = "run.json"
+IMAGES_DIR = "images"
+REFS_DIR = "refs"
+DONE_FILE = "shard.done"
+
+
+@dataclass(frozen=True)
+class CaptionRecord:
+    """One line of ``captions.jsonl``: a finished sample."""
+
+    sample_id: str
+    caption: str
+    seed: int
+    image: str  # relative to the run directory
+    reference: str  # relative to the run directory when inside it, else absolute
+    reference_sha256: str | None = None
+    meta: dict[str, Any] | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CaptionRecord:
+        return cls(
+            sample_id=str(data["sample_id"]),
+            caption=str(data["caption"]),
+            seed=int(data["seed"]),
+            image=str(data["image"]),
+            reference=str(data["reference"]),
+            reference_sha256=data.get("reference_sha256"),
+            meta=data.get("meta"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        if out["meta"] is None:
+            del out["meta"]
+        return out
+
+
+@dataclass(frozen=True)
+class ErrorRecord:
+    """One line of ``errors.jsonl``: a sample that failed at one stage."""
+
+    sample_id: str
+    stage: str  # "reference", "caption", "generate", "write"
+    message: str
+    seed: int | None = None
+    reference_sha256: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ErrorRecord:
+        return cls(
+            str(data["sample_id"]),
+            str(data["stage"]),
+            str(data["message"]),
+            data.get("seed"),
+            data.get("reference_sha256"),
+        )
+
+
+@dataclass
+class RunState:
+    """What a run directory already holds."""
+
+    finished: dict[str, CaptionRecord] = field(default_factory=dict)
+    errors: dict[str, ErrorRecord] = field(default_factory=dict)  # last error per unfinished sample
+
+
+def read_jsonl(path: Path, *, repair: bool = False) -> Iterator[dict[str, Any]]:
+    """Complete lines of a JSONL file; with ``repair`` a torn last line is cut off the file."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if repair and end < len(data):
+        with open(path, "r+b") as handle:
+            handle.truncate(end)
+            handle.flush()
+            os.fsync(handle.fileno())
+    for raw in data[:end].splitlines():
+        if not raw.strip():
+            continue
+        try:
+            yield json.loads(raw)
+        except json.JSONDecodeError:
+            continue  # only a torn write can produce this; the sample is redone
+
+
+class RunStore:
+    """Append-only writer and reader of one run (or shard) directory."""
+
+    def __init__(self, root: str | Path, *, durable: bool = True) -> None:
+        self.root = Path(root)
+        self.durable = durable
+        self._captions_fd: int | None = None
+        self._errors_fd: int | None = None
+
+    # --- paths ---
+    @property
+    def images_dir(self) -> Path:
+        return self.root / IMAGES_DIR
+
+    @property
+    def refs_dir(self) -> Path:
+        return self.root / REFS_DIR
+
+    def image_path(self, sample_id: str) -> Path:
+        return self.images_dir / f"{sample_id}.png"
+
+    def resolve(self, relative_or_absolute: str) -> Path:
+        path = Path(relative_or_absolute)
+        return path if path.is_absolute() else self.root / path
+
+    def relative(self, path: Path) -> str:
+        """Relative to the run directory when inside it (so the folder can move)."""
+        try:
+            return str(Path(path).resolve().relative_to(self.root.resolve()))
+        except ValueError:
+            return str(Path(path).resolve())
+
+    # --- state ---
+    def has_previous_run(self) -> bool:
+        return (self.root / RUN_FILE).exists() or (self.root / CAPTIONS_FILE).exists()
+
+    def read_state(self, *, repair: bool = False) -> RunState:
+        state = RunState()
+        for data in read_jsonl(self.root / CAPTIONS_FILE, repair=repair):
+            try:
+                record = CaptionRecord.from_dict(data)
+            except (KeyError, TypeError, ValueError):
+                continue
+            if self.resolve(record.image).is_file():
+                state.finished[record.sample_id] = record
+        for data in read_jsonl(self.root / ERRORS_FILE, repair=repair):
+            try:
+                error = ErrorRecord.from_dict(data)
+            except (KeyError, TypeError, ValueError):
+                continue
+            if error.sample_id not in state.finished:
+                state.errors[error.sample_id] = error
+        return state
+
+    def read_run_info(self) -> dict[str, Any] | None:
+        path = self.root / RUN_FILE
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise ConfigError(f"{path}: unreadable run file ({err}); remove it or use another --out") from err
+
+    def write_run_info(self, info: dict[str, Any]) -> None:
+        atomic_write_text(self.root / RUN_FILE, json.dumps(info, indent=2, ensure_ascii=False, default=str) + "\n")
+
+    # --- writing ---
+    def open(self) -> None:
+        self.images_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.images_dir.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)  # left by a run killed mid-write
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        self._captions_fd = os.open(self.root / CAPTIONS_FILE, flags, 0o644)
+        self._errors_fd = os.open(self.root / ERRORS_FILE, flags, 0o644)
+
+    def close(self) -> None:
+        for fd in (self._captions_fd, self._errors_fd):
+            if fd is not None:
+                os.close(fd)
+        self._captions_fd = self._errors_fd = None
+
+    def __enter__(self) -> RunStore:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def write_image(self, path: Path, image: Image.Image) -> None:
+        """PNG via temp file + fsync + rename: the final name only ever holds a whole image."""
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as handle:
+                image.save(handle, format="PNG", compress_level=1)
+                if self.durable:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def write_bytes(self, path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                if self.durable:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def finish(self, record: CaptionRecord, image: Image.Image) -> None:
+        """Image first, then its line: the line is the commit record of the sample."""
+        self.write_image(self.resolve(record.image), image)
+        self._append(self._captions_fd, record.to_dict())
+
+    def fail(self, error: ErrorRecord) -> None:
+        self._append(self._errors_fd, {k: v for k, v in asdict(error).items() if v is not None})
+
+    def _append(self, fd: int | None, data: dict[str, Any]) -> None:
+        if fd is None:
+            raise RuntimeError("RunStore is not open")
+        line = (json.dumps(data, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
+        written = os.write(fd, line)  # one write on an O_APPEND fd: never interleaved
+        if written != len(line):  # pragma: no cover - only on a full disk
+            raise OSError(f"short write to {self.root} ({written}/{len(line)} bytes); is the disk full?")
+        if self.durable:
+            os.fsync(fd)
+
+    def rewrite_jsonl(self, name: str, rows: list[dict[str, Any]]) -> None:
+        """Replace a JSONL file atomically (merge)."""
+        text = "".join(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in rows)
+        atomic_write_text(self.root / name, text)
