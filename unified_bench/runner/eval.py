@@ -215,6 +215,7 @@ def run_samples(
                 "samples": len(dataset.samples),
             },
             "shard": shard.to_dict() if shard else None,
+            "processed_this_session": len(pending),
             "batch_size": config.batch_size,
             "limit": config.limit,
         }
@@ -235,7 +236,6 @@ def run_samples(
         if built is not None and adapter is None:
             built.close()
     timings["runner.total_s"] = time.perf_counter() - started
-    timings["runner.samples_processed"] = float(len(pending))
     store.write_run_info({**info, "timings": timings})
     state = store.read_state()
     owned = {s.sample_id for s in samples}

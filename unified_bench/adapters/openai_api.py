@@ -1,0 +1,126 @@
+"""``openai``: any OpenAI-compatible HTTP API (OpenAI, Azure-style gateways, vLLM, ...).
+
+Captioning posts the image as a base64 PNG data URL to ``/chat/completions`` with the
+protocol's instruction; generation calls ``/images/generations`` and reads ``b64_json``.
+The key is read from an environment variable (never from a flag, so it stays out of shell
+history and run records). Hosted APIs are not deterministic: the per-sample seed is sent
+where the API accepts one, but equal seeds need not give equal outputs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from unified_bench.adapters.base import Adapter, Capabilities
+from unified_bench.adapters.http import RetryPolicy, decode_image, encode_png, request_json
+from unified_bench.errors import ConfigError
+from unified_bench.images import to_rgb
+
+
+@dataclass
+class OpenAIConfig:
+    base_url: str = field(default="https://api.openai.com/v1", metadata={"help": "API root, e.g. http://localhost:8000/v1 for vLLM"})
+    caption_model: str = field(default="gpt-4o", metadata={"help": "chat model that captions"})
+    image_model: str = field(default="gpt-image-1", metadata={"help": "images model that generates"})
+    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "environment variable holding the key ('' for no auth)"})
+    temperature: float = field(default=0.7, metadata={"help": "caption sampling temperature (paper: 0.7)"})
+    max_tokens: int = field(default=512, metadata={"help": "caption length cap (paper: 512 new tokens)"})
+    send_seed: bool = field(default=True, metadata={"help": "send the per-sample seed with chat requests"})
+    response_format: str = field(default="b64_json", metadata={"help": "images API response_format ('' to omit, e.g. for gpt-image-1)"})
+    quality: str = field(default="", metadata={"help": "images API quality ('' to omit)"})
+    timeout_s: float = field(default=120.0, metadata={"help": "per-request timeout"})
+    max_retries: int = field(default=5, metadata={"help": "retries on 429/5xx/connection errors"})
+    backoff_s: float = field(default=1.0, metadata={"help": "first retry delay; doubles each retry, with jitter"})
+    max_backoff_s: float = field(default=60.0, metadata={"help": "cap on one retry delay (also caps Retry-After)"})
+    max_batch_size: int = field(default=8, metadata={"help": "samples per runner batch (sent one request each)"})
+
+
+class OpenAIAdapter(Adapter):
+    """OpenAI-compatible API: chat completions to caption, images API to generate."""
+
+    name = "openai"
+    config_class = OpenAIConfig
+
+    def __init__(self, config: OpenAIConfig | None = None) -> None:
+        self.config = config or OpenAIConfig()
+        self._key = None
+        if self.config.api_key_env:
+            self._key = os.environ.get(self.config.api_key_env)
+            if not self._key:
+                raise ConfigError(
+                    f"the openai adapter reads its key from ${self.config.api_key_env}, which is not set; "
+                    "export it, or pass --model-arg api_key_env=OTHER_VAR ('' for a server without auth)"
+                )
+        self.capabilities = Capabilities(
+            max_batch_size=self.config.max_batch_size,
+            native_resolution=(1024, 1024),
+            deterministic=False,
+            needs=(f"env:{self.config.api_key_env}",) if self.config.api_key_env else (),
+        )
+        self._retry = RetryPolicy(self.config.max_retries, self.config.backoff_s, self.config.max_backoff_s)
+
+    def _post(self, path: str, payload: dict) -> dict:
+        headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
+        url = self.config.base_url.rstrip("/") + path
+        return request_json(url, payload, headers=headers, timeout_s=self.config.timeout_s, retry=self._retry)
+
+    def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int]) -> list[str]:
+        return [self._caption_one(image, prompt, seed) for image, seed in zip(images, seeds)]
+
+    def _caption_one(self, image: Image.Image, prompt: str, seed: int) -> str:
+        payload = {
+            "model": self.config.caption_model,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": prompt},
+                        {"type": "image_url", "image_url": {"url": "data:image/png;base64," + encode_png(image)}},
+                    ],
+                }
+            ],
+            "temperature": self.config.temperature,
+            "max_tokens": self.config.max_tokens,
+        }
+        if self.config.send_seed:
+            payload["seed"] = seed
+        answer = self._post("/chat/completions", payload)
+        try:
+            content = answer["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError):
+            raise ValueError(f"chat completion without choices[0].message.content: {str(answer)[:200]}") from None
+        if isinstance(content, list):  # some servers answer with content parts
+            content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+        return content
+
+    def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None) -> list[Image.Image]:
+        return [self._generate_one(prompt, size) for prompt in prompts]
+
+    def _generate_one(self, prompt: str, size: tuple[int, int] | None) -> Image.Image:
+        payload: dict = {"model": self.config.image_model, "prompt": prompt, "n": 1}
+        if size:
+            payload["size"] = f"{size[0]}x{size[1]}"
+        if self.config.response_format:
+            payload["response_format"] = self.config.response_format
+        if self.config.quality:
+            payload["quality"] = self.config.quality
+        answer = self._post("/images/generations", payload)
+        try:
+            encoded = answer["data"][0]["b64_json"]
+        except (KeyError, IndexError, TypeError):
+            raise ValueError(f"images answer without data[0].b64_json: {str(answer)[:200]}") from None
+        return to_rgb(decode_image(encoded))
+
+    def describe(self) -> dict:
+        return {
+            "kind": "openai-compatible",
+            "base_url": self.config.base_url,
+            "caption_model": self.config.caption_model,
+            "image_model": self.config.image_model,
+            "temperature": self.config.temperature,
+            "max_tokens": self.config.max_tokens,
+            "seed_sent": self.config.send_seed,
+        }

@@ -1,0 +1,82 @@
+"""``remote``: a model served by ``unified-bench serve`` in another process or machine.
+
+Its capabilities and description come from the server's ``/info`` and are recorded in the
+run record like any local model's. See ``unified_bench.adapters.serve`` for the protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from unified_bench.adapters.base import Adapter, Capabilities
+from unified_bench.adapters.http import HttpError, RetryPolicy, decode_image, encode_png, request_json
+from unified_bench.errors import AdapterOutputError, ConfigError
+
+
+@dataclass
+class RemoteConfig:
+    url: str = field(default="http://127.0.0.1:8765", metadata={"help": "address printed by `unified-bench serve`"})
+    timeout_s: float = field(default=3600.0, metadata={"help": "per-request timeout (a big model's batch can be slow)"})
+    max_retries: int = field(default=3, metadata={"help": "retries on connection errors and 5xx"})
+    backoff_s: float = field(default=1.0, metadata={"help": "first retry delay (doubles, with jitter)"})
+    max_batch_size: int = field(default=0, metadata={"help": "cap on the batch size (0: what the server declares)"})
+
+
+class RemoteAdapter(Adapter):
+    """Client of the ``unified-bench serve`` protocol."""
+
+    name = "remote"
+    config_class = RemoteConfig
+
+    def __init__(self, config: RemoteConfig | None = None) -> None:
+        from unified_bench.adapters.serve import PROTOCOL_VERSION
+
+        self.config = config or RemoteConfig()
+        self._base = self.config.url.rstrip("/")
+        self._retry = RetryPolicy(self.config.max_retries, self.config.backoff_s, 30.0)
+        try:
+            self.info = request_json(self._base + "/info", timeout_s=30.0, retry=self._retry)
+        except HttpError as err:
+            raise ConfigError(
+                f"no model server at {self._base} ({err}); start one with "
+                "`unified-bench serve --model NAME --port P` and pass --model-arg url=http://HOST:P"
+            ) from err
+        if not isinstance(self.info, dict) or self.info.get("protocol") != PROTOCOL_VERSION:
+            raise ConfigError(f"{self._base} does not speak {PROTOCOL_VERSION} (got {str(self.info)[:200]})")
+        caps = self.info.get("capabilities") or {}
+        declared = int(caps.get("max_batch_size") or 1)
+        native = caps.get("native_resolution")
+        self.capabilities = Capabilities(
+            max_batch_size=min(declared, self.config.max_batch_size) if self.config.max_batch_size else declared,
+            native_resolution=tuple(native) if native else None,
+            deterministic=bool(caps.get("deterministic", False)),
+            can_caption=bool(caps.get("can_caption", True)),
+            can_generate=bool(caps.get("can_generate", True)),
+            needs=("a running `unified-bench serve`",),
+        )
+
+    def _post(self, route: str, payload: dict) -> dict:
+        try:
+            return request_json(self._base + route, payload, timeout_s=self.config.timeout_s, retry=self._retry)
+        except HttpError as err:
+            # 422: the served model raised; surface its message as this sample's error
+            raise RuntimeError(f"remote {route}: {err}") from None
+
+    def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int]) -> list:
+        answer = self._post("/caption", {"images": [encode_png(i) for i in images], "prompt": prompt, "seeds": list(seeds)})
+        return answer.get("captions") if isinstance(answer, dict) else answer
+
+    def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None) -> list[Image.Image]:
+        answer = self._post("/generate", {"prompts": list(prompts), "seeds": list(seeds), "size": list(size) if size else None})
+        encoded, errors = answer.get("images") or [], answer.get("errors") or []
+        failed = [e for e in errors if e]
+        if failed:
+            raise AdapterOutputError("; ".join(failed))
+        if len(encoded) != len(prompts):
+            raise AdapterOutputError(f"server returned {len(encoded)} images for {len(prompts)} prompts")
+        return [decode_image(text) for text in encoded]
+
+    def describe(self) -> dict:
+        return {"kind": "remote", "url": self._base, "served_model": self.info.get("model"), "served": self.info.get("describe")}
