@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from unified_bench import metrics as registry
+from unified_bench.errors import WeightsNotFoundError
 from unified_bench.metrics import EmbeddingMetric, MetricInfo, MetricSpec, PairInput, PairMetric, PairScore
 
 EMBED_SIZE = 16
@@ -126,3 +127,27 @@ def install(*names: str) -> None:
     """Same as ``register`` for a subprocess that runs the CLI."""
     for name in names:
         registry._BUILTIN[name] = spec(name)
+
+
+class ToyFragileEmbedding(ToyEmbedding):
+    """Fails on any image smaller than 2x2, to show one bad sample does not sink its batch."""
+
+    name = "toy-fragile"
+    calls: ClassVar[list[int]] = []
+
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        if any(min(im.size) < 2 for im in images):
+            raise ValueError("image smaller than 2x2")
+        return super().preprocess(images)
+
+
+class ToyMissingWeights(ToyEmbedding):
+    """A metric whose checkpoint is never there."""
+
+    name = "toy-missing"
+
+    def __init__(self, checkpoint: str | None = None, device: str = "cpu", dtype: str | None = None) -> None:
+        raise WeightsNotFoundError(f"metric toy-missing: checkpoint {checkpoint!r} not found; pass --checkpoint toy-missing=PATH")
+
+
+TOY_CLASSES.update({cls.name: cls for cls in (ToyFragileEmbedding, ToyMissingWeights)})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -51,12 +52,19 @@ class EmbeddingCache:
     def flush(self) -> None:
         if not self._dirty:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
+        except OSError as err:
+            # An unwritable cache is only a lost speed-up, like a corrupt one.
+            warnings.warn(f"reference-embedding cache not written to {self.path.parent}: {err}", stacklevel=2)
+            return
         os.close(fd)
         try:
             save_file(self._entries, tmp)
             os.replace(tmp, self.path)
+        except OSError as err:
+            warnings.warn(f"reference-embedding cache not written to {self.path}: {err}", stacklevel=2)
         finally:
             Path(tmp).unlink(missing_ok=True)
         self._dirty = False

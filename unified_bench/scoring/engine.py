@@ -13,6 +13,7 @@ Order of work, chosen for memory and repeated work:
 from __future__ import annotations
 
 import gc
+import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import nullcontext
@@ -180,6 +181,18 @@ def score(
     return report, failures, timings
 
 
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Dot product of two L2-normalised embeddings, exactly rounded, clamped to [-1, 1].
+
+    A float32 BLAS dot sums in an order that depends on memory alignment, so a reference
+    read from the cache and the same one just computed gave scores differing in the 7th
+    digit. Products of float32 values are exact in float64 and ``math.fsum`` is independent
+    of order, so the score depends only on the two embeddings' values.
+    """
+    products = a.detach().to("cpu", torch.float64) * b.detach().to("cpu", torch.float64)
+    return min(1.0, max(-1.0, math.fsum(products.tolist())))
+
+
 def _score_embedding(
     metric: EmbeddingMetric,
     images: _Images,
@@ -242,7 +255,7 @@ def _score_embedding(
     for batch in _batches(live, config.batch_size):
         recon = embed_indices(batch, images.reconstruction)
         for index, emb in recon.items():
-            values[index] = float(torch.dot(emb.float(), ref_embeddings[index].float()).clamp(-1.0, 1.0))
+            values[index] = cosine(emb, ref_embeddings[index])
         if progress:
             progress.advance(task, len(batch))
     if progress:
