@@ -215,6 +215,7 @@ def run_samples(
                 "samples": len(dataset.samples),
             },
             "shard": shard.to_dict() if shard else None,
+            "metrics": list(config.metrics) if config.metrics else (previous or {}).get("metrics"),
             "processed_this_session": len(pending),
             "batch_size": config.batch_size,
             "limit": config.limit,
@@ -484,6 +485,8 @@ def _metrics_for(config: EvalConfig, info: dict[str, Any]) -> list[str]:
 
     if config.metrics:
         return list(config.metrics)
+    if info.get("metrics"):  # what the run (or its shards) asked for
+        return list(info["metrics"])
     defaults = tuple((info.get("dataset_info") or {}).get("default_metrics") or ())
     if not defaults:
         raise ConfigError("no --metrics given and the dataset declares no default metrics")

@@ -80,6 +80,7 @@ def merge_shards(
             "dataset_info": first.get("dataset_info"),
             "shard": None,
             "shards": [{"dir": str(s.root), "shard": i.get("shard")} for s, i in zip(shards, infos)],
+            "metrics": first.get("metrics"),
             "batch_size": first.get("batch_size"),
             "limit": first.get("limit"),
             "timings": timings,

@@ -1,0 +1,135 @@
+"""Sharding and batching never change results: --shard I/N + merge, torchrun with gloo, batch sizes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import toy_metrics
+from runner_helpers import LAUNCHER, VENV_BIN, cli_env, essentials, make_images, read_captions
+
+from unified_bench.errors import ConfigError
+from unified_bench.runner.distributed import ShardSpec, detect_process_group, parse_shard
+from unified_bench.runner.eval import EvalConfig, run_eval
+from unified_bench.runner.merge import merge_shards
+
+
+@pytest.fixture
+def toys(monkeypatch, tmp_path):
+    toy_metrics.register(monkeypatch, "toy-pair", "toy-embed")
+    monkeypatch.setenv("UNIFIED_BENCH_CACHE", str(tmp_path / "cache"))
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_NTASKS", "SLURM_PROCID", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+
+
+def config(data, out, **kw):
+    base = dict(model="mock", data=str(data), out=out, metrics=["toy-pair", "toy-embed"], model_args={"size": 32},
+                progress=False, seed=11)
+    base.update(kw)
+    return EvalConfig(**base)
+
+
+def test_parse_and_detect():
+    assert parse_shard("1/4") == ShardSpec(1, 4)
+    for bad in ("4/4", "1", "a/b", "-1/2"):
+        with pytest.raises(ConfigError):
+            parse_shard(bad)
+    assert detect_process_group({}) is None
+    assert detect_process_group({"RANK": "0", "WORLD_SIZE": "1"}) is None
+    group = detect_process_group({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "h", "MASTER_PORT": "1"})
+    assert (group.rank, group.world_size, group.local_rank, group.launcher, group.rendezvous) == (1, 2, 1, "torchrun", True)
+    slurm = detect_process_group({"SLURM_PROCID": "2", "SLURM_NTASKS": "3", "SLURM_LOCALID": "0"})
+    assert (slurm.rank, slurm.world_size, slurm.launcher, slurm.rendezvous) == (2, 3, "slurm", False)
+    assert slurm.shard == ShardSpec(2, 3)
+
+
+def test_same_results_whatever_batch_size_or_shard_count(toys, tmp_path):
+    """Acceptance 5: same seed -> identical captions, images and scores."""
+    data = make_images(tmp_path / "data", 9)
+    baseline = tmp_path / "b1"
+    run_eval(config(data, baseline, batch_size=1))
+    expected = essentials(baseline)
+    assert len(expected["captions"]) == 9
+    for batch_size in (3, 8):
+        out = tmp_path / f"b{batch_size}"
+        run_eval(config(data, out, batch_size=batch_size))
+        assert essentials(out) == expected, f"batch size {batch_size} changed the results"
+    for count in (2, 3):
+        shards = []
+        for index in range(count):
+            shard_dir = tmp_path / f"n{count}" / f"s{index}"
+            outcome = run_eval(config(data, shard_dir, shard=ShardSpec(index, count), batch_size=4))
+            assert outcome.role == "shard" and not (shard_dir / "results.json").exists()  # shards do not score
+            shards.append(shard_dir)
+        assert sum(len(read_captions(s)) for s in shards) == 9  # a partition, no overlap
+        merged = tmp_path / f"merged{count}"
+        outcome = merge_shards(shards, merged, config(data, merged))
+        assert outcome.ok and essentials(merged) == expected, f"{count} shards changed the results"
+        info = json.loads((merged / "run.json").read_text())
+        assert len(info["shards"]) == count and info["seed"] == 11
+    # merging twice (or a shard listed twice) changes nothing: dedupe by sample id
+    again = tmp_path / "merged-again"
+    merge_shards([tmp_path / "n2" / "s0", tmp_path / "n2" / "s1", tmp_path / "n2" / "s0"], again, config(data, again))
+    assert essentials(again) == expected
+
+
+def test_merge_refuses_shards_of_different_runs(toys, tmp_path):
+    data = make_images(tmp_path / "data", 4)
+    run_eval(config(data, tmp_path / "a", shard=ShardSpec(0, 2)))
+    run_eval(config(data, tmp_path / "b", shard=ShardSpec(1, 2), seed=12))
+    with pytest.raises(ConfigError, match="cannot merge: seed"):
+        merge_shards([tmp_path / "a", tmp_path / "b"], tmp_path / "m")
+    run_eval(config(data, tmp_path / "c", shard=ShardSpec(1, 2), model_args={"size": 16}))
+    with pytest.raises(ConfigError, match="cannot merge: model_args"):
+        merge_shards([tmp_path / "a", tmp_path / "c"], tmp_path / "m")
+    with pytest.raises(ConfigError, match="not a run directory"):
+        merge_shards([tmp_path / "a", tmp_path / "data"], tmp_path / "m")
+
+
+@pytest.mark.slow
+def test_shard_cli_and_merge_cli(toys, tmp_path):
+    data = make_images(tmp_path / "data", 5)
+    common = ["--model", "mock", "--data", str(data), "--metrics", "toy-pair", "--model-arg", "size=32", "--seed", "11", "--no-progress"]
+    runs = [
+        subprocess.Popen([sys.executable, str(LAUNCHER), "eval", *common, "--shard", f"{i}/2", "--out", str(tmp_path / f"s{i}")],
+                         env=cli_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)
+    ]
+    for proc in runs:
+        _, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err
+    merged = subprocess.run([sys.executable, str(LAUNCHER), "merge", str(tmp_path / "s0"), str(tmp_path / "s1"),
+                             "--out", str(tmp_path / "m"), "--no-progress"], env=cli_env(tmp_path), capture_output=True, text=True, timeout=180)
+    assert merged.returncode == 0, merged.stderr
+    run_eval(config(data, tmp_path / "single", metrics=["toy-pair"]))
+    assert essentials(tmp_path / "m") == essentials(tmp_path / "single")
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_equal_single_process(tmp_path):
+    """Acceptance 4: torchrun --nproc_per_node=2 (gloo) merges to the single-process result."""
+    torchrun = VENV_BIN / "torchrun"
+    if not torchrun.exists():
+        torchrun = shutil.which("torchrun")
+    data = make_images(tmp_path / "data", 7)
+    common = ["--model", "mock", "--data", str(data), "--metrics", "toy-pair,toy-embed", "--model-arg", "size=32",
+              "--seed", "5", "--no-progress", "--batch-size", "3"]
+    env = cli_env(tmp_path)
+    env["OMP_NUM_THREADS"] = "1"
+    launched = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node=2", str(LAUNCHER), "eval", *common, "--out", str(tmp_path / "dist")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert launched.returncode == 0, launched.stdout + launched.stderr
+    shards = sorted(p.name for p in (tmp_path / "dist" / "shards").iterdir())
+    assert shards == ["shard-00000-of-00002", "shard-00001-of-00002"]
+    assert all(read_captions(tmp_path / "dist" / "shards" / name) for name in shards)  # both ranks worked
+    single = subprocess.run([sys.executable, str(LAUNCHER), "eval", *common, "--out", str(tmp_path / "single")],
+                            env=env, capture_output=True, text=True, timeout=180)
+    assert single.returncode == 0, single.stderr
+    assert essentials(tmp_path / "dist") == essentials(tmp_path / "single")
+    info = json.loads((tmp_path / "dist" / "results.json").read_text())["run"]
+    assert len(info["runner"]["shards"]) == 2
