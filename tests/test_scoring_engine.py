@@ -89,14 +89,16 @@ def test_cli_lists_unmatched_files(tmp_path, monkeypatch, capsys):
 
 
 def make_run(root: Path, n: int = 5) -> tuple[Path, Path]:
-    """n references; reconstruction i is reference i with a little noise (0 is identical)."""
+    """n references; reconstruction i is reference i with a little noise (0 has identical
+    pixels, written with other PNG settings so that its file differs from the reference's)."""
     refs, recons = root / "refs", root / "images"
     for i in range(n):
         ref = noise_image(i)
         touch_image(refs / f"s{i}.png", i)
         noisy = np.asarray(ref, np.int16) + np.random.default_rng(100 + i).integers(-20 * i, 20 * i + 1, size=(20, 24, 3))
         recons.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(recons / f"s{i}.png")
+        Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(recons / f"s{i}.png", compress_level=1)
+    assert (refs / "s0.png").read_bytes() != (recons / "s0.png").read_bytes()
     return recons, refs
 
 
@@ -176,12 +178,32 @@ def test_cache_is_keyed_by_checkpoint(tmp_path, monkeypatch):
 
 def test_identical_reference_bytes_are_encoded_once(tmp_path, monkeypatch):
     toy_metrics.register(monkeypatch, "toy-embed")
-    for name in ("a", "b", "c"):
+    for seed, name in enumerate(("a", "b", "c")):
         touch_image(tmp_path / "refs" / f"{name}.png", 5)  # three copies of one file
-        touch_image(tmp_path / "images" / f"{name}.png", 5)
+        touch_image(tmp_path / "images" / f"{name}.png", 10 + seed)
     scores = run(tmp_path / "images", tmp_path / "refs", tmp_path / "out", None)["similarities_by_model"]["toy-embed"]
     assert sum(toy_metrics.ToyEmbedding.calls) == 1 + 3
-    assert scores == pytest.approx({"a": 1.0, "b": 1.0, "c": 1.0}, abs=1e-6)
+    assert len(set(scores.values())) == 3
+
+
+def test_repeated_reconstruction_files_are_encoded_once(tmp_path, monkeypatch):
+    """A file already embedded (as a reference or another reconstruction) is reused."""
+    toy_metrics.register(monkeypatch, "toy-embed")
+    refs, recons = tmp_path / "refs", tmp_path / "images"
+    for i, name in enumerate(("p", "q", "r")):
+        touch_image(refs / f"{name}.png", i)
+    touch_image(recons / "p.png", 1)  # the same bytes as reference q
+    touch_image(recons / "q.png", 9)
+    touch_image(recons / "r.png", 9)  # the same bytes as reconstruction q
+    scores = run(recons, refs, tmp_path / "out", None)["similarities_by_model"]["toy-embed"]
+    assert sum(toy_metrics.ToyEmbedding.calls) == 3 + 1  # three references, one new reconstruction
+
+    toy_metrics.ToyEmbedding.calls.clear()
+    alone = run(recons, refs, tmp_path / "out1", None, batch_size=1)["similarities_by_model"]["toy-embed"]
+    assert alone == pytest.approx(scores, abs=1e-6)  # batch size 1: same embeddings up to float32 rounding
+    metric = toy_metrics.ToyEmbedding()
+    q_ref, p_ref = metric.embed([noise_image(1)]), metric.embed([noise_image(0)])
+    assert scores["p"] == pytest.approx(float((q_ref @ p_ref.T).item()), abs=1e-6)
 
 
 def test_corrupt_cache_file_is_a_lost_speed_up_not_an_error(tmp_path, monkeypatch):
@@ -246,3 +268,18 @@ def test_metrics_run_one_at_a_time(tmp_path, monkeypatch):
     recons, refs = make_run(tmp_path, 2)
     run(recons, refs, tmp_path / "out", None, metrics=["clip", "dinov2"])
     assert events == ["build clip", "close clip", "build dinov2", "close dinov2"]
+
+
+def test_every_copy_of_a_failing_file_gets_its_own_error(tmp_path, monkeypatch):
+    # Two references with the same (unscorable) bytes: the shared embedding fails, and each
+    # sample must say so instead of silently having no score.
+    toy_metrics.register(monkeypatch, "toy-fragile")
+    (tmp_path / "refs").mkdir()
+    for name in ("a", "b"):
+        Image.new("RGB", (1, 1), (9, 9, 9)).save(tmp_path / "refs" / f"{name}.png")
+        touch_image(tmp_path / "images" / f"{name}.png", 3)
+    touch_image(tmp_path / "refs" / "c.png", 4)
+    touch_image(tmp_path / "images" / "c.png", 4)
+    results = run(tmp_path / "images", tmp_path / "refs", tmp_path / "out", None, metrics=["toy-fragile"])
+    assert sorted(err["sample_id"] for err in results["errors"]) == ["a", "b"]
+    assert results["similarities_by_model"]["toy-fragile"]["c"] == pytest.approx(1.0, abs=1e-6)

@@ -57,6 +57,7 @@ class MetricFailure:
 class _Sample:
     pair: Pair
     ref_hash: str | None = None
+    recon_hash: str | None = None
     ref_image: Image.Image | None = None
     recon_image: Image.Image | None = None
     ok: bool = True
@@ -123,7 +124,8 @@ def score(
             continue
         try:
             recon = load_image(sample.pair.reconstruction)
-        except ImageLoadError as err:
+            sample.recon_hash = file_sha256(sample.pair.reconstruction)
+        except (ImageLoadError, OSError) as err:
             errors.append(SampleError(sample.pair.sample_id, "load", f"reconstruction: {err}"))
             sample.ok = False
             continue
@@ -248,16 +250,42 @@ def _score_embedding(
     for index, source in dupes.items():
         if source in ref_embeddings:
             ref_embeddings[index] = ref_embeddings[source]
+        else:  # the shared file failed to embed: give this sample its own error entry too
+            ref_embeddings.update(embed_indices([index], images.reference))
     if cache:
         cache.flush()
 
+    # Reconstructions get the same treatment: a file whose bytes were already embedded (as
+    # a reference, or as another sample's reconstruction) is not embedded again. Real runs
+    # rarely repeat a file; the sanity report compares every photo with every other.
     live = [i for i in range(len(samples)) if samples[i].ok and i in ref_embeddings]
-    for batch in _batches(live, config.batch_size):
-        recon = embed_indices(batch, images.reconstruction)
-        for index, emb in recon.items():
-            values[index] = cosine(emb, ref_embeddings[index])
+    known = {samples[i].ref_hash: emb for i, emb in ref_embeddings.items() if samples[i].ref_hash}
+    recon_embeddings: dict[int, torch.Tensor] = {}
+    first: dict[str, int] = {}
+    todo: list[int] = []
+    recon_dupes: dict[int, int] = {}
+    for index in live:
+        key = samples[index].recon_hash or f"#{index}"
+        if key in known:
+            recon_embeddings[index] = known[key]
+        elif key in first:
+            recon_dupes[index] = first[key]
+        else:
+            first[key] = index
+            todo.append(index)
+    if progress:
+        progress.advance(task, len(recon_embeddings) + len(recon_dupes))
+    for batch in _batches(todo, config.batch_size):
+        recon_embeddings.update(embed_indices(batch, images.reconstruction))
         if progress:
             progress.advance(task, len(batch))
+    for index, source in recon_dupes.items():
+        if source in recon_embeddings:
+            recon_embeddings[index] = recon_embeddings[source]
+        else:
+            recon_embeddings.update(embed_indices([index], images.reconstruction))
+    for index, emb in recon_embeddings.items():
+        values[index] = cosine(emb, ref_embeddings[index])
     if progress:
         progress.update(task, completed=len(samples))
     return MetricScores(metric.name, metric.unit, values)
