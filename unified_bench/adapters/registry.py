@@ -156,6 +156,36 @@ PRESETS: dict[str, Preset] = {
             {},
             "UAE official release with the paper's settings (adapter defaults)",
         ),
+        Preset(
+            "qwen2.5-vl-7b+sd3.5-large",
+            "pair",
+            {"captioner": "Qwen/Qwen2.5-VL-7B-Instruct", "generator": "stabilityai/stable-diffusion-3.5-large"},
+            "a non-unified baseline pair: Qwen2.5-VL-7B captions, SD3.5-large draws (paper settings)",
+        ),
+        Preset(
+            "qwen2.5-vl-3b+sd3.5-large",
+            "pair",
+            {"captioner": "Qwen/Qwen2.5-VL-3B-Instruct", "generator": "stabilityai/stable-diffusion-3.5-large"},
+            "UAE's two base models before any joint training (paper settings)",
+        ),
+        Preset(
+            "qwen2.5-vl-7b+flux.1-dev",
+            "pair",
+            {
+                "captioner": "Qwen/Qwen2.5-VL-7B-Instruct",
+                "generator": "black-forest-labs/FLUX.1-dev",
+                # FLUX.1-dev is guidance-distilled: its own recommended settings, not CFG 5.0
+                "guidance_scale": 3.5,
+                "steps": 28,
+            },
+            "Qwen2.5-VL-7B with FLUX.1-dev at FLUX's recommended 28 steps, guidance 3.5",
+        ),
+        Preset(
+            "emu3-hf",
+            "emu3",
+            {"model": "BAAI/Emu3-Chat-hf", "gen_model": "BAAI/Emu3-Gen-hf"},
+            "Emu3 chat + generation checkpoints in transformers format",
+        ),
     ]
 }
 

@@ -144,12 +144,18 @@ def register_runner_commands(app: typer.Typer) -> None:
         serve(built, host=host, port=port)
 
     @app.command("models")
-    def models_cmd() -> None:
+    def models_cmd(
+        name: Annotated[Optional[str], typer.Argument(help="Show one model's (or preset's) arguments.")] = None,
+    ) -> None:
         """List adapters and presets, with what each needs installed."""
         from rich.table import Table
 
         from unified_bench.adapters.registry import list_adapters, list_presets, need_satisfied
         from unified_bench.cli import console
+
+        if name is not None:
+            _print_arguments(name)
+            return
 
         table = Table(title="models")
         table.add_column("name")
@@ -174,6 +180,25 @@ def register_runner_commands(app: typer.Typer) -> None:
             args = " ".join(f"{k}={v}" for k, v in preset.args.items()) or "(defaults)"
             presets.add_row(preset.name, preset.adapter, args, preset.description)
         console.print(presets)
+
+
+def _print_arguments(name: str) -> None:
+    """``unified-bench models NAME``: the --model-arg keys, defaults (preset values) and help."""
+    from rich.table import Table
+
+    from unified_bench.adapters.registry import declared_args, load_adapter_class, resolve
+    from unified_bench.cli import console
+
+    spec, preset_args = resolve(name)
+    cls = load_adapter_class(spec)  # imports the adapter module, not its weights
+    table = Table(title=f"{name}: --model-arg KEY=VALUE ({spec.target})")
+    table.add_column("argument")
+    table.add_column("default")
+    table.add_column("help")
+    for arg in declared_args(cls):
+        default = preset_args.get(arg.name, "(required)" if arg.required else arg.default)
+        table.add_row(arg.name, repr(default), arg.help)
+    console.print(table)
 
 
 def _finish(outcome, report_outcome) -> None:
