@@ -180,6 +180,49 @@ def leaderboard_cmd(
         raise typer.Exit(1)
 
 
+@app.command("sanity")
+def sanity_cmd(
+    metrics: Annotated[str, typer.Option("--metrics", help="Comma-separated metrics to check.")] = "effnet,ssim,psnr",
+    out: Annotated[Path, typer.Option("--out", help="Folder for sanity.json, sanity.md and the per-pair scores.")] = Path("runs/sanity"),
+    photos: Annotated[Optional[str], typer.Option("--photos", help="Comma-separated photo ids (default: the whole offline set).")] = None,
+    max_side: Annotated[int, typer.Option("--max-side", min=16, help="Score photos resized to this long side (px).")] = 512,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
+    checkpoint: Annotated[Optional[list[str]], typer.Option("--checkpoint", help="Override a metric's weights: METRIC=PATH_OR_HUB_ID (repeatable).")] = None,
+    keep_images: Annotated[bool, typer.Option("--keep-images", help="Keep the degraded copies under OUT/images.")] = False,
+) -> None:
+    """Score graded degradations of real photos against unrelated photos; report what each metric sees."""
+    from unified_bench.datasets.photos import photo_set
+    from unified_bench.metrics import parse_metric_list
+    from unified_bench.sanity import print_report, run_sanity
+
+    names = parse_metric_list(metrics)
+    chosen = photo_set([p.strip() for p in photos.split(",") if p.strip()] if photos else None)
+    report = run_sanity(
+        out,
+        metrics=names,
+        photos=chosen,
+        max_side=max_side,
+        batch_size=batch_size,
+        device=device,
+        checkpoints=parse_key_values(checkpoint, "--checkpoint"),
+        keep_images=keep_images,
+        console=err_console,
+    )
+    print_report(report, console)
+    console.print(f"wrote {out / 'sanity.json'} and {out / 'sanity.md'}")
+    if report.failed_metrics or report.errors:
+        raise typer.Exit(1)
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/demo"),
+) -> None:
+    """The main job on the embedded default, offline: the metric sanity report on the photo set."""
+    sanity_cmd(out=out)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: user-facing errors print without a traceback."""
     try:
