@@ -165,9 +165,8 @@ def leaderboard_cmd(
         raise ConfigError("give at least one --runs DIR or --entries DIR")
     result = build_site(runs or [], entries or [], out, log=lambda msg: err_console.print(msg, highlight=False))
     for rejection in result.rejections:
-        err_console.print(f"[red]rejected[/] {rejection.source}: {rejection.message}", highlight=False, markup=False) if False else err_console.print(
-            "rejected " + rejection.source + ": " + rejection.message, style="red", highlight=False, markup=False
-        )
+        # entry text is untrusted: printed with markup off so it cannot restyle the terminal output
+        err_console.print(f"rejected {rejection.source}: {rejection.message}", style="red", highlight=False, markup=False)
     for notice in result.notices:
         err_console.print(notice, style="yellow", highlight=False, markup=False)
     console.print(
