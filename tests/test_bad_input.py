@@ -458,3 +458,21 @@ def test_engine_reports_an_unreadable_file_and_exits_1(shared_tmp, monkeypatch):
     (error,) = results["errors"]
     assert error["sample_id"] == "locked" and "permission denied" in error["message"]
     assert results["similarities_by_model"]["toy-pair"]["readable"] is not None
+
+
+def test_one_pixel_images_with_the_real_pixel_metrics(tmp_path):
+    """A 1x1 pair decodes fine; SSIM cannot score it (a per-sample metric error), PSNR can."""
+    refs, recons = tmp_path / "refs", tmp_path / "images"
+    refs.mkdir()
+    recons.mkdir()
+    Image.new("RGB", (1, 1), (12, 34, 56)).save(refs / "dot.png")
+    Image.new("RGB", (1, 1), (12, 34, 66)).save(recons / "dot.png")
+    _reference(3).save(refs / "control.png")
+    _reference(3).save(recons / "control.png")
+    config = ScoringConfig(metrics=["ssim", "psnr"], progress=False, use_cache=False)
+    outcome = score_folders(recons, refs, tmp_path / "out", config)
+    results = outcome.results
+    (error,) = results["errors"]
+    assert (error["sample_id"], error["stage"], error["metric"]) == ("dot", "metric", "ssim")
+    assert results["similarities_by_model"]["ssim"]["control"] == pytest.approx(1.0)
+    assert results["similarities_by_model"]["psnr"]["dot"] == pytest.approx(10 * np.log10(255**2 / (100 / 3)))
