@@ -293,3 +293,33 @@ def test_official_set_downloads_caches_and_fails_clearly_offline(tmp_path, monke
     with pytest.raises(DatasetError, match="found 3 images, the official set has 100"):
         load_eval_dataset("official", {"dir": str(make_images(tmp_path / "few", 3))})
     os.environ.pop("UNIFIED_BENCH_OFFICIAL_DIR", None)
+
+
+@pytest.mark.slow
+def test_acceptance_mock_on_offline_photos_with_effnet_and_ssim(tmp_path):
+    """Acceptance 1: the real CLI, offline, on the packaged photo set, with offline metrics."""
+    import subprocess
+    import sys
+
+    from runner_helpers import cli_env
+
+    from unified_bench.datasets.photos import photo_set
+
+    env = cli_env(tmp_path)
+    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "unified_bench", "eval", "--model", "mock", "--data", "photos",
+         "--metrics", "effnet,ssim", "--out", str(out), "--batch-size", "4", "--no-progress"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    results = load_results(out)  # schema-valid
+    count = len(photo_set())
+    assert len(results["samples"]) == count and not results["errors"]
+    assert set(results["statistics_by_model"]) == {"effnet", "ssim"}
+    assert all(stats["valid_pairs"] == count for stats in results["statistics_by_model"].values())
+    run = results["run"]
+    assert run["dataset"]["name"] == "photos" and len(run["dataset"]["reference_sha256"]) == count
+    assert (out / "scores.csv").is_file() and len(list((out / "images").glob("*.png"))) == count
+    assert all((out / "refs" / f"{s['sample_id']}.png").is_file() for s in results["samples"])

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from io import BytesIO
@@ -34,7 +36,7 @@ from unified_bench.images import file_sha256, load_image
 from unified_bench.results.model import SampleError
 from unified_bench.runner.distributed import ProcessGroup, ShardSpec, detect_process_group, wait_for_all
 from unified_bench.runner.protocol import PAPER_PROTOCOL, Protocol, seed_for
-from unified_bench.runner.store import DONE_FILE, CaptionRecord, ErrorRecord, RunStore
+from unified_bench.runner.store import DONE_FILE, IMAGES_DIR, CaptionRecord, ErrorRecord, RunStore
 from unified_bench.scoring import Pair, ScoreOutcome, ScoringConfig, score_and_write
 
 #: run.json keys that must agree between a run and its resumption (or between shards).
@@ -179,7 +181,7 @@ def run_samples(
     state = store.read_state(repair=True)
     pending = [s for s in samples if s.sample_id not in state.finished]
 
-    timings = {"runner.caption_s": 0.0, "runner.generate_s": 0.0, "runner.write_s": 0.0}
+    timings = {"runner.read_s": 0.0, "runner.caption_s": 0.0, "runner.generate_s": 0.0, "runner.write_s": 0.0}
     previous_adapter = (previous or {}).get("adapter") or {}
     describe: dict[str, Any] = dict(previous_adapter.get("describe") or {})
     capabilities: dict[str, Any] = dict(previous_adapter.get("capabilities") or {})
@@ -226,11 +228,13 @@ def run_samples(
             batch_size = max(1, min(config.batch_size, built.capabilities.max_batch_size or 1))
             protocol = identity["protocol"]
             size = (protocol["generation"]["width"], protocol["generation"]["height"])
-            with store, _progress(config.progress, console) as progress:
+            # threads for decoding references and encoding/fsyncing outputs: both release the GIL
+            workers = ThreadPoolExecutor(max_workers=min(batch_size, os.cpu_count() or 1, 8))
+            with workers, store, _progress(config.progress, console) as progress:
                 task = progress.add_task("round trip", total=len(pending)) if progress else None
                 for start in range(0, len(pending), batch_size):
                     batch = [_Item(s, seed_for(config.seed, s.sample_id)) for s in pending[start : start + batch_size]]
-                    _run_batch(batch, built, store, protocol["caption_prompt"], size, timings)
+                    _run_batch(batch, built, store, protocol["caption_prompt"], size, timings, workers)
                     if progress:
                         progress.advance(task, len(batch))
     finally:
@@ -289,12 +293,18 @@ def _run_batch(
     prompt: str,
     size: tuple[int, int],
     timings: dict[str, float],
+    workers: Executor | None = None,
 ) -> None:
-    """One batch through both stages; each item ends either written or failed."""
-    for item in items:
-        _load_reference(item, store)
-    live = [i for i in items if i.error is None]
+    """One batch through both stages; each item ends either committed or failed, all of
+    them before the next batch starts."""
     t0 = time.perf_counter()
+    if workers is not None and len(items) > 1:
+        list(workers.map(lambda item: _load_reference(item, store), items))
+    else:
+        for item in items:
+            _load_reference(item, store)
+    live = [i for i in items if i.error is None]
+    t1 = time.perf_counter()
     _stage(
         live,
         lambda batch: adapter.caption([i.image for i in batch], prompt=prompt, seeds=[i.seed for i in batch]),
@@ -302,7 +312,7 @@ def _run_batch(
         "caption",
         lambda item, value: setattr(item, "caption", value),
     )
-    t1 = time.perf_counter()
+    t2 = time.perf_counter()
     live = [i for i in live if i.error is None]
     _stage(
         live,
@@ -311,28 +321,32 @@ def _run_batch(
         "generate",
         lambda item, value: setattr(item, "output", value),
     )
-    t2 = time.perf_counter()
+    t3 = time.perf_counter()
+    done = [i for i in items if i.error is None]
+    records = {
+        item.sample.sample_id: CaptionRecord(
+            item.sample.sample_id,
+            item.caption or "",
+            item.seed,
+            f"{IMAGES_DIR}/{item.sample.sample_id}.png",
+            store.relative(item.reference) if item.reference else "",
+            item.reference_sha256,
+            dict(item.sample.meta) if item.sample.meta else None,
+        )
+        for item in done
+    }
+    failures = store.finish_many([(records[i.sample.sample_id], i.output) for i in done], workers)
+    by_id = {i.sample.sample_id: i for i in items}
+    for record, err in failures:
+        by_id[record.sample_id].fail("write", f"cannot write {store.image_path(record.sample_id)}: {err}")
     for item in items:
-        if item.error is None:
-            record = CaptionRecord(
-                item.sample.sample_id,
-                item.caption or "",
-                item.seed,
-                store.relative(store.image_path(item.sample.sample_id)),
-                store.relative(item.reference) if item.reference else "",
-                item.reference_sha256,
-                dict(item.sample.meta) if item.sample.meta else None,
-            )
-            try:
-                store.finish(record, item.output)
-            except (OSError, ValueError) as err:
-                item.fail("write", f"cannot write {store.image_path(item.sample.sample_id)}: {err}")
         if item.error is not None:
             store.fail(item.error)
         item.image = item.output = None
-    timings["runner.caption_s"] += t1 - t0
-    timings["runner.generate_s"] += t2 - t1
-    timings["runner.write_s"] += time.perf_counter() - t2
+    timings["runner.read_s"] += t1 - t0
+    timings["runner.caption_s"] += t2 - t1
+    timings["runner.generate_s"] += t3 - t2
+    timings["runner.write_s"] += time.perf_counter() - t3
 
 
 def _load_reference(item: _Item, store: RunStore) -> None:
@@ -491,7 +505,3 @@ def _metrics_for(config: EvalConfig, info: dict[str, Any]) -> list[str]:
     if not defaults:
         raise ConfigError("no --metrics given and the dataset declares no default metrics")
     return parse_metric_list(",".join(defaults))
-
-
-def finished_ids(out: Path) -> Iterable[str]:
-    return RunStore(out).read_state().finished.keys()

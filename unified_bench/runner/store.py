@@ -2,7 +2,9 @@
 sample in flight.
 
 Per finished sample: the image goes to a temp file, is fsynced and renamed to
-``images/<id>.png``; only then is one line appended to ``captions.jsonl`` and fsynced. A
+``images/<id>.png``; only then is its line appended to ``captions.jsonl`` and fsynced (a
+batch's lines go in one append and one fsync, after all of its images, and before the next
+batch starts). A
 sample counts as finished when its line *and* its image exist, so an image without a line
 (killed between the two) is simply redone. A torn last line (killed mid-append) is cut off
 when the run is resumed. Reading keeps the last line per sample, so a redone sample never
@@ -13,7 +15,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,6 +121,7 @@ class RunStore:
         self.root = Path(root)
         self.durable = durable
         self._captions_fd: int | None = None
+        self._root_resolved: Path | None = None
         self._errors_fd: int | None = None
 
     # --- paths ---
@@ -138,10 +142,13 @@ class RunStore:
 
     def relative(self, path: Path) -> str:
         """Relative to the run directory when inside it (so the folder can move)."""
+        resolved = Path(path).resolve()
+        if self._root_resolved is None:
+            self._root_resolved = self.root.resolve()
         try:
-            return str(Path(path).resolve().relative_to(self.root.resolve()))
+            return str(resolved.relative_to(self._root_resolved))
         except ValueError:
-            return str(Path(path).resolve())
+            return str(resolved)
 
     # --- state ---
     def has_previous_run(self) -> bool:
@@ -229,19 +236,37 @@ class RunStore:
 
     def finish(self, record: CaptionRecord, image: Image.Image) -> None:
         """Image first, then its line: the line is the commit record of the sample."""
-        self.write_image(self.resolve(record.image), image)
-        self._append(self._captions_fd, record.to_dict())
+        self.finish_many([(record, image)])
+
+    def finish_many(
+        self, items: Sequence[tuple[CaptionRecord, Image.Image]], executor: Executor | None = None
+    ) -> list[tuple[CaptionRecord, BaseException]]:
+        """Commit a batch: every image written (in parallel when an executor is given: PNG
+        encoding and fsync release the GIL), then the lines of the images that made it, in
+        order, in one append and one fsync (group commit). Returns the write failures."""
+        def write(item: tuple[CaptionRecord, Image.Image]) -> BaseException | None:
+            try:
+                self.write_image(self.resolve(item[0].image), item[1])
+            except (OSError, ValueError) as err:
+                return err
+            return None
+
+        results = list(executor.map(write, items)) if executor and len(items) > 1 else [write(i) for i in items]
+        done = [record.to_dict() for (record, _), err in zip(items, results) if err is None]
+        if done:
+            self._append_many(self._captions_fd, done)
+        return [(record, err) for (record, _), err in zip(items, results) if err is not None]
 
     def fail(self, error: ErrorRecord) -> None:
-        self._append(self._errors_fd, {k: v for k, v in asdict(error).items() if v is not None})
+        self._append_many(self._errors_fd, [{k: v for k, v in asdict(error).items() if v is not None}])
 
-    def _append(self, fd: int | None, data: dict[str, Any]) -> None:
+    def _append_many(self, fd: int | None, rows: Sequence[dict[str, Any]]) -> None:
         if fd is None:
             raise RuntimeError("RunStore is not open")
-        line = (json.dumps(data, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
-        written = os.write(fd, line)  # one write on an O_APPEND fd: never interleaved
-        if written != len(line):  # pragma: no cover - only on a full disk
-            raise OSError(f"short write to {self.root} ({written}/{len(line)} bytes); is the disk full?")
+        data = "".join(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in rows).encode("utf-8")
+        written = os.write(fd, data)  # one write on an O_APPEND fd: never interleaved
+        if written != len(data):  # pragma: no cover - only on a full disk
+            raise OSError(f"short write to {self.root} ({written}/{len(data)} bytes); is the disk full?")
         if self.durable:
             os.fsync(fd)
 
