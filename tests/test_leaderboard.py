@@ -25,7 +25,7 @@ from unified_bench.cli import main
 from unified_bench.errors import ConfigError
 from unified_bench.leaderboard import build_site, load_entries
 from unified_bench.leaderboard.builder import SITE_MARKER
-from unified_bench.leaderboard.tracks import check_protocol, get_track, tracks_for
+from unified_bench.leaderboard.tracks import check_protocol, check_run, get_track, tracks_for
 from unified_bench.leaderboard.views import script_json, slug
 from unified_bench.scoring.stats import paired_difference_ci
 
@@ -145,6 +145,15 @@ def test_check_protocol_cases():
     del partial["generation"]
     unknown = check_protocol(partial, track)
     assert unknown.status == "unknown" and "generation.width" in unknown.unrecorded
+
+
+def test_dataset_is_part_of_the_check():
+    ub, shapes = get_track("unified-bench"), get_track("shapes")
+    assert check_run({"protocol": paper_protocol(), "dataset": {"name": "official"}}, ub).status == "match"
+    other = check_run({"protocol": paper_protocol(), "dataset": {"name": "photos"}}, ub)
+    assert other.status == "differs" and other.differences == ("dataset: photos (track: official)",)
+    assert check_run({"protocol": paper_protocol(), "dataset": {"name": "shapes"}}, shapes).status == "match"
+    assert check_run({"protocol": paper_protocol()}, ub).unrecorded == ("dataset",)
 
 
 # ---- model, run record and compare pages -----------------------------------------------------

@@ -76,6 +76,8 @@ class Track:
     score_label: str
     sub_scores: tuple[str, ...] = ()
     shapes: bool = False
+    #: the dataset the track ranks on (``run.dataset.name``; Shapes accepts any "shapes*" name)
+    dataset: str = "official"
 
     @property
     def columns(self) -> list[Column]:
@@ -118,6 +120,7 @@ TRACKS: tuple[Track, ...] = (
         "shapes-attr F1",
         SHAPES_SUB_SCORES,
         shapes=True,
+        dataset="shapes",
     ),
 )
 
@@ -208,6 +211,22 @@ def check_protocol(protocol: Any, reference: Mapping[str, Any]) -> ProtocolCheck
             unrecorded.append(dotted)
         elif not _same(expected, actual):
             differences.append(f"{dotted}: {_short(actual)} (track: {_short(expected)})")
+    if differences:
+        return ProtocolCheck("differs", tuple(differences), tuple(unrecorded))
+    if unrecorded:
+        return ProtocolCheck("unknown", (), tuple(unrecorded))
+    return ProtocolCheck("match")
+
+
+def check_run(run: Mapping[str, Any], track: Track) -> ProtocolCheck:
+    """The protocol check plus the dataset: a run on other images is flagged too."""
+    check = check_protocol(run.get("protocol"), track.protocol())
+    name = dataset_name(run)
+    differences, unrecorded = list(check.differences), list(check.unrecorded)
+    if name is None:
+        unrecorded.append("dataset")
+    elif not (name == track.dataset or (track.shapes and name.lower().startswith("shapes"))):
+        differences.append(f"dataset: {_short(name)} (track: {track.dataset})")
     if differences:
         return ProtocolCheck("differs", tuple(differences), tuple(unrecorded))
     if unrecorded:

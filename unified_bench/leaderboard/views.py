@@ -19,7 +19,7 @@ from typing import Any
 from markupsafe import Markup
 
 from unified_bench.leaderboard.entries import ReportedEntry, RunEntry, SampleView, Stat
-from unified_bench.leaderboard.tracks import Track, check_protocol, protocol_summary
+from unified_bench.leaderboard.tracks import Track, check_protocol, check_run, protocol_summary
 
 MISSING = "—"
 BEST_WORST_COUNT = 3
@@ -162,7 +162,7 @@ def track_score(entry: RunEntry, track: Track) -> ValueCell:
 
 
 def run_row(entry: RunEntry, track: Track, pages: Mapping[str, str], root: str) -> Row:
-    check = check_protocol(entry.run.get("protocol"), track.protocol())
+    check = check_run(entry.run, track)
     notes = list(check.differences) + [f"not recorded: {f}" for f in check.unrecorded]
     return Row(
         kind="reproduced",
@@ -395,6 +395,8 @@ def training_plots(entry: RunEntry) -> list[dict[str, Any]]:
 def tree(value: Any, depth: int = 0) -> dict[str, Any]:
     """A JSON value as a display tree of text; deep or long structures are cut, not dropped."""
     if isinstance(value, Mapping):
+        if not value:
+            return {"kind": "text", "text": "(empty)"}
         if depth >= MAX_TREE_DEPTH:
             return {"kind": "text", "text": truncate(json.dumps(value, sort_keys=True, ensure_ascii=False), 2000)}
         items = sorted(value.items(), key=lambda kv: str(kv[0]))
