@@ -133,3 +133,28 @@ def test_torchrun_two_cpu_processes_equal_single_process(tmp_path):
     assert essentials(tmp_path / "dist") == essentials(tmp_path / "single")
     info = json.loads((tmp_path / "dist" / "results.json").read_text())["run"]
     assert len(info["runner"]["shards"]) == 2
+
+
+@pytest.mark.slow
+def test_slurm_tasks_without_rendezvous_merge_on_rank0(tmp_path):
+    """srun without MASTER_ADDR: ranks meet through shard.done markers; rank 0 merges."""
+    data = make_images(tmp_path / "data", 6)
+    out = tmp_path / "slurm"
+    procs = []
+    for rank in range(2):
+        env = cli_env(tmp_path)
+        env.update({"SLURM_PROCID": str(rank), "SLURM_NTASKS": "2", "SLURM_LOCALID": str(rank)})
+        procs.append(subprocess.Popen(
+            [sys.executable, str(LAUNCHER), "eval", "--model", "mock", "--data", str(data), "--metrics", "toy-pair",
+             "--model-arg", "size=32", "--seed", "2", "--no-progress", "--out", str(out)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for proc in procs:
+        _, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err
+    assert (out / "results.json").is_file()  # written by rank 0 only
+    merged = read_captions(out)
+    assert len(merged) == 6
+    for rank in range(2):
+        shard = out / "shards" / ShardSpec(rank, 2).label
+        assert (shard / "shard.done").is_file()
+        assert set(read_captions(shard)) == {sid for sid in merged if ShardSpec(rank, 2).owns(sid)}
