@@ -112,12 +112,14 @@ def check_images(outputs: Any, expected: int) -> list[SampleOutcome]:
     for item in outputs:
         if not isinstance(item, Image.Image):
             checked.append(SampleOutcome(error=f"generated image is {type(item).__name__}, expected PIL.Image"))
-        elif item.mode != "RGB":
-            checked.append(SampleOutcome(error=f"generated image has mode {item.mode!r}, expected 'RGB'"))
         elif item.width < 1 or item.height < 1:
             checked.append(SampleOutcome(error="generated image is empty (0 pixels)"))
+        # Before the mode check: only float ("F") images can hold NaN, and an adapter hands
+        # one back for a sample whose pixels went non-finite (an RGB image never can).
         elif not np.isfinite(np.asarray(item, dtype=np.float32)).all():
             checked.append(SampleOutcome(error="generated image contains NaN or inf"))
+        elif item.mode != "RGB":
+            checked.append(SampleOutcome(error=f"generated image has mode {item.mode!r}, expected 'RGB'"))
         else:
             checked.append(SampleOutcome(value=item))
     return checked
