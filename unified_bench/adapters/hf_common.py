@@ -1,0 +1,332 @@
+"""Shared plumbing for the adapters that run Hugging Face (transformers / diffusers) models.
+
+Small pure helpers, so each adapter file reads as "load, caption, generate":
+
+- :func:`resolve_device` / :func:`resolve_dtype` turn ``--model-arg device=... dtype=...``
+  strings into torch objects (``auto``: CUDA + bfloat16 when there is a GPU, else CPU + fp32);
+- :func:`hf_loading` maps a failed ``from_pretrained`` (offline, missing, gated) to
+  :class:`~unified_bench.errors.WeightsNotFoundError` with a message that says what to do;
+- :func:`seeded` and :func:`make_generator` give each sample its own random stream, so a
+  sample's output depends on its seed only, never on its batch neighbours;
+- :func:`images_from_array` turns a pipeline's float output into RGB images and turns a
+  non-finite sample into an image that :func:`~unified_bench.adapters.base.check_images`
+  rejects (a NaN must become a per-sample error, never a silently black picture);
+- :func:`chat_text` builds a one-turn chat prompt with the processor's own template.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from unified_bench.errors import ConfigError, GatedCheckpointError, WeightsNotFoundError
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "float": "float32",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+}
+
+
+# --- device and dtype ------------------------------------------------------------------------
+
+
+def resolve_device(device: str | None) -> Any:
+    """'auto'/None -> cuda:0 when available else cpu; anything else is passed to torch."""
+    import torch
+
+    if device in (None, "", "auto"):
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ConfigError(f"--model-arg device={device!r} is not a torch device (try cpu, cuda, cuda:1)") from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--model-arg device={device} asked for CUDA but no GPU is visible; use device=cpu")
+    return resolved
+
+
+def resolve_dtype(dtype: str | None, device: Any) -> Any:
+    """'auto'/None -> bfloat16 on CUDA, float32 elsewhere (CPU half precision is slow and lossy)."""
+    import torch
+
+    if dtype in (None, "", "auto"):
+        return torch.bfloat16 if getattr(device, "type", str(device)) == "cuda" else torch.float32
+    name = _DTYPES.get(str(dtype).lower().replace("torch.", ""))
+    if name is None:
+        raise ConfigError(f"--model-arg dtype={dtype!r} is not supported; use auto, float32, float16 or bfloat16")
+    return getattr(torch, name)
+
+
+def dtype_name(dtype: Any) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+
+def looks_local(ref: str) -> bool:
+    """A reference that can only be a directory (absolute, ./, ~, or more than one '/')."""
+    return ref.startswith(("/", "./", "../", "~")) or ref.count("/") > 1 or os.path.isdir(os.path.expanduser(ref))
+
+
+def check_local_path(ref: str, *, what: str, arg: str) -> None:
+    """Fail early, and clearly, when a local directory that was asked for is not there."""
+    if looks_local(ref) and not Path(ref).expanduser().exists():
+        raise WeightsNotFoundError(
+            f"{what}: local path {ref} does not exist; fix --model-arg {arg}=... (a hub id or a directory)"
+        )
+
+
+@contextlib.contextmanager
+def hf_loading(what: str, ref: str, *, arg: str) -> Iterator[None]:
+    """Map hub/offline/missing-file failures inside the block to WeightsNotFoundError.
+
+    ``what`` names the component ("captioner"), ``ref`` the hub id or path, ``arg`` the
+    ``--model-arg`` that sets it; the message says how to get the weights.
+    """
+    check_local_path(ref, what=what, arg=arg)
+    try:
+        yield
+    except (OSError, ValueError) as err:
+        text = str(err)
+        if isinstance(err, ValueError) and not _is_loading_value_error(err):
+            raise
+        if "gated" in text.lower() or type(err).__name__ == "GatedRepoError":
+            raise GatedCheckpointError(
+                f"{what}: {ref} is gated on the Hugging Face hub; accept its licence on the model page "
+                f"and log in (`hf auth login` or HF_TOKEN), then retry. ({_first_line(text)})"
+            ) from err
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}
+        hint = (
+            "HF_HUB_OFFLINE is set, so nothing is downloaded: fetch it first with "
+            f"`hf download {ref}` on a machine with network"
+            if offline
+            else f"download it with `hf download {ref}` (needs network)"
+        )
+        raise WeightsNotFoundError(
+            f"{what}: cannot load {ref} ({_first_line(text)}). Either {hint}, or point "
+            f"--model-arg {arg}=/path/to/local/checkpoint at a local copy."
+        ) from err
+
+
+def _is_loading_value_error(err: ValueError) -> bool:
+    text = str(err)
+    return type(err).__name__ == "HFValidationError" or any(
+        marker in text for marker in ("valid repo id", "valid local path", "Repo id must", "not a valid model identifier")
+    )
+
+
+def _first_line(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else "no detail"
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+def from_pretrained_kwargs(
+    *, dtype: Any, device_map: str | None, trust_remote_code: bool | None, revision: str | None = None
+) -> dict[str, Any]:
+    """Keyword arguments shared by transformers/diffusers ``from_pretrained`` calls.
+
+    ``trust_remote_code`` is passed only when the user set it, so the libraries' own default
+    (and warning) applies otherwise.
+    """
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if device_map:
+        kwargs["device_map"] = device_map
+    if trust_remote_code is not None:
+        kwargs["trust_remote_code"] = trust_remote_code
+    if revision:
+        kwargs["revision"] = revision
+    return kwargs
+
+
+def diffusers_dtype_kwargs(dtype: Any) -> dict[str, Any]:
+    """``dtype=`` for diffusers >= 0.36 (``torch_dtype`` is deprecated there), else ``torch_dtype=``."""
+    from importlib.metadata import version
+
+    major, minor = (int(part) for part in version("diffusers").split(".")[:2])
+    return {"dtype": dtype} if (major, minor) >= (0, 36) else {"torch_dtype": dtype}
+
+
+def place(model: Any, device: Any, device_map: str | None) -> Any:
+    """Move to ``device`` unless accelerate already placed it (``device_map``); eval mode."""
+    if not device_map:
+        model = model.to(device)
+    return model.eval() if hasattr(model, "eval") else model
+
+
+def input_device(model: Any, fallback: Any) -> Any:
+    """Where inputs must go: the device of the first parameter (works with device_map too)."""
+    try:
+        return next(model.parameters()).device
+    except (StopIteration, AttributeError):
+        return fallback
+
+
+# --- seeds ---------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: Any = None) -> Iterator[None]:
+    """Run the block with torch's global RNGs seeded to ``seed``, restoring them afterwards.
+
+    Libraries that sample from the global RNG (``model.generate(do_sample=True)``) then draw
+    the same numbers for the same seed whatever ran before, which is what makes a sample's
+    output a function of its own seed.
+    """
+    import torch
+
+    devices = []
+    if torch.cuda.is_available():
+        index = getattr(device, "index", None)
+        devices = [index if index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int(seed))
+        yield
+
+
+def make_generator(seed: int, device: Any = "cpu") -> Any:
+    """A dedicated torch.Generator for one sample (diffusers accepts a list, one per prompt)."""
+    import torch
+
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
+def batches(n: int, size: int) -> Iterator[range]:
+    """range(0, n) cut into consecutive chunks of at most ``size``."""
+    size = max(1, int(size))
+    for start in range(0, n, size):
+        yield range(start, min(n, start + size))
+
+
+# --- outputs --------------------------------------------------------------------------------------
+
+
+def images_from_array(array: Any, *, value_range: tuple[float, float] = (0.0, 1.0)) -> list[Image.Image]:
+    """Float images ``[N, H, W, 3]`` (numpy or torch, in ``value_range``) -> RGB PIL images.
+
+    A sample with NaN or inf pixels becomes a float (mode ``"F"``) image that still holds the
+    NaNs, so :func:`~unified_bench.adapters.base.check_images` reports *that sample* as
+    "contains NaN or inf" while its batch neighbours are kept. Casting NaN to uint8 would
+    silently give black pixels instead.
+    """
+    if hasattr(array, "detach"):
+        array = array.detach().float().cpu().numpy()
+    array = np.asarray(array, dtype=np.float32)
+    if array.ndim == 3:
+        array = array[None]
+    if array.ndim != 4 or array.shape[-1] not in (1, 3):
+        raise ValueError(f"expected images shaped [N, H, W, 3], got {array.shape}")
+    low, high = value_range
+    images = []
+    for index, sample in enumerate(array):
+        if not np.isfinite(sample).all():
+            bad = int((~np.isfinite(sample)).sum())
+            logger.warning("sample %d: %d non-finite pixel values (NaN/inf); reported as a per-sample error", index, bad)
+            images.append(Image.fromarray(np.full(sample.shape[:2], np.nan, dtype=np.float32), mode="F"))
+            continue
+        scaled = (sample - low) / (high - low)
+        pixels = (np.clip(scaled, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+        if pixels.shape[-1] == 1:
+            pixels = np.repeat(pixels, 3, axis=-1)
+        images.append(Image.fromarray(pixels, mode="RGB"))
+    return images
+
+
+def unnormalize(array: Any, mean: Any, std: Any) -> Any:
+    """Undo the processor's normalisation on channel-last images: ``x * std + mean``."""
+    mean = np.asarray(mean if mean is not None else [0.5, 0.5, 0.5], dtype=np.float32)
+    std = np.asarray(std if std is not None else [0.5, 0.5, 0.5], dtype=np.float32)
+    return np.asarray(array, dtype=np.float32) * std + mean
+
+
+def resize_to(images: list[Image.Image], size: tuple[int, int] | None) -> list[Image.Image]:
+    """Bicubic resize of RGB images to ``size`` (width, height); non-RGB (NaN) ones pass."""
+    if size is None:
+        return images
+    width, height = int(size[0]), int(size[1])
+    return [
+        img.resize((width, height), Image.BICUBIC) if img.mode == "RGB" and img.size != (width, height) else img
+        for img in images
+    ]
+
+
+def as_rgb(image: Image.Image) -> Image.Image:
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def decode_new_tokens(tokenizer: Any, sequences: Any, prompt_length: int, *, strip: bool = True) -> list[str]:
+    """Decode what ``generate`` added after a (left-padded) prompt of ``prompt_length`` tokens."""
+    new_tokens = sequences[:, prompt_length:]
+    texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+    return [text.strip() for text in texts] if strip else list(texts)
+
+
+# --- sampling --------------------------------------------------------------------------------
+
+#: generation_config fields that shape sampled captions; recorded as effective settings.
+SAMPLING_FIELDS = ("do_sample", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "max_new_tokens")
+
+
+def effective_sampling(generation_config: Any, overrides: dict[str, Any]) -> dict[str, Any]:
+    """What ``generate`` will use: the checkpoint's generation_config with our overrides on top."""
+    base = {name: getattr(generation_config, name, None) for name in SAMPLING_FIELDS}
+    base.update(overrides)
+    if not base.get("do_sample"):  # greedy decoding ignores the sampling knobs
+        base = {k: v for k, v in base.items() if k in ("do_sample", "repetition_penalty", "max_new_tokens")}
+    return {key: value for key, value in base.items() if value is not None}
+
+
+def caption_generate_kwargs(*, max_new_tokens: int, do_sample: bool, temperature: float) -> dict[str, Any]:
+    """Keyword arguments for ``model.generate`` (temperature only matters when sampling)."""
+    kwargs: dict[str, Any] = {"max_new_tokens": int(max_new_tokens), "do_sample": bool(do_sample)}
+    if do_sample:
+        kwargs["temperature"] = float(temperature)
+    return kwargs
+
+
+# --- prompts --------------------------------------------------------------------------------------
+
+
+def chat_messages(prompt: str, *, with_image: bool, image_first: bool = True, role: str = "user") -> list[dict]:
+    """One chat turn with an optional image slot before (or after) the text."""
+    content: list[dict[str, Any]] = [{"type": "text", "text": prompt}]
+    if with_image:
+        image = {"type": "image"}
+        content = [image, *content] if image_first else [*content, image]
+    return [{"role": role, "content": content}]
+
+
+def chat_text(processor: Any, messages: Sequence[dict], *, add_generation_prompt: bool = True) -> str:
+    """The prompt string the processor's chat template renders for ``messages``."""
+    template_owner = processor if getattr(processor, "chat_template", None) else getattr(processor, "tokenizer", processor)
+    if not getattr(template_owner, "chat_template", None):
+        raise ConfigError(
+            f"{type(processor).__name__} has no chat template; use a chat/instruct checkpoint or pass one that ships "
+            "chat_template.json"
+        )
+    return template_owner.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def model_revision(model: Any) -> str | None:
+    """The hub commit a model was loaded from, when the library recorded it."""
+    config = getattr(model, "config", None)
+    for attr in ("_commit_hash", "_name_or_path_revision"):
+        value = getattr(config, attr, None)
+        if value:
+            return str(value)
+    return None
