@@ -1,0 +1,281 @@
+"""``emu3``: BAAI Emu3 through transformers' ``Emu3ForConditionalGeneration``.
+
+Emu3 ships two checkpoints of one architecture: ``Emu3-Chat-hf`` (understanding) and
+``Emu3-Gen-hf`` (generation). ``model`` is the chat checkpoint, ``gen_model`` the generation
+one (the same directory may serve both; it is then loaded once).
+
+- **caption**: the image is VQ-tokenised by the processor/model and the caption decoded
+  with the protocol's sampling settings, one image at a time under ``torch.manual_seed``;
+- **generate**: the prompt gets the official positive suffix and the processor's
+  image-generation prefix (``<|image start|>H*W<|image token|>``); decoding is constrained
+  by a prefix function (visual tokens, an end-of-line token after every row, then
+  end-of-frame, end-of-image, end-of-sequence) and guided by classifier-free guidance
+  against the official negative prompt (which gets the same image prefix, as in the
+  official ``mode='G'`` processing). Defaults follow the official Emu3 generation script:
+  CFG 3.0, top-k 2048, 720x720 (image area 518400).
+
+Emu3 renders any aspect ratio: ``size`` (width, height) becomes the processor's ``ratio`` and
+``image_area``; the token grid is rounded to the VQ factor (8) and the decoded image is
+resized to the exact requested size when rounding changed it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Any, ClassVar
+
+from PIL import Image
+
+from unified_bench.adapters.base import Adapter, Capabilities
+from unified_bench.adapters.hf_common import (
+    as_rgb,
+    caption_generate_kwargs,
+    chat_messages,
+    chat_text,
+    decode_new_tokens,
+    dtype_name,
+    effective_sampling,
+    from_pretrained_kwargs,
+    hf_loading,
+    images_from_array,
+    input_device,
+    model_revision,
+    place,
+    resize_to,
+    resolve_device,
+    resolve_dtype,
+    seeded,
+    unnormalize,
+)
+from unified_bench.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+EMU3_CHAT = "BAAI/Emu3-Chat-hf"
+EMU3_GEN = "BAAI/Emu3-Gen-hf"
+#: From the official Emu3 generation example.
+POSITIVE_SUFFIX = " masterpiece, film grained, best quality."
+NEGATIVE_PROMPT = (
+    "lowres, bad anatomy, bad hands, text, error, missing fingers, extra digit, fewer digits, cropped, "
+    "worst quality, low quality, normal quality, jpeg artifacts, signature, watermark, username, blurry."
+)
+
+
+def image_token_budget(height: int, width: int) -> int:
+    """Tokens Emu3 emits for an ``height x width`` token grid: each row of visual tokens
+    ends with an end-of-line token, then end-of-frame, end-of-image and end-of-sequence."""
+    return height * (width + 1) + 3
+
+
+def allowed_next_tokens(
+    offset: int, *, height: int, width: int, visual: list[int], eol: int, eof: int, eoi: int, eos: int, pad: int
+) -> list[int]:
+    """The tokens allowed at distance ``offset`` after the ``<|image token|>`` wrapper (the
+    first generated token is offset 1): the Emu3 image grammar as a pure function."""
+    rows_end = (width + 1) * height
+    if offset <= rows_end and offset % (width + 1) == 0:
+        return [eol]
+    if offset == rows_end + 1:
+        return [eof]
+    if offset == rows_end + 2:
+        return [eoi]
+    if offset == rows_end + 3:
+        return [eos]
+    if offset > rows_end + 3:
+        return [pad]
+    return visual
+
+
+class Emu3Adapter(Adapter):
+    """Emu3 chat + generation checkpoints through transformers."""
+
+    name: ClassVar[str] = "emu3"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        max_batch_size=8,
+        native_resolution=(720, 720),
+        deterministic=True,
+        needs=("transformers", "accelerate"),
+    )
+
+    def __init__(
+        self,
+        model: str = EMU3_CHAT,
+        gen_model: str | None = EMU3_GEN,
+        device: str = "auto",
+        dtype: str = "auto",
+        device_map: str | None = None,
+        trust_remote_code: bool = False,
+        revision: str | None = None,
+        gen_revision: str | None = None,
+        max_new_tokens: int = 512,
+        temperature: float = 0.7,
+        do_sample: bool = True,
+        guidance_scale: float = 3.0,
+        top_k: int = 2048,
+        image_area: int = 518400,
+        positive_suffix: str = POSITIVE_SUFFIX,
+        negative_prompt: str = NEGATIVE_PROMPT,
+    ) -> None:
+        if guidance_scale < 1.0:
+            raise ConfigError("emu3: guidance_scale must be >= 1 (1 disables classifier-free guidance)")
+        self.model_ref = model
+        self.gen_ref = gen_model or model
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.device_map = device_map or None
+        self.trust_remote_code = bool(trust_remote_code)
+        self.revision = revision
+        self.gen_revision = gen_revision if gen_model else revision
+        self.max_new_tokens = int(max_new_tokens)
+        self.temperature = float(temperature)
+        self.do_sample = bool(do_sample)
+        self.guidance_scale = float(guidance_scale)
+        self.top_k = int(top_k)
+        self.image_area = int(image_area)
+        self.positive_suffix = positive_suffix
+        self.negative_prompt = negative_prompt
+        self.processor, self.model = self._load(self.model_ref, self.revision, "model")
+        if (self.gen_ref, self.gen_revision) == (self.model_ref, self.revision):
+            self.gen_processor, self.gen_model = self.processor, self.model
+        else:
+            self.gen_processor, self.gen_model = self._load(self.gen_ref, self.gen_revision, "gen_model")
+        side = int(round(self.image_area**0.5))
+        self.capabilities = replace(type(self).capabilities, native_resolution=(side, side))
+
+    def _load(self, ref: str, revision: str | None, arg: str) -> tuple[Any, Any]:
+        from transformers import AutoProcessor, Emu3ForConditionalGeneration
+
+        kwargs = from_pretrained_kwargs(
+            dtype=self.dtype,
+            device_map=self.device_map,
+            trust_remote_code=True if self.trust_remote_code else None,
+            revision=revision,
+        )
+        with hf_loading(f"emu3 {arg}", ref, arg=arg):
+            processor = AutoProcessor.from_pretrained(
+                ref, **{k: v for k, v in kwargs.items() if k in ("trust_remote_code", "revision")}
+            )
+            model = Emu3ForConditionalGeneration.from_pretrained(ref, **kwargs)
+        return processor, place(model, self.device, self.device_map)
+
+    # --- understanding ---------------------------------------------------------------------
+
+    def _caption_text(self, prompt: str) -> str:
+        try:
+            return chat_text(self.processor, chat_messages(prompt, with_image=True))
+        except ConfigError:  # checkpoints without a chat template: the format of the model card
+            return f"USER: {self.processor.image_token}{prompt} ASSISTANT:"
+
+    def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int]) -> list[str]:
+        import torch
+
+        text = self._caption_text(prompt)
+        device = input_device(self.model, self.device)
+        gen_kwargs = caption_generate_kwargs(
+            max_new_tokens=self.max_new_tokens, do_sample=self.do_sample, temperature=self.temperature
+        )
+        captions = []
+        for image, seed in zip(images, seeds, strict=True):
+            inputs = self.processor(text=[text], images=[as_rgb(image)], return_tensors="pt").to(device, dtype=self.dtype)
+            with torch.inference_mode(), seeded(seed, device):
+                sequences = self.model.generate(**inputs, **gen_kwargs)
+            captions.extend(decode_new_tokens(self.processor, sequences, inputs["input_ids"].shape[1]))
+        return captions
+
+    # --- generation ------------------------------------------------------------------------
+
+    def _grammar(self, height: int, width: int) -> Any:
+        """The prefix-constraint callback for one token grid."""
+        import torch
+
+        processor, model = self.gen_processor, self.gen_model
+        tokenizer = processor.tokenizer
+        ids = {
+            "eol": model.vocabulary_mapping.eol_token_id,
+            "eof": tokenizer.convert_tokens_to_ids(processor.eof_token),
+            "eoi": tokenizer.convert_tokens_to_ids(processor.image_end_token),
+            "eos": tokenizer.eos_token_id,
+            "pad": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+        }
+        wrapper = tokenizer.convert_tokens_to_ids(processor.fake_token_around_image)
+        visual = list(model.vocabulary_mapping.image_tokens)
+
+        def prefix_allowed_tokens_fn(batch_id: int, input_ids: torch.Tensor) -> list[int]:
+            # The last wrapper token is the one the processor appended to this prompt.
+            position = int(torch.nonzero(input_ids == wrapper, as_tuple=True)[0][-1])
+            offset = input_ids.shape[0] - position  # the next token's distance from the wrapper
+            return allowed_next_tokens(offset, height=height, width=width, visual=visual, **ids)
+
+        return prefix_allowed_tokens_fn
+
+    def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None) -> list[Image.Image]:
+        import torch
+
+        width, height = size if size is not None else self.capabilities.native_resolution
+        processor, model = self.gen_processor, self.gen_model
+        device = input_device(model, self.device)
+        layout = {"return_for_image_generation": True, "ratio": f"{int(width)}:{int(height)}", "image_area": int(width) * int(height)}
+        negative = processor(text=[self.negative_prompt], return_tensors="pt", **layout)
+        negative.pop("image_sizes")
+        negative = negative.to(device)
+        image_processor = processor.image_processor
+        images: list[Image.Image] = []
+        for prompt, seed in zip(prompts, seeds, strict=True):
+            inputs = processor(text=[prompt + self.positive_suffix], return_tensors="pt", **layout)
+            grid_h, grid_w = (int(v) for v in inputs.pop("image_sizes")[0])
+            inputs = inputs.to(device)
+            with torch.inference_mode(), seeded(seed, device):
+                output = model.generate(
+                    **inputs,
+                    max_new_tokens=image_token_budget(grid_h, grid_w),
+                    do_sample=True,
+                    top_k=self.top_k,
+                    prefix_allowed_tokens_fn=self._grammar(grid_h, grid_w),
+                    negative_prompt_ids=negative["input_ids"],
+                    negative_prompt_attention_mask=negative["attention_mask"],
+                    guidance_scale=self.guidance_scale,
+                    return_dict_in_generate=True,
+                )
+                tokens = output.sequences[:, inputs["input_ids"].shape[1] :]
+                decoded = model.decode_image_tokens(image_tokens=tokens, height=grid_h, width=grid_w)
+            pixels = unnormalize(
+                decoded.float().permute(0, 2, 3, 1).cpu().numpy(),
+                getattr(image_processor, "image_mean", None),
+                getattr(image_processor, "image_std", None),
+            )
+            images.extend(images_from_array(pixels))
+        return resize_to(images, (int(width), int(height)))
+
+    # --- record ----------------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        overrides = caption_generate_kwargs(
+            max_new_tokens=self.max_new_tokens, do_sample=self.do_sample, temperature=self.temperature
+        )
+        return {
+            "model": self.model_ref,
+            "revision": self.revision or model_revision(self.model),
+            "gen_model": self.gen_ref,
+            "gen_revision": self.gen_revision or model_revision(self.gen_model),
+            "device": str(self.device),
+            "device_map": self.device_map,
+            "dtype": dtype_name(self.dtype),
+            "caption_sampling": effective_sampling(self.model.generation_config, overrides),
+            "generation": {
+                "mode": "autoregressive VQ tokens, prefix-constrained, classifier-free guidance",
+                "guidance_scale": self.guidance_scale,
+                "top_k": self.top_k,
+                "image_area": self.image_area,
+                "native_resolution": list(self.capabilities.native_resolution),
+                "positive_suffix": self.positive_suffix,
+                "negative_prompt": self.negative_prompt,
+            },
+            "batching": "one sample at a time under torch.manual_seed(seed) (batch invariant)",
+        }
+
+    def close(self) -> None:
+        import gc
+
+        self.model = self.gen_model = self.processor = self.gen_processor = None
+        gc.collect()

@@ -1,0 +1,207 @@
+"""``janus-pro``: DeepSeek Janus-Pro through transformers' ``JanusForConditionalGeneration``.
+
+One model does both halves:
+
+- **caption**: ``generation_mode="text"``; the image goes through the SigLIP understanding
+  encoder and the caption is decoded with the protocol's sampling settings;
+- **generate**: ``generation_mode="image"``; 576 VQ tokens are sampled with classifier-free
+  guidance (the unconditional row keeps only BOS and the image-start token, as in the
+  official code) and decoded by the VQ decoder into a 384x384 image.
+
+Defaults follow the official Janus-Pro text-to-image script: CFG weight 5, temperature 1.
+The VQ decoder emits values in [-1, 1]; they are mapped with the processor's mean/std
+(0.5/0.5 for the released checkpoints, i.e. ``(x + 1) / 2``).
+
+Every sample runs alone under ``torch.manual_seed(seed)``: sampling draws from the global
+RNG, so batching would make a sample depend on its neighbours (batch invariance first; the
+cost is GPU throughput). The native resolution is fixed by the VQ decoder; a different
+``size`` is honoured by resizing the decoded image (bicubic), and ``describe()`` says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Any, ClassVar
+
+from PIL import Image
+
+from unified_bench.adapters.base import Adapter, Capabilities
+from unified_bench.adapters.hf_common import (
+    as_rgb,
+    caption_generate_kwargs,
+    chat_messages,
+    chat_text,
+    decode_new_tokens,
+    dtype_name,
+    effective_sampling,
+    from_pretrained_kwargs,
+    hf_loading,
+    images_from_array,
+    input_device,
+    model_revision,
+    place,
+    resize_to,
+    resolve_device,
+    resolve_dtype,
+    seeded,
+    unnormalize,
+)
+from unified_bench.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+JANUS_PRO_1B = "deepseek-community/Janus-Pro-1B"
+JANUS_PRO_7B = "deepseek-community/Janus-Pro-7B"
+
+
+class JanusProAdapter(Adapter):
+    """Janus-Pro, both directions, through transformers."""
+
+    name: ClassVar[str] = "janus-pro"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        max_batch_size=16,
+        native_resolution=(384, 384),
+        deterministic=True,
+        needs=("transformers", "accelerate"),
+    )
+
+    def __init__(
+        self,
+        model: str = JANUS_PRO_7B,
+        device: str = "auto",
+        dtype: str = "auto",
+        device_map: str | None = None,
+        trust_remote_code: bool = False,
+        revision: str | None = None,
+        max_new_tokens: int = 512,
+        temperature: float = 0.7,
+        do_sample: bool = True,
+        guidance_scale: float = 5.0,
+        image_temperature: float = 1.0,
+        image_first: bool = True,
+    ) -> None:
+        if guidance_scale < 1.0:
+            raise ConfigError("janus-pro: guidance_scale must be >= 1 (1 disables classifier-free guidance)")
+        self.model_ref = model
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.device_map = device_map or None
+        self.trust_remote_code = bool(trust_remote_code)
+        self.revision = revision
+        self.max_new_tokens = int(max_new_tokens)
+        self.temperature = float(temperature)
+        self.do_sample = bool(do_sample)
+        self.guidance_scale = float(guidance_scale)
+        self.image_temperature = float(image_temperature)
+        self.image_first = bool(image_first)
+        self.processor, self.model = self._load()
+        self.native_size = self._native_size()
+        # The runner renders at capabilities.native_resolution unless --size says otherwise.
+        self.capabilities = replace(type(self).capabilities, native_resolution=self.native_size)
+
+    def _load(self) -> tuple[Any, Any]:
+        from transformers import AutoProcessor, JanusForConditionalGeneration
+
+        kwargs = from_pretrained_kwargs(
+            dtype=self.dtype,
+            device_map=self.device_map,
+            trust_remote_code=True if self.trust_remote_code else None,
+            revision=self.revision,
+        )
+        with hf_loading("janus-pro", self.model_ref, arg="model"):
+            processor = AutoProcessor.from_pretrained(
+                self.model_ref, **{k: v for k, v in kwargs.items() if k in ("trust_remote_code", "revision")}
+            )
+            model = JanusForConditionalGeneration.from_pretrained(self.model_ref, **kwargs)
+        generation_kwargs = getattr(model.generation_config, "generation_kwargs", None) or {}
+        if "boi_token_id" not in generation_kwargs:
+            # Image mode needs it for the unconditional CFG row; recover it from the tokenizer.
+            boi = processor.tokenizer.convert_tokens_to_ids(processor.image_start_token)
+            model.generation_config.generation_kwargs = {**generation_kwargs, "boi_token_id": boi}
+        return processor, place(model, self.device, self.device_map)
+
+    def _native_size(self) -> tuple[int, int]:
+        vq = self.model.config.vq_config
+        side = int(vq.num_patches) * 2 ** (len(vq.channel_multiplier) - 1)
+        return (side, side)
+
+    # --- understanding ---------------------------------------------------------------------
+
+    def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int]) -> list[str]:
+        import torch
+
+        text = chat_text(self.processor, chat_messages(prompt, with_image=True, image_first=self.image_first))
+        device = input_device(self.model, self.device)
+        gen_kwargs = caption_generate_kwargs(
+            max_new_tokens=self.max_new_tokens, do_sample=self.do_sample, temperature=self.temperature
+        )
+        captions = []
+        for image, seed in zip(images, seeds, strict=True):
+            inputs = self.processor(text=[text], images=[as_rgb(image)], generation_mode="text", return_tensors="pt")
+            inputs = inputs.to(device, dtype=self.dtype)
+            with torch.inference_mode(), seeded(seed, device):
+                sequences = self.model.generate(**inputs, generation_mode="text", **gen_kwargs)
+            captions.extend(decode_new_tokens(self.processor, sequences, inputs["input_ids"].shape[1]))
+        return captions
+
+    # --- generation ------------------------------------------------------------------------
+
+    def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None) -> list[Image.Image]:
+        import torch
+
+        device = input_device(self.model, self.device)
+        image_processor = self.processor.image_processor
+        images: list[Image.Image] = []
+        for prompt, seed in zip(prompts, seeds, strict=True):
+            text = chat_text(self.processor, chat_messages(prompt, with_image=False))
+            inputs = self.processor(text=[text], generation_mode="image", return_tensors="pt").to(device)
+            with torch.inference_mode(), seeded(seed, device):
+                tokens = self.model.generate(
+                    **inputs,
+                    generation_mode="image",
+                    do_sample=True,
+                    temperature=self.image_temperature,
+                    guidance_scale=self.guidance_scale,
+                    num_return_sequences=1,
+                    use_cache=True,
+                )
+                decoded = self.model.decode_image_tokens(tokens)  # [1, H, W, 3] in [-1, 1]
+            pixels = unnormalize(
+                decoded.float().cpu().numpy(),
+                getattr(image_processor, "image_mean", None),
+                getattr(image_processor, "image_std", None),
+            )
+            images.extend(images_from_array(pixels))
+        return resize_to(images, size)
+
+    # --- record ----------------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        overrides = caption_generate_kwargs(
+            max_new_tokens=self.max_new_tokens, do_sample=self.do_sample, temperature=self.temperature
+        )
+        return {
+            "model": self.model_ref,
+            "revision": self.revision or model_revision(self.model),
+            "device": str(self.device),
+            "device_map": self.device_map,
+            "dtype": dtype_name(self.dtype),
+            "caption_sampling": effective_sampling(self.model.generation_config, overrides),
+            "image_first": self.image_first,
+            "generation": {
+                "mode": "autoregressive VQ tokens with classifier-free guidance",
+                "guidance_scale": self.guidance_scale,
+                "temperature": self.image_temperature,
+                "image_tokens": int(self.model.config.vision_config.num_image_tokens),
+                "native_resolution": list(self.native_size),
+                "other_sizes": "decoded at the native resolution, then bicubic-resized",
+            },
+            "batching": "one sample at a time under torch.manual_seed(seed) (batch invariant)",
+        }
+
+    def close(self) -> None:
+        import gc
+
+        self.model = self.processor = None
+        gc.collect()

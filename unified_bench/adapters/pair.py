@@ -1,0 +1,252 @@
+"""``pair``: any transformers image-text-to-text model + any diffusers text-to-image pipeline.
+
+The understanding half is loaded with ``AutoModelForImageTextToText`` + ``AutoProcessor``
+(Qwen2.5-VL, InternVL, Gemma 3, LLaVA-style models...) and prompted through the processor's
+chat template; the generation half is any ``DiffusionPipeline`` that takes a text prompt
+(SD3.5, FLUX, Qwen-Image, Sana...). Both are given as a hub id or a local directory.
+
+Seeding and batching (correctness first):
+
+- **Captions** are decoded one image at a time under ``torch.manual_seed(seeds[i])`` (in a
+  forked RNG state). Sampled decoding draws from the global RNG, and in a padded batch the
+  draws and the padding depend on the neighbours, so batching captions would make a caption
+  depend on which images share its batch. One at a time costs GPU throughput for short
+  prompts and buys exact batch invariance.
+- **Images** get one ``torch.Generator`` per sample (diffusers takes a list), created on
+  ``generator_device`` (CPU by default: the same seed gives the same initial noise on any
+  GPU). ``gen_batch_size`` prompts go through the pipeline together; the default 1 is
+  exactly batch invariant. Larger values are faster and give the same initial noise per
+  sample, but batched kernels (and pipelines that pad prompts to the longest in the batch,
+  such as Qwen-Image) may change the result in the last bits.
+
+Sampling settings that are not arguments here (top_p, top_k, repetition penalty) come from
+the checkpoint's ``generation_config``, as in the official UAE demo; ``describe()`` records
+the effective values.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Any, ClassVar
+
+from PIL import Image
+
+from unified_bench.adapters.base import Adapter, Capabilities
+from unified_bench.adapters.hf_common import (
+    as_rgb,
+    batches,
+    caption_generate_kwargs,
+    chat_messages,
+    chat_text,
+    decode_new_tokens,
+    diffusers_dtype_kwargs,
+    dtype_name,
+    effective_sampling,
+    from_pretrained_kwargs,
+    hf_loading,
+    images_from_array,
+    input_device,
+    make_generator,
+    model_revision,
+    place,
+    resolve_device,
+    resolve_dtype,
+    seeded,
+)
+from unified_bench.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+class PairAdapter(Adapter):
+    """An image-to-text model and a text-to-image pipeline, joined through the caption."""
+
+    name: ClassVar[str] = "pair"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        max_batch_size=16,
+        native_resolution=None,
+        deterministic=True,
+        needs=("transformers", "diffusers", "accelerate"),
+    )
+
+    def __init__(
+        self,
+        captioner: str = "Qwen/Qwen2.5-VL-7B-Instruct",
+        generator: str = "stabilityai/stable-diffusion-3.5-large",
+        device: str = "auto",
+        dtype: str = "auto",
+        device_map: str | None = None,
+        trust_remote_code: bool = False,
+        max_new_tokens: int = 512,
+        temperature: float = 0.7,
+        do_sample: bool = True,
+        steps: int = 40,
+        guidance_scale: float = 5.0,
+        height: int = 1024,
+        width: int = 1024,
+        negative_prompt: str | None = None,
+        image_first: bool = True,
+        gen_batch_size: int = 1,
+        generator_device: str = "cpu",
+        captioner_revision: str | None = None,
+        generator_revision: str | None = None,
+        pipeline_kwargs: dict | None = None,
+        call_kwargs: dict | None = None,
+    ) -> None:
+        if steps < 1 or max_new_tokens < 1 or gen_batch_size < 1:
+            raise ConfigError("pair: steps, max_new_tokens and gen_batch_size must be positive")
+        self.captioner_ref = captioner
+        self.generator_ref = generator
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.device_map = device_map or None
+        self.trust_remote_code = bool(trust_remote_code)
+        self.max_new_tokens = int(max_new_tokens)
+        self.temperature = float(temperature)
+        self.do_sample = bool(do_sample)
+        self.steps = int(steps)
+        self.guidance_scale = float(guidance_scale)
+        self.height = int(height)
+        self.width = int(width)
+        self.negative_prompt = negative_prompt
+        self.image_first = bool(image_first)
+        self.gen_batch_size = int(gen_batch_size)
+        self.generator_device = generator_device
+        self.captioner_revision = captioner_revision
+        self.generator_revision = generator_revision
+        self.pipeline_kwargs = dict(pipeline_kwargs or {})
+        self.call_kwargs = dict(call_kwargs or {})
+        # Fail at construction, not on the first sample: a missing checkpoint is a run error.
+        self.processor, self.model = self._load_captioner()
+        self.pipe = self._load_pipeline()
+        # The runner renders at capabilities.native_resolution unless --size says otherwise,
+        # so the height/width arguments (the paper's 1024 by default) take effect there.
+        self.capabilities = replace(type(self).capabilities, native_resolution=(self.width, self.height))
+
+    # --- loading ---------------------------------------------------------------------------
+
+    def _load_captioner(self) -> tuple[Any, Any]:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        kwargs = from_pretrained_kwargs(
+            dtype=self.dtype,
+            device_map=self.device_map,
+            trust_remote_code=True if self.trust_remote_code else None,
+            revision=self.captioner_revision,
+        )
+        with hf_loading("pair captioner", self.captioner_ref, arg="captioner"):
+            processor = AutoProcessor.from_pretrained(
+                self.captioner_ref,
+                **{k: v for k, v in kwargs.items() if k in ("trust_remote_code", "revision")},
+            )
+            model = AutoModelForImageTextToText.from_pretrained(self.captioner_ref, **kwargs)
+        return processor, place(model, self.device, self.device_map)
+
+    def _load_pipeline(self) -> Any:
+        from diffusers import DiffusionPipeline
+
+        kwargs: dict[str, Any] = {**diffusers_dtype_kwargs(self.dtype), **self.pipeline_kwargs}
+        if self.trust_remote_code:
+            kwargs["trust_remote_code"] = True
+        if self.generator_revision:
+            kwargs["revision"] = self.generator_revision
+        if self.device_map:
+            # diffusers places whole components ("balanced"), not layers ("auto").
+            kwargs["device_map"] = "balanced" if self.device_map == "auto" else self.device_map
+        with hf_loading("pair generator", self.generator_ref, arg="generator"):
+            pipe = DiffusionPipeline.from_pretrained(self.generator_ref, **kwargs)
+        if not self.device_map:
+            pipe = pipe.to(self.device)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    # --- the round trip --------------------------------------------------------------------
+
+    def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int]) -> list[str]:
+        import torch
+
+        text = chat_text(self.processor, chat_messages(prompt, with_image=True, image_first=self.image_first))
+        device = input_device(self.model, self.device)
+        gen_kwargs = caption_generate_kwargs(
+            max_new_tokens=self.max_new_tokens, do_sample=self.do_sample, temperature=self.temperature
+        )
+        captions = []
+        for image, seed in zip(images, seeds, strict=True):
+            inputs = self.processor(text=[text], images=[as_rgb(image)], return_tensors="pt")
+            inputs = inputs.to(device, dtype=self.dtype) if hasattr(inputs, "to") else inputs
+            with torch.inference_mode(), seeded(seed, device):
+                sequences = self.model.generate(**inputs, **gen_kwargs)
+            captions.extend(decode_new_tokens(self.processor, sequences, inputs["input_ids"].shape[1]))
+        return captions
+
+    def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None) -> list[Image.Image]:
+        import numpy as np
+        import torch
+
+        width, height = size if size is not None else (self.width, self.height)
+        images: list[Image.Image] = []
+        for chunk in batches(len(prompts), self.gen_batch_size):
+            call: dict[str, Any] = {
+                "prompt": [prompts[i] for i in chunk],
+                "num_inference_steps": self.steps,
+                "guidance_scale": self.guidance_scale,
+                "height": int(height),
+                "width": int(width),
+                "generator": [make_generator(seeds[i], self.generator_device) for i in chunk],
+                "output_type": "np",  # floats, so a NaN stays visible (PIL output would be black)
+                **self.call_kwargs,
+            }
+            if self.negative_prompt is not None:
+                call["negative_prompt"] = [self.negative_prompt] * len(chunk)
+            with torch.inference_mode():
+                output = self.pipe(**call)
+            array = output.images if hasattr(output, "images") else output[0]
+            if isinstance(array, list):
+                array = np.stack([np.asarray(a) for a in array])
+            images.extend(images_from_array(array))
+        return images
+
+    # --- record ----------------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        overrides = caption_generate_kwargs(
+            max_new_tokens=self.max_new_tokens, do_sample=self.do_sample, temperature=self.temperature
+        )
+        return {
+            "captioner": self.captioner_ref,
+            "captioner_class": type(self.model).__name__,
+            "captioner_revision": self.captioner_revision or model_revision(self.model),
+            "generator": self.generator_ref,
+            "generator_pipeline": type(self.pipe).__name__,
+            "generator_revision": self.generator_revision,
+            "device": str(self.device),
+            "device_map": self.device_map,
+            "dtype": dtype_name(self.dtype),
+            "caption_sampling": effective_sampling(self.model.generation_config, overrides),
+            "caption_batching": "one image at a time under torch.manual_seed(seed) (batch invariant)",
+            "image_first": self.image_first,
+            "generation": {
+                "steps": self.steps,
+                "guidance_scale": self.guidance_scale,
+                "height": self.height,
+                "width": self.width,
+                "negative_prompt": self.negative_prompt,
+                "generator_device": str(self.generator_device),
+                "gen_batch_size": self.gen_batch_size,
+                "call_kwargs": self.call_kwargs,
+            },
+            "pipeline_kwargs": {k: (None if v is None else str(v)) for k, v in self.pipeline_kwargs.items()},
+        }
+
+    def close(self) -> None:
+        import gc
+
+        self.model = self.pipe = self.processor = None
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:  # pragma: no cover
+            pass
