@@ -1,0 +1,167 @@
+"""Quality checks of the two halves on held-out Shapes scenes (the issue's acceptance bars).
+
+- **Decoder**: render every test scene from its *ground-truth long caption* with the decoder,
+  parse the result with the Shapes oracle and compare with the true scene: object-level F1 and
+  per-attribute F1 (:func:`unified_bench.datasets.shapes.compare.compare_scenes`).
+- **Encoder**: caption every test image, parse the caption with the grammar's parser and
+  compare with the true scene: *attribute precision* — of the attribute values the captions
+  state, the fraction that are right (pooled over samples and attributes). Also reported:
+  how many attributes a caption states per true object, and the share of long captions.
+
+Each figure comes with a 95% percentile-bootstrap interval over samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from unified_bench.datasets.shapes.captions import parse
+from unified_bench.datasets.shapes.compare import compare_scenes
+from unified_bench.datasets.shapes.scene import ATTRIBUTES
+from unified_bench.datasets.shapes.splits import ShapesSample, iter_samples
+from unified_bench.scoring.stats import bootstrap_joint_ci, bootstrap_mean_ci
+from uae_reference.model import UAEModel
+
+
+@dataclass
+class Estimate:
+    value: float
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        return f"{self.value:.4f} [{self.low:.4f}, {self.high:.4f}]"
+
+
+def _mean(values: Sequence[float]) -> Estimate:
+    ci = bootstrap_mean_ci(list(values))
+    return Estimate(ci.estimate, ci.low, ci.high)
+
+
+def _ratio(num: Sequence[float], den: Sequence[float]) -> Estimate:
+    ci = bootstrap_joint_ci({"num": list(num), "den": list(den)}, lambda m: m["num"] / m["den"] if m["den"] else float("nan"))
+    return Estimate(ci.estimate, ci.low, ci.high)
+
+
+@dataclass
+class DecoderQuality:
+    n: int
+    f1: Estimate
+    attribute_f1: dict[str, Estimate]
+    count: Estimate
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class EncoderQuality:
+    n: int
+    precision: Estimate
+    attribute_precision: dict[str, Estimate]
+    #: stated attribute values per true object (4 = every attribute of every object)
+    attributes_per_object: Estimate
+    #: captions that state a position for every object they mention
+    long_fraction: Estimate
+    examples: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def test_samples(n: int, split: str = "test", size: int = 64) -> list[ShapesSample]:
+    return list(iter_samples(split, size, n))
+
+
+def _batched(items: Sequence, size: int):
+    for start in range(0, len(items), size):
+        yield start, items[start : start + size]
+
+
+@torch.no_grad()
+def decoder_quality(
+    model: UAEModel,
+    samples: Sequence[ShapesSample],
+    *,
+    oracle=None,
+    batch_size: int = 100,
+    seed: int = 0,
+    num_steps: int | None = None,
+    guidance_scale: float | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> DecoderQuality:
+    """Render the ground-truth long captions and score them with the Shapes oracle."""
+    from unified_bench.datasets.shapes.oracle import ShapesOracle
+
+    oracle = oracle or ShapesOracle("bundled")
+    comparisons = []
+    for start, batch in _batched(list(samples), batch_size):
+        captions = [s.caption_long for s in batch]
+        seeds = [seed * 1_000_003 + start + i for i in range(len(batch))]
+        images = model.generate(captions, seeds=seeds, num_steps=num_steps, guidance_scale=guidance_scale)
+        for sample, parsed in zip(batch, oracle.parse(images)):
+            comparisons.append(compare_scenes(sample.scene, parsed))
+        if progress:
+            progress(len(batch))
+    return DecoderQuality(
+        n=len(comparisons),
+        f1=_mean([c.f1 for c in comparisons]),
+        attribute_f1={a: _mean([c.attribute_f1(a) for c in comparisons]) for a in ATTRIBUTES},
+        count=_mean([c.count_score for c in comparisons]),
+    )
+
+
+@torch.no_grad()
+def encoder_quality(
+    model: UAEModel,
+    samples: Sequence[ShapesSample],
+    *,
+    batch_size: int = 100,
+    seed: int = 0,
+    temperature: float | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> EncoderQuality:
+    """Caption the images, parse the captions, and measure attribute precision."""
+    rows = []
+    examples = []
+    for start, batch in _batched(list(samples), batch_size):
+        seeds = [seed * 1_000_003 + start + i for i in range(len(batch))]
+        texts = model.sample_captions([s.image for s in batch], seeds=seeds, temperature=temperature).texts
+        for sample, text in zip(batch, texts):
+            parsed = parse(text)
+            comparison = compare_scenes(sample.scene, parsed)
+            stated = comparison.attribute_stated
+            rows.append(
+                {
+                    "matched": sum(comparison.attribute_matches.values()),
+                    "stated": sum(stated.values()),
+                    **{f"matched_{a}": comparison.attribute_matches[a] for a in ATTRIBUTES},
+                    **{f"stated_{a}": stated[a] for a in ATTRIBUTES},
+                    "per_object": sum(stated.values()) / max(1, len(sample.scene)),
+                    "long": float(bool(parsed.objects) and all(o.position is not None for o in parsed.objects)),
+                }
+            )
+            if len(examples) < 5:
+                examples.append(f"{sample.caption_long}  ->  {text}")
+        if progress:
+            progress(len(batch))
+    column = lambda key: [r[key] for r in rows]  # noqa: E731
+    return EncoderQuality(
+        n=len(rows),
+        precision=_ratio(column("matched"), column("stated")),
+        attribute_precision={
+            a: _ratio(column(f"matched_{a}"), column(f"stated_{a}")) for a in ATTRIBUTES if sum(column(f"stated_{a}"))
+        },
+        attributes_per_object=_mean(column("per_object")),
+        long_fraction=_mean(column("long")),
+        examples=examples,
+    )
+
+
+def summarise(value: Estimate | float) -> float:
+    return value.value if isinstance(value, Estimate) else float(value)
+
+

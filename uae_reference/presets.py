@@ -1,0 +1,333 @@
+"""Model presets: ``tiny`` (trained here on a CPU) and ``paper`` (the UAE paper's scale).
+
+Both build the same :class:`~uae_reference.model.UAEModel` from the same classes:
+
+============  ===========================================  ==========================================
+component     tiny                                          paper
+============  ===========================================  ==========================================
+encoder       Qwen2_5_VLForConditionalGeneration, 2 layers  Qwen/Qwen2.5-VL-3B-Instruct (3.75B)
+              of width 128, vision tower 2 x 64, patch 8
+processor     word-level tokenizer of the Shapes grammar    the checkpoint's AutoProcessor
+projector     MLP 128 -> 128 tokens, 64 pooled              MLP 2048 -> 4096 tokens, 2048 pooled
+decoder       SD3Transformer2DModel, 4 blocks of width      SD3.5-large transformer (8.1B), 38 blocks
+              128, patch 8 over 64 x 64 RGB pixels          of width 2432 over 128 x 128 x 16 latents
+codec         none: pixel space                             SD3.5 AutoencoderKL (16 channels, /8)
+scheduler     FlowMatchEulerDiscreteScheduler, shift 1      FlowMatchEulerDiscreteScheduler, shift 3
+============  ===========================================  ==========================================
+
+**Why pixel space for tiny.** Shapes images are flat colours on a plain background; at 64 px
+a patch-8 MMDiT sees 64 image tokens whose 192 pixel values its output layer can write
+directly, which costs about as much per step as a patch-2 model on a 16 x 16 latent would,
+without first training (and paying CPU minutes for) an autoencoder, and without a codec
+whose blur the Shapes oracle would then have to see through. 64 px is the smallest size at
+which the Shapes oracle reads small objects reliably (a small object is ~8 px wide).
+
+The paper preset's architectures are written here as code (numbers from the checkpoints'
+``config.json``), so they can be instantiated on PyTorch's ``meta`` device and counted without
+downloading anything; :func:`build_paper_model` with ``pretrained=True`` loads the real weights
+from the hub (or a local mirror) through the usual ``from_pretrained`` path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from uae_reference.model import UAEModel, UAESettings
+from uae_reference.projector import UAEProjector
+
+# --- paper scale ------------------------------------------------------------------------------
+
+PAPER_ENCODER_ID = "Qwen/Qwen2.5-VL-3B-Instruct"
+PAPER_DECODER_ID = "stabilityai/stable-diffusion-3.5-large"
+#: Published sizes the dry run checks against (model cards: Qwen2.5-VL-3B-Instruct "3.75B
+#: params" on its Hugging Face page; SD3.5 Large "8.1 billion parameter MMDiT").
+PUBLISHED_PARAMS = {"encoder": 3.75e9, "decoder": 8.1e9}
+
+#: Qwen2.5-VL-3B-Instruct config.json, as code.
+PAPER_ENCODER_CONFIG: dict[str, Any] = {
+    "text_config": {
+        "vocab_size": 151936,
+        "hidden_size": 2048,
+        "intermediate_size": 11008,
+        "num_hidden_layers": 36,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 2,
+        "hidden_act": "silu",
+        "max_position_embeddings": 128000,
+        "rms_norm_eps": 1e-6,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]},
+        "tie_word_embeddings": True,
+        "use_sliding_window": False,
+        "sliding_window": 32768,
+        "max_window_layers": 70,
+        "bos_token_id": 151643,
+        "eos_token_id": 151645,
+    },
+    "vision_config": {
+        "depth": 32,
+        "hidden_size": 1280,
+        "intermediate_size": 3420,
+        "num_heads": 16,
+        "in_channels": 3,
+        "out_hidden_size": 2048,
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "window_size": 112,
+        "fullatt_block_indexes": [7, 15, 23, 31],
+        "tokens_per_second": 2,
+        "hidden_act": "silu",
+    },
+    "image_token_id": 151655,
+    "video_token_id": 151656,
+    "vision_start_token_id": 151652,
+    "vision_end_token_id": 151653,
+    "tie_word_embeddings": True,
+}
+
+#: stable-diffusion-3.5-large transformer/config.json, as code.
+PAPER_DECODER_CONFIG: dict[str, Any] = {
+    "sample_size": 128,
+    "patch_size": 2,
+    "in_channels": 16,
+    "num_layers": 38,
+    "attention_head_dim": 64,
+    "num_attention_heads": 38,
+    "joint_attention_dim": 4096,
+    "caption_projection_dim": 2432,
+    "pooled_projection_dim": 2048,
+    "out_channels": 16,
+    "pos_embed_max_size": 192,
+    "qk_norm": "rms_norm",
+    "dual_attention_layers": (),
+}
+
+#: stable-diffusion-3.5-large vae/config.json, as code.
+PAPER_VAE_CONFIG: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "block_out_channels": [128, 256, 512, 512],
+    "layers_per_block": 2,
+    "act_fn": "silu",
+    "latent_channels": 16,
+    "norm_num_groups": 32,
+    "sample_size": 1024,
+    "scaling_factor": 1.5305,
+    "shift_factor": 0.0609,
+    "use_quant_conv": False,
+    "use_post_quant_conv": False,
+}
+
+#: The official demo's captioning instruction and generation settings.
+PAPER_CAPTION_PROMPT = (
+    "You are an expert vision-language model.  \n"
+    "Your task is: Given an input image, generate a **textual description** of the image. "
+    'If there is text in the image, transcribe it inside double quotes "".  \n'
+    "Now, carefully analyze the input image and output the full description. "
+)
+PAPER_SETTINGS = UAESettings(
+    image_size=1024,
+    latent_space="vae",
+    caption_prompt=PAPER_CAPTION_PROMPT,
+    max_caption_tokens=512,
+    condition_length=576,  # 512 caption tokens + the "generate" turn's framing
+    caption_temperature=0.7,
+    num_inference_steps=40,
+    guidance_scale=5.0,
+    negative_caption="Generate a random, low quality, ugly, blur, bad and anime, cartoon image.",
+    preset="paper",
+)
+
+# --- tiny scale -------------------------------------------------------------------------------
+
+TINY_IMAGE_SIZE = 64
+TINY_VISION_PATCH = 8
+TINY_LLM_WIDTH = 128
+
+
+def tiny_encoder_config(tokenizer) -> dict[str, Any]:
+    """A two-layer Qwen2.5-VL for 64 px images; token ids come from the tiny tokenizer."""
+    ids = tokenizer.convert_tokens_to_ids
+    return {
+        "text_config": {
+            "vocab_size": len(tokenizer),
+            "hidden_size": TINY_LLM_WIDTH,
+            "intermediate_size": 256,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "hidden_act": "silu",
+            "max_position_embeddings": 512,
+            "rms_norm_eps": 1e-6,
+            # head_dim 32 -> 16 rotary frequencies split over (time, height, width)
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]},
+            "tie_word_embeddings": True,
+            "bos_token_id": None,
+            "eos_token_id": ids("<|im_end|>"),
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        "vision_config": {
+            "depth": 2,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_heads": 4,
+            "in_channels": 3,
+            "out_hidden_size": TINY_LLM_WIDTH,
+            "patch_size": TINY_VISION_PATCH,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": TINY_IMAGE_SIZE,  # one window covers the image: every block is global
+            "fullatt_block_indexes": [0, 1],
+            "hidden_act": "silu",
+        },
+        "image_token_id": ids("<|image_pad|>"),
+        "video_token_id": ids("<|video_pad|>"),
+        "vision_start_token_id": ids("<|vision_start|>"),
+        "vision_end_token_id": ids("<|vision_end|>"),
+        "tie_word_embeddings": True,
+    }
+
+
+TINY_DECODER_CONFIG: dict[str, Any] = {
+    "sample_size": TINY_IMAGE_SIZE,
+    "patch_size": 8,
+    "in_channels": 3,
+    "num_layers": 4,
+    "attention_head_dim": 32,
+    "num_attention_heads": 4,
+    "joint_attention_dim": 128,
+    "caption_projection_dim": 128,
+    "pooled_projection_dim": 64,
+    "out_channels": 3,
+    "pos_embed_max_size": TINY_IMAGE_SIZE // 8,
+    "qk_norm": "rms_norm",
+}
+
+TINY_SETTINGS = UAESettings(
+    image_size=TINY_IMAGE_SIZE,
+    latent_space="pixel",
+    caption_prompt="Describe the image.",
+    max_caption_tokens=64,
+    condition_length=72,
+    caption_temperature=0.7,
+    num_inference_steps=20,
+    guidance_scale=1.0,
+    negative_caption="",
+    preset="tiny",
+)
+
+
+def build_tiny_model(*, seed: int = 0, settings: UAESettings | None = None, decoder_config: dict | None = None) -> UAEModel:
+    """The tiny preset with freshly initialised weights (deterministic given ``seed``)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    from uae_reference.tokenizer import build_tiny_processor, build_word_tokenizer, shapes_vocabulary
+
+    tokenizer = build_word_tokenizer(shapes_vocabulary())
+    processor = build_tiny_processor(tokenizer, image_size=TINY_IMAGE_SIZE, patch_size=TINY_VISION_PATCH)
+    decoder_config = {**TINY_DECODER_CONFIG, **(decoder_config or {})}
+    torch.manual_seed(seed)
+    encoder = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**tiny_encoder_config(tokenizer)))
+    projector = UAEProjector(
+        in_dim=TINY_LLM_WIDTH, out_dim=decoder_config["joint_attention_dim"], pooled_dim=decoder_config["pooled_projection_dim"]
+    )
+    decoder = SD3Transformer2DModel(**decoder_config)
+    return UAEModel(
+        encoder=encoder,
+        processor=processor,
+        projector=projector,
+        decoder=decoder,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0),
+        settings=settings or TINY_SETTINGS,
+    )
+
+
+def build_paper_model(
+    *,
+    pretrained: bool = True,
+    meta: bool = False,
+    dtype: torch.dtype = torch.bfloat16,
+    encoder_id: str = PAPER_ENCODER_ID,
+    decoder_id: str = PAPER_DECODER_ID,
+) -> UAEModel:
+    """The paper preset.
+
+    ``pretrained=True`` loads Qwen2.5-VL-3B-Instruct and the SD3.5-large transformer, VAE and
+    scheduler (hub ids or local folders; ``HF_HUB_OFFLINE=1`` uses the local cache only). The
+    projector is always new (stage 1 trains it). ``meta=True`` builds the same architectures
+    from the configs above on the meta device: no weights, no download, for counting.
+    """
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    if meta:
+        with torch.device("meta"):
+            encoder = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**PAPER_ENCODER_CONFIG))
+            decoder = SD3Transformer2DModel(**PAPER_DECODER_CONFIG)
+            vae = AutoencoderKL(**PAPER_VAE_CONFIG)
+            projector = _paper_projector()
+        return UAEModel(
+            encoder=encoder,
+            processor=None,
+            projector=projector,
+            decoder=decoder,
+            scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+            vae=vae,
+            settings=PAPER_SETTINGS,
+        )
+    if not pretrained:
+        raise ValueError("the paper preset is either pretrained (real weights) or meta (architecture only)")
+    from transformers import AutoProcessor
+
+    from unified_bench.errors import WeightsNotFoundError
+
+    try:
+        encoder = Qwen2_5_VLForConditionalGeneration.from_pretrained(encoder_id, dtype=dtype)
+        processor = AutoProcessor.from_pretrained(encoder_id)
+        decoder = SD3Transformer2DModel.from_pretrained(decoder_id, subfolder="transformer", torch_dtype=dtype)
+        vae = AutoencoderKL.from_pretrained(decoder_id, subfolder="vae", torch_dtype=dtype)
+        scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(decoder_id, subfolder="scheduler")
+    except OSError as err:
+        raise WeightsNotFoundError(
+            f"cannot load the paper preset's weights ({err}). Download {encoder_id} and {decoder_id} "
+            "(SD3.5-large is gated: accept its licence and set HF_TOKEN), or pass local folders."
+        ) from err
+    return UAEModel(
+        encoder=encoder,
+        processor=processor,
+        projector=_paper_projector().to(dtype),
+        decoder=decoder,
+        scheduler=scheduler,
+        vae=vae,
+        settings=PAPER_SETTINGS,
+    )
+
+
+def _paper_projector() -> UAEProjector:
+    return UAEProjector(
+        in_dim=PAPER_ENCODER_CONFIG["text_config"]["hidden_size"],
+        out_dim=PAPER_DECODER_CONFIG["joint_attention_dim"],
+        pooled_dim=PAPER_DECODER_CONFIG["pooled_projection_dim"],
+    )
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    """A named way to build the model."""
+
+    name: str
+    description: str
+    build: Callable[..., UAEModel]
+
+
+MODEL_PRESETS: dict[str, ModelPreset] = {
+    "tiny": ModelPreset("tiny", "small configs of the same classes, trained from scratch on Shapes (CPU)", build_tiny_model),
+    "paper": ModelPreset("paper", "Qwen2.5-VL-3B-Instruct + SD3.5-large, bf16, multi-GPU", build_paper_model),
+}
