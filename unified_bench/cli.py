@@ -146,6 +146,33 @@ def metrics_cmd() -> None:
     console.print(table)
 
 
+@weights_app.command("fetch")
+def weights_fetch_cmd(
+    metrics: Annotated[str, typer.Option("--metrics", help="Comma-separated metrics; 'paper' and 'extended' expand.")] = "paper",
+    checkpoint: Annotated[Optional[list[str]], typer.Option("--checkpoint", help="Fetch another checkpoint: METRIC=HUB_ID (repeatable).")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Hub cache to fill (default: $HF_HUB_CACHE, else $HF_HOME/hub).")] = None,
+) -> None:
+    """Pre-download metric weights into the Hugging Face cache (needs network)."""
+    from unified_bench.metrics import parse_metric_list
+    from unified_bench.metrics.weights import fetch_weights
+
+    results = fetch_weights(parse_metric_list(metrics), parse_key_values(checkpoint, "--checkpoint"), cache_dir)
+    table = Table(title="weights")
+    for column in ("metric", "checkpoint", "status", "revision"):
+        table.add_column(column)
+    for item in results:
+        status = "[red]failed[/]" if item.error else item.note
+        table.add_row(item.metric, item.checkpoint or "-", status, item.revision or "-")
+    console.print(table)
+    for item in results:
+        if item.error:
+            err_console.print(f"{item.metric}: {item.error}", style="red", highlight=False, markup=False)
+    if cache_dir is not None:
+        console.print(f"set HF_HUB_CACHE={cache_dir} (and HF_HUB_OFFLINE=1 on machines without network) when scoring")
+    if any(item.error for item in results):
+        raise typer.Exit(1)
+
+
 from unified_bench.runner.commands import register_runner_commands  # noqa: E402  (eval, merge, serve, models)
 
 register_runner_commands(app)
