@@ -1,0 +1,281 @@
+"""Embedding metrics on Hugging Face transformers backbones: clip, dinov2, dinov3, siglip.
+
+Each follows the official UAE scoring scripts (``CLIP.py``, ``DINO_v2.py``, ``DINO_v3.py``):
+the checkpoint's own image processor (``processor(images=..., return_tensors="pt")``), then
+
+- clip:   projected image features (``get_image_features``; we load only the vision tower
+          with its projection, ``CLIPVisionModelWithProjection``, which computes the same thing);
+- dinov2 / dinov3: ``last_hidden_state[:, 0, :]``, the CLS token after the final norm;
+- siglip: the pooled (attention-pooling head) image features.
+
+The engine L2-normalises and takes cosines. Differences from the official scripts are
+deliberate and listed in docs/metrics.md: images are batched (the scripts embed one image at
+a time; batching changes results only at float rounding level), and on CUDA the default dtype
+is fp16 (the scripts run these three in fp32; pass ``--dtype float32`` to match exactly).
+
+Processor backend: transformers 4.x, which the official scripts ran on, used the PIL ("slow")
+image processors unless told otherwise; transformers 5 defaults to torchvision ones, which
+resize slightly differently. We ask for the PIL backend so preprocessing matches the paper's;
+DINOv3 only has a torchvision processor, which is what the official script used too.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.util
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from PIL import Image
+
+from unified_bench.errors import ConfigError
+from unified_bench.metrics.base import EmbeddingMetric, MetricInfo
+from unified_bench.metrics.runtime import dtype_name, quiet_transformers, resolve_dtype
+from unified_bench.metrics.weights import ResolvedCheckpoint, load_errors, resolve_checkpoint
+
+#: Image-processor settings that change pixels; recorded in MetricInfo (and so the cache key).
+_PREPROCESSING_KEYS = (
+    "do_convert_rgb",
+    "do_resize",
+    "size",
+    "resample",
+    "do_center_crop",
+    "crop_size",
+    "do_rescale",
+    "rescale_factor",
+    "do_normalize",
+    "image_mean",
+    "image_std",
+    "max_num_patches",
+    "patch_size",
+)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    if hasattr(value, "value"):  # enums (PILImageResampling)
+        return _jsonable(value.value)
+    return str(value)
+
+
+def load_image_processor(path: Any, prefer_pil: bool) -> Any:
+    """The checkpoint's image processor, PIL-backed when asked and available.
+
+    transformers >= 5 with named backends takes ``backend="pil"``; earlier releases spell the
+    same choice ``use_fast=False``. Either falls back to the only processor a model has.
+    """
+    from transformers import AutoImageProcessor
+
+    if importlib.util.find_spec("transformers.image_processing_backends") is not None:
+        return AutoImageProcessor.from_pretrained(path, backend="pil" if prefer_pil else "torchvision")
+    return AutoImageProcessor.from_pretrained(path, use_fast=not prefer_pil)
+
+
+def processor_backend(processor: Any) -> str:
+    """'pil' or 'torchvision': which library resizes the pixels."""
+    try:
+        from transformers.image_processing_backends import PilBackend
+
+        return "pil" if isinstance(processor, PilBackend) else "torchvision"
+    except ImportError:  # transformers before named backends: *Fast classes use torchvision
+        return "torchvision" if type(processor).__name__.endswith("Fast") else "pil"
+
+
+def processor_settings(processor: Any) -> dict[str, Any]:
+    """The processor's class, backend and every setting that changes the pixels."""
+    settings = processor.to_dict()
+    out: dict[str, Any] = {
+        "processor": type(processor).__name__,
+        "backend": processor_backend(processor),
+    }
+    for key in _PREPROCESSING_KEYS:
+        if key in settings and settings[key] is not None:
+            out[key] = _jsonable(settings[key])
+    return out
+
+
+class HFVisionMetric(EmbeddingMetric):
+    """Shared loading and batching for transformers vision backbones."""
+
+    unit = "cosine"
+    #: config.json ``model_type`` values this metric accepts
+    model_types: ClassVar[frozenset[str]]
+    #: how the embedding is taken from the model output (recorded in MetricInfo)
+    pooling: ClassVar[str]
+    #: see the module docstring: the official scripts' transformers 4.x used PIL processors
+    prefer_pil_processor: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        device: str = "cpu",
+        dtype: str | None = None,
+        *,
+        resolved: ResolvedCheckpoint | None = None,
+    ) -> None:
+        super().__init__(device)
+        self.torch_dtype = resolve_dtype(dtype, self.device)
+        self.resolved = resolved or resolve_checkpoint(self.name, checkpoint)
+        self.model, self.processor = self._load(self.resolved)
+        self._info = MetricInfo(
+            name=self.name,
+            kind=self.kind,
+            checkpoint=self.resolved.requested if self.resolved.from_hub else str(self.resolved.path),
+            revision=self.resolved.revision,
+            preprocessing={**processor_settings(self.processor), "pooling": self.pooling},
+            dtype=dtype_name(self.torch_dtype),
+        )
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def _load(self, resolved: ResolvedCheckpoint) -> tuple[torch.nn.Module, Any]:
+        from transformers import AutoConfig
+
+        path = resolved.path
+        if not path.is_dir():
+            raise ConfigError(
+                f"metric {self.name!r}: checkpoint {resolved.requested!r} is a file; expected a Hugging Face "
+                "checkpoint directory (config.json, preprocessor_config.json, weights) or a hub id"
+            )
+        with quiet_transformers(), load_errors(self.name, resolved.requested, path):
+            config = AutoConfig.from_pretrained(path)
+            if config.model_type not in self.model_types:
+                raise ConfigError(
+                    f"metric {self.name!r}: checkpoint {resolved.requested!r} is a {config.model_type!r} model; "
+                    f"expected one of {sorted(self.model_types)}"
+                )
+            processor = load_image_processor(path, self.prefer_pil_processor)
+            model_cls, model_config = self._model_class(config)
+            model, report = model_cls.from_pretrained(
+                path, config=model_config, dtype=self.torch_dtype, output_loading_info=True
+            )
+        missing = sorted(report.get("missing_keys") or [])
+        mismatched = list(report.get("mismatched_keys") or [])
+        if missing or mismatched:
+            # Never score with silently random-initialised layers.
+            shown = ", ".join(map(str, (missing + mismatched)[:5]))
+            raise ConfigError(
+                f"metric {self.name!r}: checkpoint {resolved.requested!r} does not hold every weight "
+                f"{model_cls.__name__} needs (missing or mismatched: {shown}); is it the right model?"
+            )
+        model.to(self.device).eval()
+        return model, processor
+
+    def _model_class(self, config: Any) -> tuple[type, Any]:
+        """(model class, config to build it with) for ``config``; vision tower only."""
+        from transformers import AutoModel
+
+        return AutoModel, config
+
+    # -- embedding -------------------------------------------------------------------------
+
+    @property
+    def info(self) -> MetricInfo:
+        return self._info
+
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        return self.processor(images=list(images), return_tensors="pt")["pixel_values"]
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        output = self.model(pixel_values=pixels.to(self.device, self.torch_dtype))
+        return self._pool(output)
+
+    def _pool(self, output: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.model = None
+        self.processor = None
+        gc.collect()
+
+
+class ClipMetric(HFVisionMetric):
+    """CLIP projected image features (``get_image_features``), as in the official CLIP.py."""
+
+    name = "clip"
+    model_types = frozenset({"clip", "clip_vision_model"})
+    pooling = "visual_projection(pooler_output)"
+
+    def _model_class(self, config: Any) -> tuple[type, Any]:
+        from transformers import CLIPVisionModelWithProjection
+
+        if config.model_type == "clip":
+            vision = config.vision_config
+            # The projection width lives on the top-level config; the vision sub-config's own
+            # projection_dim is only a default and would build a wrong-sized projection.
+            vision.projection_dim = config.projection_dim
+            return CLIPVisionModelWithProjection, vision
+        return CLIPVisionModelWithProjection, config
+
+    def _pool(self, output: Any) -> torch.Tensor:
+        return output.image_embeds
+
+
+class Dinov2Metric(HFVisionMetric):
+    """DINOv2 CLS token after the final layer norm, as in the official DINO_v2.py."""
+
+    name = "dinov2"
+    model_types = frozenset({"dinov2", "dinov2_with_registers"})
+    pooling = "last_hidden_state[:, 0]"
+
+    def _pool(self, output: Any) -> torch.Tensor:
+        return output.last_hidden_state[:, 0, :]
+
+
+class Dinov3Metric(Dinov2Metric):
+    """DINOv3 ViT CLS token after the final norm, as in the official DINO_v3.py."""
+
+    name = "dinov3"
+    model_types = frozenset({"dinov3_vit"})
+
+
+class SiglipMetric(HFVisionMetric):
+    """SigLIP / SigLIP 2 pooled image features (the attention-pooling head's output).
+
+    SigLIP 2 fixed-resolution checkpoints are ``siglip`` models and load like SigLIP;
+    NaFlex checkpoints (``siglip2``) also pass the processor's patch mask and shapes.
+    """
+
+    name = "siglip"
+    model_types = frozenset({"siglip", "siglip_vision_model", "siglip2", "siglip2_vision_model"})
+    pooling = "pooler_output"
+
+    def _model_class(self, config: Any) -> tuple[type, Any]:
+        from transformers import Siglip2VisionModel, SiglipVisionModel
+
+        naflex = config.model_type.startswith("siglip2")
+        cls = Siglip2VisionModel if naflex else SiglipVisionModel
+        vision = config.vision_config if config.model_type in ("siglip", "siglip2") else config
+        return cls, vision
+
+    @property
+    def naflex(self) -> bool:
+        return self.model.config.model_type.startswith("siglip2")
+
+    @torch.inference_mode()
+    def embed(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        if not self.naflex:
+            return super().embed(images)
+        # NaFlex keeps each image's aspect ratio: pixels arrive as padded patch sequences
+        # with a mask and per-image patch-grid shapes, all of which the model needs.
+        inputs = self.processor(images=list(images), return_tensors="pt")
+        inputs = {
+            key: value.to(self.device, self.torch_dtype) if key == "pixel_values" else value.to(self.device)
+            for key, value in inputs.items()
+        }
+        features = self.model(**inputs).pooler_output.float()
+        return torch.nn.functional.normalize(features, p=2, dim=-1).cpu()
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self.naflex:
+            raise RuntimeError("NaFlex SigLIP 2 needs the processor's patch mask; call embed(), not forward()")
+        return super().forward(pixels)
+
+    def _pool(self, output: Any) -> torch.Tensor:
+        return output.pooler_output
