@@ -1,0 +1,230 @@
+"""Numeric parity with the official UAE scoring scripts (issue 2, acceptance 4).
+
+For the same tiny checkpoint, each test recomputes every pair the way the official
+``Score_i2i.py`` does through ``CLIP.py`` / ``DINO_v2.py`` / ``DINO_v3.py`` / ``LongCLIP.py``:
+one pair at a time, batch 1, ``Image.open(path).convert('RGB')``, the checkpoint's own
+processor (the PIL "slow" class transformers 4.x used by default), the official pooling,
+``F.normalize`` and ``torch.cosine_similarity``. That code is written here independently of
+``unified_bench.metrics`` (for LongCLIP: the transform re-derived with PIL and numpy, and
+open_clip's model class loaded from the same ``.pt``). Our batched engine must agree per
+pair to 1e-4 on real photos of different sizes, with batches that mix sizes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageFilter
+
+import tiny_models
+from unified_bench.scoring import ScoringConfig, match_pairs, score
+
+#: The issue asks for 1e-4. We hold 1e-6 (measured: ~2e-7): both sides run the same fp32
+#: operations, and at 1e-4 a wrong resize backend (transformers' torchvision processors instead
+#: of the PIL ones, which moves these tiny models' cosines by ~1e-5) would pass unnoticed.
+TOLERANCE = 1e-6
+#: Embeddings themselves are compared too (measured: ~1e-7; the wrong backend moves them ~1e-4).
+EMBEDDING_TOLERANCE = 1e-6
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@pytest.fixture(scope="module")
+def pair_dirs(tmp_path_factory) -> tuple[Path, Path]:
+    """Five pairs of real photos: identical, JPEG copy, other photo, rescaled, blurred crop."""
+    root = tmp_path_factory.mktemp("pairs")
+    refs, recons = root / "refs", root / "images"
+    refs.mkdir()
+    recons.mkdir()
+    cat, coffee, rocket, astronaut = (tiny_models.photo(n) for n in ("chelsea", "coffee", "rocket", "astronaut"))
+    cat.save(refs / "same.png")
+    cat.save(recons / "same.png")
+    cat.save(refs / "jpeg.png")
+    cat.save(recons / "recon_jpeg.jpg", quality=40)
+    coffee.save(refs / "other.png")
+    rocket.save(recons / "other.png")
+    rocket.save(refs / "rescaled.png")
+    rocket.resize((384, 256), Image.Resampling.BILINEAR).save(recons / "rescaled.png")
+    astronaut.save(refs / "crop.png")
+    astronaut.filter(ImageFilter.GaussianBlur(3)).crop((40, 0, 512, 400)).save(recons / "crop.png")
+    return refs, recons
+
+
+def engine_scores(name: str, checkpoint: Path, pair_dirs, cache_dir: Path | None = None) -> dict[str, float]:
+    """Our batched engine (batch 2, so batches mix image sizes), per sample id."""
+    refs, recons = pair_dirs
+    pairing = match_pairs(recons, refs)
+    config = ScoringConfig(
+        metrics=[name],
+        checkpoints={name: str(checkpoint)},
+        batch_size=2,
+        use_cache=cache_dir is not None,
+        cache_dir=cache_dir,
+        progress=False,
+    )
+    report, failures, _ = score(pairing.pairs, config)
+    assert not failures and not report.errors, (failures, report.errors)
+    values = report.metric(name).values
+    return {sample.sample_id: value for sample, value in zip(report.samples, values)}
+
+
+def official_scores(encode, pair_dirs) -> dict[str, float]:
+    """Score_i2i.py's loop: each reconstruction against its reference, one pair at a time."""
+    refs, recons = pair_dirs
+    out = {}
+    for recon in sorted(recons.iterdir()):
+        stem = recon.stem.removeprefix("recon_")
+        ref = next(refs.glob(f"{stem}.*"))
+        with torch.no_grad():
+            first = encode(Image.open(recon).convert("RGB"))
+            second = encode(Image.open(ref).convert("RGB"))
+            out[stem] = torch.cosine_similarity(first, second, dim=1).item()
+    return out
+
+
+def assert_parity(ours: dict[str, float], official: dict[str, float]) -> None:
+    assert set(ours) == set(official)
+    for sample_id, value in official.items():
+        assert abs(ours[sample_id] - value) < TOLERANCE, (sample_id, ours[sample_id], value)
+    assert official["same"] == pytest.approx(1.0, abs=1e-5)
+    assert official["other"] < 1.0 - 1e-3  # the pairs really differ
+
+
+def assert_embedding_parity(name: str, checkpoint: Path, encode, pair_dirs) -> None:
+    """Every image embedded in one mixed-size batch by us == one at a time the official way."""
+    from unified_bench.images import load_image
+    from unified_bench.metrics import build_metric
+
+    files = sorted(p for folder in pair_dirs for p in folder.iterdir())
+    metric = build_metric(name, checkpoint=str(checkpoint))
+    ours = metric.embed([load_image(p) for p in files])
+    with torch.no_grad():
+        official = torch.cat([encode(Image.open(p).convert("RGB")) for p in files])
+    assert (ours - official).abs().max().item() < EMBEDDING_TOLERANCE
+
+
+def check(name: str, checkpoint: Path, encode, pair_dirs) -> None:
+    assert_parity(engine_scores(name, checkpoint, pair_dirs), official_scores(encode, pair_dirs))
+    assert_embedding_parity(name, checkpoint, encode, pair_dirs)
+
+
+# --------------------------------------------------------------------------- official recipes
+
+
+def official_clip_encoder(model_dir: Path):
+    """CLIP.py: processor(images=...) -> CLIPModel.get_image_features -> F.normalize."""
+    from transformers import CLIPModel
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    model = CLIPModel.from_pretrained(model_dir).eval()
+    processor = CLIPImageProcessorPil.from_pretrained(model_dir)
+
+    def encode(image):
+        inputs = processor(images=image, return_tensors="pt")
+        features = model.get_image_features(**inputs)
+        features = getattr(features, "pooler_output", features)  # an output object in transformers 5
+        return F.normalize(features, p=2, dim=1)
+
+    return encode
+
+
+def official_dino_encoder(model_dir: Path, processor_cls):
+    """DINO_v2.py / DINO_v3.py: AutoModel, last_hidden_state[:, 0, :], F.normalize."""
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(model_dir).eval()
+    processor = processor_cls.from_pretrained(model_dir)
+
+    def encode(image):
+        inputs = processor(images=image, return_tensors="pt")
+        return F.normalize(model(**inputs).last_hidden_state[:, 0, :], p=2, dim=1)
+
+    return encode
+
+
+def openai_transform(image: Image.Image, size: int) -> torch.Tensor:
+    """LongCLIP's _transform re-derived: shortest side -> size (PIL bicubic), center crop,
+    RGB, /255, CLIP mean/std; the same size and crop arithmetic torchvision uses."""
+    width, height = image.size
+    if width <= height:
+        new_w, new_h = size, int(size * height / width)
+    else:
+        new_w, new_h = int(size * width / height), size
+    image = image.resize((new_w, new_h), Image.Resampling.BICUBIC)
+    left, top = int(round((new_w - size) / 2.0)), int(round((new_h - size) / 2.0))
+    image = image.crop((left, top, left + size, top + size)).convert("RGB")
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / np.float32(255.0)).permute(2, 0, 1)
+    mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(3, 1, 1)
+    return ((pixels - mean) / std).unsqueeze(0)
+
+
+def official_longclip_encoder(pt_file: Path, spec: tiny_models.OpenClipSpec):
+    """LongCLIP.py: longclip.load(path) -> model.encode_image(tform(image)) -> F.normalize (fp32 on CPU)."""
+    model = spec.build()
+    model.load_state_dict(torch.load(pt_file, map_location="cpu", weights_only=True), strict=True)
+    model = model.float().eval()
+
+    def encode(image):
+        return F.normalize(model.encode_image(openai_transform(image, spec.image_size)), p=2, dim=1)
+
+    return encode
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_clip_parity(tmp_path, pair_dirs):
+    checkpoint = tiny_models.tiny_clip(tmp_path / "clip")
+    encode = official_clip_encoder(checkpoint)
+    check("clip", checkpoint, encode, pair_dirs)
+    official = official_scores(encode, pair_dirs)
+    # A warm reference cache changes the work, not the numbers.
+    cache = tmp_path / "cache"
+    engine_scores("clip", checkpoint, pair_dirs, cache_dir=cache)
+    assert_parity(engine_scores("clip", checkpoint, pair_dirs, cache_dir=cache), official)
+
+
+def test_dinov2_parity(tmp_path, pair_dirs):
+    from transformers.models.bit.image_processing_pil_bit import BitImageProcessorPil
+
+    checkpoint = tiny_models.tiny_dinov2(tmp_path / "dinov2")
+    check("dinov2", checkpoint, official_dino_encoder(checkpoint, BitImageProcessorPil), pair_dirs)
+
+
+def test_dinov3_parity(tmp_path, pair_dirs):
+    from transformers import DINOv3ViTImageProcessor
+
+    checkpoint = tiny_models.tiny_dinov3(tmp_path / "dinov3")
+    check("dinov3", checkpoint, official_dino_encoder(checkpoint, DINOv3ViTImageProcessor), pair_dirs)
+
+
+def test_longclip_openai_format_parity(tmp_path, pair_dirs):
+    spec = tiny_models.OpenClipSpec()
+    checkpoint = tiny_models.tiny_longclip_pt(tmp_path / "longclip-L.pt", spec=spec)
+    check("longclip", checkpoint, official_longclip_encoder(checkpoint, spec), pair_dirs)
+
+
+def test_longclip_hf_format_parity(tmp_path, pair_dirs):
+    checkpoint = tiny_models.tiny_clip(tmp_path / "longclip-hf", seed=3)
+    check("longclip", checkpoint, official_clip_encoder(checkpoint), pair_dirs)
+
+
+def test_siglip_parity(tmp_path, pair_dirs):
+    """Not in the paper; same recipe with SiglipModel.get_image_features (pooled)."""
+    from transformers import SiglipModel
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    checkpoint = tiny_models.tiny_siglip(tmp_path / "siglip")
+    model = SiglipModel.from_pretrained(checkpoint).eval()
+    processor = SiglipImageProcessorPil.from_pretrained(checkpoint)
+
+    def encode(image):
+        features = model.get_image_features(**processor(images=image, return_tensors="pt"))
+        return F.normalize(getattr(features, "pooler_output", features), p=2, dim=1)
+
+    check("siglip", checkpoint, encode, pair_dirs)
