@@ -38,25 +38,25 @@ def make_references(folder: Path, count: int, size: int) -> None:
         image.save(folder / f"ref{index:04d}.png")
 
 
-def ours(data: Path, out: Path, size: int, batch_size: int, durable: bool = True) -> float:
+def ours(data: Path, out: Path, size: int, batch_size: int, durable: bool = True) -> tuple[float, float]:
     config = EvalConfig(
         model="mock", data=str(data), out=out, model_args={"size": size}, metrics=["ssim"],
         batch_size=batch_size, score=False, progress=False, durable=durable,
     )
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     outcome = run_eval(config)
-    elapsed = time.perf_counter() - started
+    elapsed, cpu_used = time.perf_counter() - started, time.process_time() - cpu
     assert outcome.ok and outcome.finished == len(list(data.glob("*.png")))
-    return outcome.finished / elapsed
+    return outcome.finished / elapsed, outcome.finished / cpu_used
 
 
-def naive(data: Path, out: Path, size: int) -> float:
+def naive(data: Path, out: Path, size: int) -> tuple[float, float]:
     """One sample at a time; the full captions file rewritten and fsynced after each."""
     adapter = MockAdapter(MockConfig(size=size))
     (out / "images").mkdir(parents=True)
     records = []
     files = sorted(data.glob("*.png"))
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for path in files:
         sample_id = path.stem
         seed = seed_for(0, sample_id)
@@ -69,7 +69,7 @@ def naive(data: Path, out: Path, size: int) -> float:
             json.dump(records, handle)
             handle.flush()
             os.fsync(handle.fileno())
-    return len(files) / (time.perf_counter() - started)
+    return len(files) / (time.perf_counter() - started), len(files) / (time.process_time() - cpu)
 
 
 def main() -> None:
@@ -92,18 +92,23 @@ def main() -> None:
             "ours: batch 16, no fsync (durable=False)": lambda out: ours(data, out, args.size, 16, durable=False),
         }
         rates: dict[str, list[float]] = {name: [] for name in variants}
+        cpu_rates: dict[str, list[float]] = {name: [] for name in variants}
         for repeat in range(args.repeats):
             for number, (name, run) in enumerate(variants.items()):  # interleaved: same machine load
-                rates[name].append(run(root / f"out-{repeat}-{number}"))
+                wall, cpu = run(root / f"out-{repeat}-{number}")
+                rates[name].append(wall)
+                cpu_rates[name].append(cpu)
 
-    print(f"runner overhead, mock adapter, {args.samples} samples at {args.size} px, "
-          f"median of {args.repeats} repeats (samples/s, higher is better)")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"runner overhead, mock adapter, {args.samples} samples at {args.size} px, median of {args.repeats} "
+          f"repeats; {os.cpu_count()} CPUs, load average {load:.1f} at the end")
+    print("  samples/s of wall time (higher is better); per CPU-second of this process in brackets")
     width = max(map(len, rates))
     baseline = statistics.median(rates[next(iter(rates))])
     for name, values in rates.items():
         median = statistics.median(values)
         print(f"  {name:<{width}}  {median:8.1f}  (x{median / baseline:.2f} vs naive; "
-              f"min {min(values):.1f}, max {max(values):.1f})")
+              f"min {min(values):.1f}, max {max(values):.1f})  [{statistics.median(cpu_rates[name]):.1f}/cpu-s]")
 
 
 if __name__ == "__main__":

@@ -158,3 +158,21 @@ def test_slurm_tasks_without_rendezvous_merge_on_rank0(tmp_path):
         shard = out / "shards" / ShardSpec(rank, 2).label
         assert (shard / "shard.done").is_file()
         assert set(read_captions(shard)) == {sid for sid in merged if ShardSpec(rank, 2).owns(sid)}
+
+
+def test_merge_reports_samples_a_shard_never_reached(toys, tmp_path):
+    data = make_images(tmp_path / "data", 6)
+    shards = [tmp_path / f"s{i}" for i in range(2)]
+    for index, shard_dir in enumerate(shards):
+        run_eval(config(data, shard_dir, shard=ShardSpec(index, 2)))
+    # as if shard 1 had been killed before its last sample
+    lines = (shards[1] / "captions.jsonl").read_text().splitlines(keepends=True)
+    lost = json.loads(lines[-1])["sample_id"]
+    (shards[1] / "captions.jsonl").write_text("".join(lines[:-1]))
+    outcome = merge_shards(shards, tmp_path / "m", config(data, tmp_path / "m"))
+    assert not outcome.ok
+    assert [(e.sample_id, e.stage) for e in outcome.errors] == [(lost, "missing")]
+    assert "resume that shard" in outcome.errors[0].message
+    results = json.loads((tmp_path / "m" / "results.json").read_text())
+    assert [(e["sample_id"], e["stage"]) for e in results["errors"]] == [(lost, "missing")]
+    assert len(results["samples"]) == 5

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, entry_points, version
 from typing import Any
 
-from unified_bench.adapters.base import Adapter, ArgSpec
+from unified_bench.adapters.base import Adapter
 from unified_bench.errors import ConfigError
 
 ENTRY_POINT_GROUP = "unified_bench.models"

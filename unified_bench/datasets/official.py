@@ -7,7 +7,6 @@ reference's SHA-256, so two runs can prove they used the same images.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil

@@ -135,10 +135,18 @@ def _run_rank(
     from unified_bench.runner.merge import merge_shards
 
     out = Path(config.out)
+    if (out / "run.json").exists() and not config.resume:
+        raise ConfigError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
     shard_dirs = [out / "shards" / ShardSpec(rank, group.world_size).label for rank in range(group.world_size)]
     mine = shard_dirs[group.rank]
     (mine / DONE_FILE).unlink(missing_ok=True)
-    outcome = run_samples(config, dataset, mine, group.shard, adapter, console, local_rank=group.local_rank)
+    try:
+        outcome = run_samples(config, dataset, mine, group.shard, adapter, console, local_rank=group.local_rank)
+    except BaseException as err:
+        # tell a waiting rank 0 not to wait for us; it merges what exists and reports the rest
+        mine.mkdir(parents=True, exist_ok=True)
+        (mine / DONE_FILE).write_text(json.dumps({"error": f"{type(err).__name__}: {err}"}) + "\n")
+        raise
     (mine / DONE_FILE).write_text(json.dumps({"finished": outcome.finished, "failed": len(outcome.errors)}) + "\n")
     outcome.role = "rank"
     wait_for_all(group, shard_dirs, DONE_FILE)
@@ -217,6 +225,7 @@ def run_samples(
                 "samples": len(dataset.samples),
             },
             "shard": shard.to_dict() if shard else None,
+            "owned_samples": [s.sample_id for s in samples],  # lets merge spot samples that never ran
             "metrics": list(config.metrics) if config.metrics else (previous or {}).get("metrics"),
             "processed_this_session": len(pending),
             "batch_size": config.batch_size,

@@ -59,6 +59,12 @@ def merge_shards(
         for sid, error in state.errors.items():
             errors.setdefault(sid, error)
     errors = {sid: e for sid, e in errors.items() if sid not in finished}
+    for store, info in zip(shards, infos):
+        for sid in info.get("owned_samples") or []:
+            if sid not in finished and sid not in errors:  # the shard stopped before reaching it
+                errors[sid] = ErrorRecord(
+                    sid, "missing", f"{store.root} never processed this sample; resume that shard, then merge again"
+                )
 
     target.rewrite_jsonl(
         CAPTIONS_FILE, [finished[k].to_dict() for k in sorted(finished, key=natural_key)]
@@ -80,6 +86,7 @@ def merge_shards(
             "dataset_info": first.get("dataset_info"),
             "shard": None,
             "shards": [{"dir": str(s.root), "shard": i.get("shard")} for s, i in zip(shards, infos)],
+            "owned_samples": sorted({sid for i in infos for sid in i.get("owned_samples") or []}, key=natural_key),
             "metrics": first.get("metrics"),
             "batch_size": first.get("batch_size"),
             "limit": first.get("limit"),
