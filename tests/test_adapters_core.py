@@ -80,6 +80,7 @@ class FakeOpenAI(BaseHTTPRequestHandler):
     """Answers like the OpenAI API; the first call of each endpoint is rate-limited."""
 
     calls: list = []
+    lock = threading.Lock()
     fail_first = {"/v1/chat/completions": 429, "/v1/images/generations": 503}
     sleep_s = 0.0
 
@@ -98,12 +99,14 @@ class FakeOpenAI(BaseHTTPRequestHandler):
 
     def do_POST(self):
         payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).calls.append((self.path, self.headers.get("Authorization"), payload))
+        with self.lock:  # requests arrive concurrently (the adapter keeps several in flight)
+            type(self).calls.append((self.path, self.headers.get("Authorization"), payload))
+            number = sum(1 for c in self.calls if c[0] == self.path)
         time.sleep(self.sleep_s)
         if self.headers.get("Authorization") != "Bearer sk-test":
             self._json(401, {"error": {"message": "bad key"}})
             return
-        if self.path in self.fail_first and sum(1 for c in self.calls if c[0] == self.path) == 1:
+        if self.path in self.fail_first and number == 1:
             self._json(self.fail_first[self.path], {"error": {"message": "slow down"}}, [("Retry-After", "0")])
             return
         if self.path == "/v1/chat/completions":

@@ -10,6 +10,7 @@ where the API accepts one, but equal seeds need not give equal outputs.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from PIL import Image
@@ -35,7 +36,8 @@ class OpenAIConfig:
     max_retries: int = field(default=5, metadata={"help": "retries on 429/5xx/connection errors"})
     backoff_s: float = field(default=1.0, metadata={"help": "first retry delay; doubles each retry, with jitter"})
     max_backoff_s: float = field(default=60.0, metadata={"help": "cap on one retry delay (also caps Retry-After)"})
-    max_batch_size: int = field(default=8, metadata={"help": "samples per runner batch (sent one request each)"})
+    max_batch_size: int = field(default=8, metadata={"help": "samples per runner batch (one request each)"})
+    concurrency: int = field(default=4, metadata={"help": "requests in flight at once within a batch"})
 
 
 class OpenAIAdapter(Adapter):
@@ -67,8 +69,16 @@ class OpenAIAdapter(Adapter):
         url = self.config.base_url.rstrip("/") + path
         return request_json(url, payload, headers=headers, timeout_s=self.config.timeout_s, retry=self._retry)
 
+    def _map(self, fn, *columns) -> list:
+        """Apply ``fn`` over the batch with up to ``concurrency`` requests in flight, in order."""
+        items = list(zip(*columns))
+        if self.config.concurrency <= 1 or len(items) <= 1:
+            return [fn(*item) for item in items]
+        with ThreadPoolExecutor(max_workers=min(self.config.concurrency, len(items))) as pool:
+            return list(pool.map(lambda item: fn(*item), items))
+
     def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int]) -> list[str]:
-        return [self._caption_one(image, prompt, seed) for image, seed in zip(images, seeds)]
+        return self._map(lambda image, seed: self._caption_one(image, prompt, seed), images, seeds)
 
     def _caption_one(self, image: Image.Image, prompt: str, seed: int) -> str:
         payload = {
@@ -97,7 +107,7 @@ class OpenAIAdapter(Adapter):
         return content
 
     def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None) -> list[Image.Image]:
-        return [self._generate_one(prompt, size) for prompt in prompts]
+        return self._map(lambda prompt: self._generate_one(prompt, size), prompts)
 
     def _generate_one(self, prompt: str, size: tuple[int, int] | None) -> Image.Image:
         payload: dict = {"model": self.config.image_model, "prompt": prompt, "n": 1}

@@ -25,7 +25,7 @@ from unified_bench.runner.protocol import seed_for
 
 @dataclass
 class PrecomputedConfig:
-    path: str = field(default="", metadata={"help": "folder with captions.jsonl and the images"})
+    path: str = field(metadata={"help": "folder with captions.jsonl and the images"})
     seed: int = field(default=0, metadata={"help": "the evaluation's --seed (maps seeds back to sample ids)"})
 
 
@@ -36,11 +36,11 @@ class PrecomputedAdapter(Adapter):
     config_class = PrecomputedConfig
     capabilities = Capabilities(max_batch_size=64, deterministic=True)
 
-    def __init__(self, config: PrecomputedConfig | None = None) -> None:
-        self.config = config or PrecomputedConfig()
+    def __init__(self, config: PrecomputedConfig) -> None:
+        self.config = config
         root = Path(self.config.path)
         captions_file = root / "captions.jsonl"
-        if not self.config.path or not captions_file.is_file():
+        if not captions_file.is_file():
             raise ConfigError(f"precomputed: {captions_file} not found; pass --model-arg path=FOLDER with a captions.jsonl")
         self.root = root
         self.captions: dict[str, str] = {}
