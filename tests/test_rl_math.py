@@ -1,0 +1,258 @@
+"""Unit tests of the Unified-GRPO math (issue 7, acceptance 1): advantages, clipped loss, KL,
+loss normalisation, and the Flow-GRPO SDE step on a 2-D flow whose velocity is known exactly."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from uae_reference.rl.grpo import aggregate, clipped_surrogate, gaussian_mean_kl, group_advantages, kl_k3
+from uae_reference.rl.sde import gaussian_log_prob, sample_ode, sample_sde, sde_noise_std, sde_step
+
+# --- advantages ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scope", ["group", "batch", "none"])
+def test_constant_reward_group_has_zero_advantage(scope):
+    rewards = torch.tensor([[0.7, 0.7, 0.7, 0.7], [0.1, 0.5, 0.2, 0.9]])
+    adv = group_advantages(rewards, std_scope=scope)
+    assert torch.equal(adv[0], torch.zeros(4))
+    assert adv[1].abs().sum() > 0
+
+
+def test_group_std_gives_unit_spread_and_batch_std_keeps_group_scale():
+    rewards = torch.tensor([[0.0, 1.0, 2.0, 3.0], [0.0, 0.1, 0.2, 0.3]])
+    per_group = group_advantages(rewards, std_scope="group", eps=0.0)
+    # each group: zero mean, unit population std, whatever its scale
+    assert torch.allclose(per_group.mean(dim=1), torch.zeros(2), atol=1e-6)
+    assert torch.allclose(per_group.std(dim=1, unbiased=False), torch.ones(2), atol=1e-6)
+    assert torch.allclose(per_group[0], per_group[1], atol=1e-5)
+    # one std for the batch: the low-spread group keeps 10x smaller advantages
+    per_batch = group_advantages(rewards, std_scope="batch", eps=0.0)
+    assert torch.allclose(per_batch[0], 10 * per_batch[1], atol=1e-5)
+    assert torch.allclose(per_batch, (rewards - rewards.mean(1, keepdim=True)) / rewards.std(unbiased=False))
+    # Dr. GRPO: centred only
+    assert torch.allclose(group_advantages(rewards, std_scope="none"), rewards - rewards.mean(1, keepdim=True))
+
+
+def test_advantage_epsilon_bounds_a_tiny_spread():
+    rewards = torch.tensor([[1.0, 1.0 + 1e-7]])
+    assert group_advantages(rewards, eps=1e-4).abs().max() < 1e-2
+    with pytest.raises(ValueError):
+        group_advantages(torch.ones(4))
+
+
+# --- clipped objective ----------------------------------------------------------------------------
+
+
+def _surrogate_grad(log_ratio: float, advantage: float, clip: float = 0.2):
+    logp = torch.tensor([log_ratio], requires_grad=True)
+    out = clipped_surrogate(logp, torch.zeros(1), torch.tensor([advantage]), clip_low=clip)
+    out.loss.sum().backward()
+    return logp.grad.item(), bool(out.clipped.item()), out
+
+
+@pytest.mark.parametrize(
+    ("ratio", "advantage"),
+    [(1.5, 1.0), (1.21, 2.0), (0.5, -1.0), (0.79, -0.3)],
+)
+def test_clipped_loss_has_zero_gradient_outside_the_clip_range(ratio, advantage):
+    grad, clipped, out = _surrogate_grad(math.log(ratio), advantage)
+    assert clipped
+    assert grad == 0.0
+    # the loss there is the clipped constant -A * (1 +- eps)
+    bound = 1.2 if advantage > 0 else 0.8
+    assert out.loss.item() == pytest.approx(-advantage * bound)
+
+
+@pytest.mark.parametrize(
+    ("ratio", "advantage"),
+    [(1.1, 1.0), (0.9, -1.0), (0.5, 1.0), (1.5, -1.0)],  # inside the range, or outside on the side that is not clipped
+)
+def test_clipped_loss_keeps_the_gradient_where_not_clipped(ratio, advantage):
+    grad, clipped, _ = _surrogate_grad(math.log(ratio), advantage)
+    assert not clipped
+    # d(-A r)/dlogp = -A r
+    assert grad == pytest.approx(-advantage * ratio, rel=1e-5)
+
+
+def test_clip_high_is_asymmetric_and_advantages_broadcast():
+    logp_new = torch.log(torch.tensor([[1.25, 1.25], [0.75, 0.75]]))
+    adv = torch.tensor([[1.0], [-1.0]])
+    sym = clipped_surrogate(logp_new, torch.zeros(2, 2), adv, clip_low=0.2)
+    assert sym.clipped.all()
+    wide = clipped_surrogate(logp_new, torch.zeros(2, 2), adv, clip_low=0.2, clip_high=0.28)
+    assert not wide.clipped[0].any() and wide.clipped[1].all()
+
+
+# --- KL ---------------------------------------------------------------------------------------------
+
+
+def test_k3_is_nonnegative_zero_at_equality_and_unbiased():
+    torch.manual_seed(0)
+    p = torch.distributions.Categorical(logits=torch.tensor([0.5, -1.0, 2.0, 0.0]))
+    q = torch.distributions.Categorical(logits=torch.tensor([0.0, 0.0, 1.0, 1.0]))
+    draws = p.sample((200_000,))
+    k3 = kl_k3(p.log_prob(draws), q.log_prob(draws))
+    assert (k3 >= 0).all()
+    exact = torch.distributions.kl_divergence(p, q)
+    assert k3.mean().item() == pytest.approx(exact.item(), rel=0.02)
+    assert torch.equal(kl_k3(torch.tensor([-1.3]), torch.tensor([-1.3])), torch.zeros(1))
+
+
+def test_gaussian_mean_kl_matches_torch_distributions():
+    mean, mean_ref = torch.randn(3, 2, 4), torch.randn(3, 2, 4)
+    std = 0.3
+    exact = torch.distributions.kl_divergence(
+        torch.distributions.Normal(mean, std), torch.distributions.Normal(mean_ref, std)
+    ).sum(dim=(1, 2))
+    assert torch.allclose(gaussian_mean_kl(mean, mean_ref, std, reduce="sum"), exact, rtol=1e-5)
+    assert torch.allclose(gaussian_mean_kl(mean, mean_ref, std, reduce="mean"), exact / 8, rtol=1e-5)
+
+
+# --- normalisation ------------------------------------------------------------------------------------
+
+
+def test_aggregate_variants():
+    values = torch.tensor([[1.0, 1.0, 0.0, 0.0], [3.0, 3.0, 3.0, 3.0]])
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
+    # sequence: (mean 1 + mean 3) / 2
+    assert aggregate(values, mask, mode="sequence").item() == pytest.approx(2.0)
+    # token: (2 + 12) / 6
+    assert aggregate(values, mask, mode="token").item() == pytest.approx(14 / 6)
+    # constant: (2 + 12) / (2 * 4), or / (2 * 8) with a larger max length
+    assert aggregate(values, mask, mode="constant").item() == pytest.approx(14 / 8)
+    assert aggregate(values, mask, mode="constant", max_length=8).item() == pytest.approx(14 / 16)
+
+
+def test_sequence_mean_weighs_short_sequences_more_per_token():
+    """The length bias the normalisation choice is about: one token's gradient share."""
+    logp = torch.zeros(2, 4, requires_grad=True)
+    mask = torch.tensor([[1, 0, 0, 0], [1, 1, 1, 1]])
+    aggregate(logp, mask, mode="sequence").backward()
+    assert logp.grad[0, 0] == pytest.approx(4 * logp.grad[1, 0])
+    logp.grad = None
+    aggregate(logp, mask, mode="token").backward()
+    assert logp.grad[0, 0] == pytest.approx(logp.grad[1, 0])
+
+
+# --- SDE step -------------------------------------------------------------------------------------------
+
+
+def test_sde_step_log_prob_is_the_closed_form_gaussian_density():
+    torch.manual_seed(1)
+    x, v = torch.randn(5, 3, 4, 4), torch.randn(5, 3, 4, 4)
+    t, t_next, a = 0.6, 0.55, 0.7
+    step = sde_step(x, v, t, t_next, noise_level=a, noise=torch.randn_like(x))
+    # the mean and std written out from the SDE: drift v + g^2/(2t) (x + (1-t) v), g = a sqrt(t/(1-t))
+    g = a * math.sqrt(t / (1 - t))
+    dt = t_next - t
+    mean = x + (v + g**2 / (2 * t) * (x + (1 - t) * v)) * dt
+    std = g * math.sqrt(-dt)
+    assert step.std == pytest.approx(std)
+    assert torch.allclose(step.mean, mean, atol=1e-6)
+    normal = torch.distributions.Normal(mean, std)
+    assert torch.allclose(step.log_prob, normal.log_prob(step.sample).sum(dim=(1, 2, 3)), rtol=1e-5, atol=1e-3)
+    per_dim = sde_step(x, v, t, t_next, noise_level=a, prev_sample=step.sample, reduce="mean").log_prob
+    assert torch.allclose(per_dim, normal.log_prob(step.sample).mean(dim=(1, 2, 3)), rtol=1e-5, atol=1e-5)
+
+
+def test_sde_step_rescoring_is_differentiable_through_the_velocity_only():
+    x, v = torch.randn(2, 6), torch.randn(2, 6, requires_grad=True)
+    drawn = sde_step(x, v.detach(), 0.5, 0.4, noise_level=0.7, noise=torch.randn(2, 6))
+    rescored = sde_step(x, v, 0.5, 0.4, noise_level=0.7, prev_sample=drawn.sample)
+    assert torch.allclose(rescored.log_prob, drawn.log_prob)
+    rescored.log_prob.sum().backward()
+    assert v.grad is not None and v.grad.abs().sum() > 0
+    assert not drawn.sample.requires_grad
+
+
+def test_sde_step_tends_to_the_euler_step_as_noise_vanishes():
+    x, v = torch.randn(4, 3), torch.randn(4, 3)
+    step = sde_step(x, v, 0.8, 0.7, noise_level=1e-6, noise=torch.randn(4, 3))
+    assert torch.allclose(step.sample, x + (0.7 - 0.8) * v, atol=1e-5)
+
+
+def test_sde_noise_std_cap_and_argument_checks():
+    assert sde_noise_std(0.5, 0.7) == pytest.approx(0.7)
+    with pytest.raises(ValueError):
+        sde_noise_std(1.0, 0.7)
+    assert sde_noise_std(1.0, 0.7, t_cap=0.95) == pytest.approx(0.7 * math.sqrt(1 / 0.05))
+    x = torch.zeros(1, 2)
+    with pytest.raises(ValueError):
+        sde_step(x, x, 0.5, 0.6, noise_level=0.7, noise=x)  # wrong direction
+    with pytest.raises(ValueError):
+        sde_step(x, x, 0.5, 0.4, noise_level=0.0, noise=x)
+    with pytest.raises(ValueError):
+        sde_step(x, x, 0.5, 0.4, noise_level=0.7)  # neither noise nor prev_sample
+
+
+def test_gaussian_log_prob_reduce_check():
+    with pytest.raises(ValueError):
+        gaussian_log_prob(torch.zeros(1, 2), torch.zeros(1, 2), 1.0, reduce="max")
+
+
+# --- the toy flow: Gaussian data, exact velocity --------------------------------------------------------
+
+MU0 = torch.tensor([1.5, -0.5])
+SIGMA0 = torch.tensor([[0.5, 0.3], [0.3, 0.4]])
+
+
+def toy_marginal(t: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and covariance of x_t = (1-t) x0 + t eps with x0 ~ N(MU0, SIGMA0), eps ~ N(0, I)."""
+    return (1 - t) * MU0, (1 - t) ** 2 * SIGMA0 + t**2 * torch.eye(2)
+
+
+def toy_velocity(x: torch.Tensor, t: float) -> torch.Tensor:
+    """The exact flow-matching velocity E[eps - x0 | x_t = x] (both are jointly Gaussian with x_t)."""
+    mean_t, cov_t = toy_marginal(t)
+    solve = (x - mean_t) @ torch.linalg.inv(cov_t)  # C_t^-1 (x - mean_t) per row (C_t symmetric)
+    e_eps = t * solve  # Cov(eps, x_t) = t I
+    e_x0 = MU0 + (1 - t) * solve @ SIGMA0  # Cov(x0, x_t) = (1-t) SIGMA0 (symmetric)
+    return e_eps - e_x0
+
+
+def _moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return x.mean(0), torch.cov(x.T)
+
+
+@pytest.mark.parametrize("noise_level", [0.5, 0.7])
+def test_sde_sampler_matches_the_ode_marginals_on_a_toy_flow(noise_level):
+    n, steps = 20_000, 100
+    sigmas = torch.linspace(1.0, 0.0, steps + 1).tolist()
+    gen = torch.Generator().manual_seed(0)
+    start = torch.randn(n, 2, generator=gen, dtype=torch.float64).float()
+    ode = sample_ode(toy_velocity, start, sigmas)
+    sde = sample_sde(toy_velocity, start, sigmas, noise_level=noise_level, generator=gen)
+    ode_mean, ode_cov = _moments(ode)
+    sde_mean, sde_cov = _moments(sde.states[-1])
+    # the ODE itself reaches the data distribution (sanity of the exact velocity)
+    assert torch.allclose(ode_mean, MU0, atol=0.03)
+    assert torch.allclose(ode_cov, SIGMA0, atol=0.03)
+    # the SDE has the same marginal: mean and covariance agree within Monte Carlo + step error
+    assert torch.allclose(sde_mean, ode_mean, atol=0.03)
+    assert torch.allclose(sde_cov, ode_cov, atol=0.04)
+    # ... at an intermediate time too
+    mid = steps // 2
+    mean_t, cov_t = toy_marginal(sigmas[mid])
+    sde_mid_mean, sde_mid_cov = _moments(sde.states[mid])
+    assert torch.allclose(sde_mid_mean, mean_t, atol=0.03)
+    assert torch.allclose(sde_mid_cov, cov_t, atol=0.04)
+    # and it is genuinely stochastic: trajectories from the same start differ from the ODE's
+    assert (sde.states[-1] - ode).abs().mean() > 0.1
+    assert sde.log_probs.shape == (n, steps) and torch.isfinite(sde.log_probs).all()
+
+
+def test_a_wrong_drift_breaks_the_marginals():
+    """The test above can fail: dropping the score correction (plain Euler plus noise) inflates the variance."""
+    n, steps, a = 20_000, 100, 0.7
+    sigmas = torch.linspace(1.0, 0.0, steps + 1).tolist()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 2, generator=gen)
+    for t, t_next in zip(sigmas[:-1], sigmas[1:]):
+        std = sde_noise_std(t, a, t_cap=sigmas[1]) * math.sqrt(t - t_next)
+        x = x + (t_next - t) * toy_velocity(x, t) + std * torch.randn(n, 2, generator=gen)
+    _, cov = _moments(x)
+    assert not torch.allclose(cov, SIGMA0, atol=0.04)
