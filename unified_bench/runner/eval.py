@@ -193,6 +193,8 @@ def run_samples(
     previous_adapter = (previous or {}).get("adapter") or {}
     describe: dict[str, Any] = dict(previous_adapter.get("describe") or {})
     capabilities: dict[str, Any] = dict(previous_adapter.get("capabilities") or {})
+    if previous is not None:  # before loading a model: a mismatch needs no weights to detect
+        _check_same_run(previous, identity, out)
     built: Adapter | None = adapter
     try:
         if pending:
@@ -250,7 +252,10 @@ def run_samples(
         if built is not None and adapter is None:
             built.close()
     timings["runner.total_s"] = time.perf_counter() - started
-    store.write_run_info({**info, "timings": timings})
+    # a resumed run's timings add up over its sessions
+    earlier = (previous or {}).get("timings") or {}
+    total = {key: float(earlier.get(key, 0.0)) + value for key, value in timings.items()}
+    store.write_run_info({**info, "timings": total})
     state = store.read_state()
     owned = {s.sample_id for s in samples}
     errors = [
