@@ -209,6 +209,8 @@ def _finish(outcome, report_outcome) -> None:
         report_outcome(outcome.score)
         return
     console.print(f"{outcome.role}: {outcome.finished} sample(s) finished in {outcome.out_dir}")
+    if outcome.role == "shard":
+        console.print("when every shard is done: unified-bench merge SHARD_DIR ... --out DIR  (merges and scores)")
     if outcome.errors:
         err_console.print(f"[red]{len(outcome.errors)} sample(s) failed[/] (see {outcome.out_dir / 'errors.jsonl'}):")
         for err in outcome.errors[:20]:
