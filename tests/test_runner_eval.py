@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import zipfile
 from functools import partial
@@ -260,7 +259,7 @@ def test_official_set_downloads_caches_and_fails_clearly_offline(tmp_path, monke
     import dataclasses
 
     monkeypatch.delenv("UNIFIED_BENCH_OFFICIAL_DIR", raising=False)
-    images = make_images(tmp_path / "Image", 100, size=8)
+    images = make_images(tmp_path / "Image", 12, size=8)
     served = tmp_path / "served"
     served.mkdir()
     with zipfile.ZipFile(served / "Image.zip", "w") as archive:
@@ -269,9 +268,9 @@ def test_official_set_downloads_caches_and_fails_clearly_offline(tmp_path, monke
     server = _zip_server(served)
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/Image.zip"
-        manifest = dataclasses.replace(load_manifest(), url=url)
+        manifest = dataclasses.replace(load_manifest(), url=url, count=12)  # the real one has 100
         dataset = official_dataset(cache_dir=tmp_path / "cache", manifest=manifest)
-        assert len(dataset) == 100 and dataset.source["origin"] == "downloaded"
+        assert len(dataset) == 12 and dataset.source["origin"] == "downloaded"
         assert dataset.default_metrics == ("clip", "dinov2", "dinov3", "longclip", "siglip")
         assert [s.sample_id for s in dataset.samples[:3]] == ["img00", "img01", "img02"]
         pinned = dataclasses.replace(manifest, files=pin_hashes(images))
@@ -282,15 +281,17 @@ def test_official_set_downloads_caches_and_fails_clearly_offline(tmp_path, monke
             official_dataset(cache_dir=tmp_path / "cache", manifest=wrong)
     finally:
         server.shutdown()
-    closed = dataclasses.replace(load_manifest(), url=url)  # server gone: as offline
+        server.server_close()  # the port now refuses connections, as offline
+    closed = dataclasses.replace(manifest, url=url)  # server gone: as offline
     with pytest.raises(DatasetError, match="cannot download the official Unified-Bench images.*--data-arg dir=PATH"):
         official_dataset(cache_dir=tmp_path / "other", manifest=closed, timeout_s=5)
-    assert load_manifest().url.endswith("/releases/download/v1.0/Image.zip")
-    # a local copy is used as is
-    assert len(load_eval_dataset("official", {"dir": str(images)})) == 100
+    real = load_manifest()
+    assert real.url == "https://github.com/PKU-YuanGroup/UAE/releases/download/v1.0/Image.zip" and real.count == 100
+    # a local copy is used as is (and checked against the real manifest's count)
+    monkeypatch.setenv("UNIFIED_BENCH_OFFICIAL_DIR", str(images))
+    assert len(official_dataset(manifest=manifest)) == 12
     with pytest.raises(DatasetError, match="found 3 images, the official set has 100"):
         load_eval_dataset("official", {"dir": str(make_images(tmp_path / "few", 3))})
-    os.environ.pop("UNIFIED_BENCH_OFFICIAL_DIR", None)
 
 
 @pytest.mark.slow
