@@ -209,6 +209,11 @@ def help_config() -> None:
     console.print(table)
 
 
+from uae_reference.rl.cli import rl_app  # noqa: E402  (Unified-GRPO: `uae-reference rl ...`)
+
+app.add_typer(rl_app, name="rl")
+
+
 def main() -> None:
     """Entry point: expected failures print a one-line message and exit 2."""
     try:

@@ -1,0 +1,191 @@
+"""``uae-reference rl``: Unified-GRPO stages, their held-out evaluation and their settings.
+
+    uae-reference rl train --stage all --init-from uae_reference/checkpoints/uae-tiny --output-dir runs/uae-tiny-rl
+    uae-reference rl train --stage g4u --smoke --init-from DIR --output-dir /tmp/g4u
+    uae-reference rl evaluate --checkpoint pre-rl=DIR --checkpoint g4u=DIR --checkpoint u4g=DIR --out runs/rl-eval
+    uae-reference rl help-config
+
+Multi-process: ``accelerate launch --num_processes 2 --cpu -m uae_reference.rl.cli train ...``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from unified_bench.errors import ConfigError, UnifiedBenchError
+
+rl_app = typer.Typer(
+    name="rl",
+    help="Unified-GRPO: G4U (GRPO on the encoder's captions) and U4G (Flow-GRPO on the decoder).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+
+#: Where the shipped pre-RL tiny checkpoint lives (issue 6's ``uae-tiny``).
+DEFAULT_INIT = Path(__file__).resolve().parents[1] / "checkpoints" / "uae-tiny"
+
+
+def _parse_sets(items: list[str] | None, classes) -> list[tuple[str, object]]:
+    """['key=value', ...] -> (field, value) pairs, each a field of at least one stage config
+    (values parsed as JSON when they can be)."""
+    from dataclasses import fields
+
+    known = {f.name for cls in classes for f in fields(cls)}
+    out = []
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in known:
+            raise ConfigError(f"--set expects FIELD=VALUE with a stage config field; got {item!r} (see `uae-reference rl help-config`)")
+        try:
+            out.append((key, json.loads(value)))
+        except json.JSONDecodeError:
+            out.append((key, value))
+    return out
+
+
+def _overrides_for(cls, pairs: list[tuple[str, object]]) -> dict:
+    """The --set pairs that ``cls`` has a field for (G4U-only fields skip U4G, and vice versa)."""
+    from dataclasses import fields
+
+    names = {f.name for f in fields(cls)}
+    return {key: value for key, value in pairs if key in names}
+
+
+@rl_app.command("train")
+def train_cmd(
+    stage: Annotated[str, typer.Option(help="g4u, u4g, or all (g4u then u4g from its result).")] = "all",
+    preset: Annotated[str, typer.Option(help="tiny (CPU, Shapes) or paper.")] = "tiny",
+    init_from: Annotated[Path, typer.Option(help="Checkpoint RL starts from (the pre-RL model; for --stage u4g, G4U's final/).")] = DEFAULT_INIT,
+    output_dir: Annotated[Path, typer.Option(help="Run folder (g4u/ and u4g/ inside for --stage all).")] = Path("runs/uae-tiny-rl"),
+    steps: Annotated[Optional[int], typer.Option(min=1, help="Override each stage's step count.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of every rollout and update.")] = None,
+    num_threads: Annotated[Optional[int], typer.Option(help="torch threads per process (0: torch's default).")] = None,
+    smoke: Annotated[bool, typer.Option(help="A few steps with tiny batches (CI).")] = False,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override any stage field: FIELD=VALUE (applied to every stage run).")] = None,
+    export: Annotated[Optional[Path], typer.Option(help="Copy each stage's final checkpoint to EXPORT/<stage>.")] = None,
+    no_progress: Annotated[bool, typer.Option(help="No progress bar (logs only).")] = False,
+) -> None:
+    """Run G4U, U4G or both; each writes log.csv, samples.jsonl, curves.png and final/."""
+    from uae_reference.rl.config import CONFIG_CLASSES, rl_config
+    from uae_reference.rl.curves import combine_logs, plot_curves
+    from uae_reference.rl.trainer import train_rl_stage
+
+    stages = ["g4u", "u4g"] if stage == "all" else [stage]
+    if any(s not in CONFIG_CLASSES for s in stages):
+        raise ConfigError(f"unknown stage {stage!r}; use g4u, u4g or all")
+    if not (Path(init_from) / "uae_config.json").is_file():
+        raise ConfigError(
+            f"no UAE checkpoint at {init_from}; train one with `uae-reference train --preset tiny --stage all` "
+            "or pass --init-from DIR"
+        )
+    sets = _parse_sets(set_, [CONFIG_CLASSES[s] for s in stages])
+    previous = str(init_from)
+    started = time.time()
+    logs = []
+    for name in stages:
+        folder = output_dir / name if stage == "all" else output_dir
+        overrides = dict(steps=steps, seed=seed, num_threads=num_threads, **_overrides_for(CONFIG_CLASSES[name], sets))
+        config = rl_config(preset, name, smoke=smoke, output_dir=str(folder), init_from=previous, **overrides)
+        result = train_rl_stage(config, show_progress=not no_progress)
+        previous = str(result.final_dir)
+        logs.append((name, result.log_path))
+        console.print(
+            f"[bold]{name}[/]: {result.steps} steps in {result.seconds / 60:.1f} min, reward "
+            f"{result.first_reward:.4f} -> {result.last_reward:.4f}; checkpoint {result.final_dir}"
+        )
+        if export is not None:
+            _export(result.final_dir, export / name)
+    console.print(f"total {(time.time() - started) / 60:.1f} min")
+    if len(logs) > 1:
+        from accelerate import PartialState
+
+        if PartialState().is_main_process:
+            combine_logs(logs, output_dir / "curves.csv")
+            plot_curves(logs, output_dir / "curves.png")
+            console.print(f"curves: {output_dir / 'curves.csv'}, {output_dir / 'curves.png'}")
+
+
+def _export(src: Path, dst: Path) -> None:
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        if dst.exists():
+            shutil.rmtree(dst)
+        shutil.copytree(src, dst)
+        console.print(f"exported {src} -> {dst}")
+
+
+@rl_app.command("evaluate")
+def evaluate_cmd(
+    checkpoint: Annotated[list[str], typer.Option(help="NAME=DIR, in stage order (repeatable), e.g. pre-rl=DIR g4u=DIR u4g=DIR.")],
+    out: Annotated[Path, typer.Option(help="Folder of the run directories and the report.")],
+    limit: Annotated[Optional[int], typer.Option(min=1, help="First N samples of the split (default: all 1000).")] = None,
+    split: Annotated[str, typer.Option(help="Shapes split (test: the held-out one).")] = "test",
+    batch_size: Annotated[int, typer.Option(min=1)] = 50,
+    seed: Annotated[int, typer.Option(help="Global seed of the runs.")] = 0,
+    curve: Annotated[Optional[list[str]], typer.Option(help="NAME=CSV: attach this training curve to NAME's run (run.training).")] = None,
+    no_progress: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Round-trip each checkpoint on Shapes (shapes-attr, effnet) and report paired improvements with CIs."""
+    from uae_reference.rl.evaluate import attach_training, evaluate_stages
+
+    pairs = []
+    for item in checkpoint:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--checkpoint expects NAME=DIR, got {item!r}")
+        pairs.append((name, Path(path)))
+    report = evaluate_stages(pairs, out, limit=limit, split=split, seed=seed, batch_size=batch_size, progress=not no_progress)
+    for item in curve or []:
+        name, _, csv_path = item.partition("=")
+        stage = next((s for s in report.stages if s.name == name), None)
+        if stage is None:
+            raise ConfigError(f"--curve names {name!r}, which is not a --checkpoint")
+        attach_training(stage.run_dir, checkpoint=stage.checkpoint, curve_csv=csv_path)
+    console.print(report.markdown())
+    console.print(f"report: {out / 'rl_evaluation.json'}")
+
+
+@rl_app.command("help-config")
+def help_config() -> None:
+    """Every field of the G4U and U4G configs, with the tiny and paper values and the field's documentation."""
+    from dataclasses import fields
+
+    from uae_reference.config import field_docs
+    from uae_reference.rl.config import CONFIG_CLASSES, PAPER_RL, TINY_RL, RLConfig
+
+    for name, cls in CONFIG_CLASSES.items():
+        docs = {**field_docs(RLConfig), **field_docs(cls)}
+        table = Table(title=f"{name} ({cls.__name__}); --set FIELD=VALUE")
+        for column in ("field", "tiny", "paper", "meaning and source"):
+            table.add_column(column)
+        for f in fields(cls):
+            table.add_row(f.name, repr(getattr(TINY_RL[name], f.name)), repr(getattr(PAPER_RL[name], f.name)), docs.get(f.name, ""))
+        console.print(table)
+
+
+def main() -> None:
+    """Entry point for ``python -m uae_reference.rl.cli`` (and ``accelerate launch -m``)."""
+    try:
+        rl_app(standalone_mode=False)
+    except UnifiedBenchError as err:
+        Console(stderr=True).print(f"[red]error:[/] {err}")
+        sys.exit(2)
+    except typer.Exit as exit_:
+        sys.exit(exit_.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""Held-out evaluation of RL stage checkpoints through the benchmark itself.
+
+Each checkpoint is run through ``unified-bench eval`` (the runner, as a library call) on the
+Shapes **test** split — captions, reconstructions, ``shapes-attr`` and ``effnet`` scores in an
+ordinary run directory the leaderboard can read — and consecutive stages are compared per
+sample: the mean paired difference with its paired-bootstrap 95% interval
+(:func:`unified_bench.scoring.stats.paired_difference_ci`). The runs share sample ids, seeds
+and reference images, so the difference isolates what the stage changed.
+
+Training never sees this split; hyperparameters are not chosen on it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from unified_bench.scoring.stats import paired_difference_ci
+
+EVAL_METRICS: tuple[str, ...] = ("shapes-attr", "effnet")
+REPORT_FILE = "rl_evaluation.json"
+
+
+@dataclass
+class StageEval:
+    """One checkpoint's run on the test split."""
+
+    name: str
+    checkpoint: str
+    run_dir: str
+    means: dict[str, float]
+    ci95: dict[str, list[float]]
+    n: int
+
+
+@dataclass
+class Improvement:
+    """mean(after - before) over paired samples, with its 95% paired-bootstrap interval."""
+
+    before: str
+    after: str
+    metric: str
+    mean: float | None
+    low: float | None
+    high: float | None
+    n: int
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
+
+
+@dataclass
+class EvaluationReport:
+    stages: list[StageEval]
+    improvements: list[Improvement] = field(default_factory=list)
+    split: str = "test"
+    limit: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "split": self.split,
+            "limit": self.limit,
+            "stages": [asdict(s) for s in self.stages],
+            "improvements": [{**asdict(i), "excludes_zero": i.excludes_zero} for i in self.improvements],
+        }
+
+    def markdown(self) -> str:
+        metrics = list(self.stages[0].means) if self.stages else []
+        lines = ["| stage | " + " | ".join(f"{m} (95% CI)" for m in metrics) + " |", "|---|" + "---|" * len(metrics)]
+        for s in self.stages:
+            cells = [f"{s.means[m]:.4f} [{s.ci95[m][0]:.4f}, {s.ci95[m][1]:.4f}]" for m in metrics]
+            lines.append(f"| {s.name} | " + " | ".join(cells) + " |")
+        lines += ["", "| change | metric | mean paired difference | 95% CI | excludes 0 |", "|---|---|---|---|---|"]
+        for i in self.improvements:
+            if i.mean is None:
+                lines.append(f"| {i.before} -> {i.after} | {i.metric} | n/a | n/a | no |")
+                continue
+            lines.append(
+                f"| {i.before} -> {i.after} | {i.metric} | {i.mean:+.4f} | [{i.low:+.4f}, {i.high:+.4f}] | {'yes' if i.excludes_zero else 'no'} |"
+            )
+        return "\n".join(lines) + "\n"
+
+
+def per_sample_scores(run_dir: str | Path, metric: str) -> dict[str, float | None]:
+    """``similarities_by_model[metric]`` of a run's results.json (sample id -> score)."""
+    from unified_bench.results import load_results
+
+    data = load_results(run_dir)
+    return dict(data["similarities_by_model"].get(metric) or {})
+
+
+def paired_improvement(before: tuple[str, str | Path], after: tuple[str, str | Path], metric: str) -> Improvement:
+    """Paired difference ``after - before`` of ``metric`` over the samples both runs scored."""
+    a, b = per_sample_scores(before[1], metric), per_sample_scores(after[1], metric)
+    ids = sorted(set(a) & set(b))
+    xs, ys = [a[i] for i in ids], [b[i] for i in ids]
+    ci = paired_difference_ci(xs, ys)
+    if ci is None:
+        return Improvement(before[0], after[0], metric, None, None, None, 0)
+    return Improvement(before[0], after[0], metric, ci.estimate, ci.low, ci.high, ci.n)
+
+
+def evaluate_stage(
+    name: str,
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    limit: int | None,
+    split: str = "test",
+    metrics: Sequence[str] = EVAL_METRICS,
+    seed: int = 0,
+    batch_size: int = 50,
+    model_name: str = "uae-reference",
+    model_args: dict[str, Any] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> StageEval:
+    """``unified-bench eval`` of one checkpoint on Shapes; returns its means and CIs."""
+    from unified_bench.results import load_results
+    from unified_bench.runner.eval import EvalConfig, run_eval
+    from uae_reference.adapter import UAEReferenceAdapter, UAEReferenceConfig
+
+    adapter = UAEReferenceAdapter(UAEReferenceConfig(checkpoint=str(checkpoint), batch_size=batch_size))
+    config = EvalConfig(
+        model=model_name,
+        data="shapes",
+        out=Path(out),
+        model_args=model_args if model_args is not None else {"checkpoint": str(checkpoint)},
+        data_args={"split": split},
+        metrics=list(metrics),
+        seed=seed,
+        limit=limit,
+        batch_size=batch_size,
+        resume=resume,
+        progress=progress,
+        command=f"uae-reference rl evaluate ({name}: {checkpoint})",
+    )
+    run_eval(config, adapter=adapter)
+    adapter.close()
+    data = load_results(out)
+    means = {m: data["statistics_by_model"][m]["average_similarity"] for m in metrics}
+    ci95 = {m: [data["confidence_intervals"][m]["low"], data["confidence_intervals"][m]["high"]] for m in metrics}
+    n = len(data["samples"])
+    return StageEval(name, str(checkpoint), str(out), means, ci95, n)
+
+
+def attach_training(run_dir: str | Path, *, checkpoint: str, curve_csv: str | Path | None, trainer: str = "uae_reference.rl") -> None:
+    """Set ``run.training`` of a run's results.json (copying the curve CSV into the run directory)."""
+    import shutil
+
+    from unified_bench.results import load_results
+    from unified_bench.results.io import RESULTS_FILE
+
+    run_dir = Path(run_dir)
+    data = load_results(run_dir)
+    training: dict[str, Any] = {"trainer": trainer, "checkpoint": checkpoint}
+    if curve_csv is not None:
+        target = run_dir / "train" / "curve.csv"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(curve_csv, target)
+        training["curve_csv"] = "train/curve.csv"
+    data["run"]["training"] = training
+    path = run_dir / RESULTS_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+    load_results(run_dir)  # still valid
+
+
+def evaluate_stages(
+    checkpoints: Sequence[tuple[str, str | Path]],
+    out: str | Path,
+    *,
+    limit: int | None,
+    split: str = "test",
+    metrics: Sequence[str] = EVAL_METRICS,
+    seed: int = 0,
+    batch_size: int = 50,
+    model_args: dict[str, dict[str, Any]] | None = None,
+    progress: bool = True,
+) -> EvaluationReport:
+    """Evaluate each (name, checkpoint) in order and the paired change between consecutive ones
+    (and from the first to the last); writes ``rl_evaluation.json`` and ``.md`` into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stages = []
+    for name, checkpoint in checkpoints:
+        run_dir = out / name
+        resume = (run_dir / "run.json").exists()
+        stages.append(
+            evaluate_stage(
+                name, checkpoint, run_dir, limit=limit, split=split, metrics=metrics, seed=seed, batch_size=batch_size,
+                model_args=(model_args or {}).get(name), resume=resume, progress=progress,
+            )
+        )
+    report = EvaluationReport(stages, split=split, limit=limit)
+    pairs = list(zip(stages[:-1], stages[1:]))
+    if len(stages) > 2:
+        pairs.append((stages[0], stages[-1]))
+    for a, b in pairs:
+        for metric in metrics:
+            report.improvements.append(paired_improvement((a.name, a.run_dir), (b.name, b.run_dir), metric))
+    (out / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    (out / REPORT_FILE).with_suffix(".md").write_text(report.markdown())
+    return report

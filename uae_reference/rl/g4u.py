@@ -1,0 +1,161 @@
+"""Generation for Understanding (G4U): GRPO on the encoder's captions, the decoder frozen.
+
+For each training image, read top to bottom:
+
+1. **Rollout** (:func:`g4u_rollout`, no gradient): the encoder samples a group of ``G``
+   captions at temperature ``T`` (each with its own seed); the frozen decoder reconstructs
+   every caption with its deterministic Euler sampler, all members of a group from the same
+   initial noise (so rewards within a group differ by what the captions say, not by noise);
+   the reward is the metric's similarity of reconstruction and original. The sampling
+   policy's and the reference policy's per-token log-probabilities are recomputed by teacher
+   forcing, so the ratio of the first update is exactly 1.
+2. **Advantages**: rewards minus their group's mean, over a std (:func:`group_advantages`).
+3. **Update** (:func:`g4u_loss`, ``updates_per_step`` minibatches): per token, the clipped
+   surrogate plus ``beta`` times the k3 KL to the reference, reduced by the configured
+   normalisation. Only the encoder's weights (its LLM's LoRA adapters, or the whole encoder)
+   receive gradients; a caption is discrete, so the reward reaches the encoder only through
+   the policy gradient.
+
+The condition the decoder reads is the encoder LLM's hidden states of the caption, so the
+reconstruction uses the *current* encoder, exactly as evaluation will (the KL term keeps that
+drift small). See docs/unified-grpo.md.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from uae_reference.data import ShapesTrainingSet
+from uae_reference.model import UAEModel, tensor_to_images
+from uae_reference.rl.config import G4UConfig
+from uae_reference.rl.grpo import aggregate, clipped_surrogate, kl_k3, masked_mean
+from uae_reference.rl.rewards import ReconstructionReward
+from uae_reference.rl.rollout import (
+    CAPTION_STREAM,
+    NOISE_STREAM,
+    ReferencePolicy,
+    caption_lengths,
+    caption_stats,
+    end_at_special_tokens,
+    rollout_seed,
+    summarise_captions,
+)
+
+
+@dataclass
+class G4URollout:
+    """One step's captions, their rewards and the log-probabilities the update needs."""
+
+    indices: list[int]  # training-set index of each prompt [B]
+    images: torch.Tensor  # uint8 [B * G, 3, H, W], each image repeated G times (group-major)
+    texts: list[str]  # [B * G]
+    token_ids: torch.Tensor  # [B * G, T]
+    mask: torch.Tensor  # [B * G, T]
+    old_logprobs: torch.Tensor  # [B * G, T] under the sampling policy
+    ref_logprobs: torch.Tensor | None  # [B * G, T] under the reference policy (beta > 0)
+    rewards: torch.Tensor  # [B, G]
+    stats: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    reconstructions: list = field(default_factory=list)  # PIL images (kept for the examples log)
+
+
+def _teacher_forced(model: UAEModel, images: torch.Tensor, token_ids: torch.Tensor, mask: torch.Tensor, temperature: float) -> torch.Tensor:
+    inputs = model.caption_prompt_inputs(list(images))
+    return model.caption_logprobs(inputs, token_ids, mask, temperature=temperature)
+
+
+@torch.no_grad()
+def g4u_rollout(
+    model: UAEModel,
+    reference: ReferencePolicy,
+    reward: ReconstructionReward,
+    data: ShapesTrainingSet,
+    indices: list[int],
+    config: G4UConfig,
+    step: int,
+) -> G4URollout:
+    """Sample G captions per image, reconstruct them with the frozen decoder, score them."""
+    group = config.group_size
+    timings: dict[str, float] = {}
+    was_training = model.training
+    model.eval()
+
+    # 1. captions from the current policy
+    started = time.perf_counter()
+    images = data.images[indices].repeat_interleave(group, dim=0)
+    seeds = [rollout_seed(config.seed, step, i, g, CAPTION_STREAM) for i in indices for g in range(group)]
+    sample = model.sample_captions(list(images), seeds=seeds, temperature=config.temperature, max_new_tokens=config.max_caption_tokens)
+    sample = end_at_special_tokens(model, sample)
+    old = _teacher_forced(model, images, sample.token_ids, sample.mask, config.temperature)
+    ref = None
+    if config.beta > 0:
+        with reference(model.encoder) as encoder:
+            swapped = model.encoder
+            model.encoder = encoder
+            try:
+                ref = _teacher_forced(model, images, sample.token_ids, sample.mask, config.temperature)
+            finally:
+                model.encoder = swapped
+    timings["seconds_sampling"] = time.perf_counter() - started
+
+    # 2. reconstructions by the frozen decoder (one initial noise per group)
+    started = time.perf_counter()
+    noise_seeds = [rollout_seed(config.seed, step, i, 0, NOISE_STREAM) for i in indices for _ in range(group)]
+    cond = model.encode_condition(sample.texts)
+    trajectory = model.sample_latents(cond, seeds=noise_seeds, num_steps=config.reconstruction_steps or None)
+    reconstructions = tensor_to_images(model.decode_latents(trajectory.latents))
+    timings["seconds_decoding"] = time.perf_counter() - started
+
+    # 3. rewards: similarity of each reconstruction with its original
+    started = time.perf_counter()
+    originals = tensor_to_images(data.images[indices].float().div(127.5).sub(1.0))
+    if reward.is_embedding:
+        reference_embeddings = reward.embed(originals).repeat_interleave(group, dim=0)
+        scores = reward.score(reconstructions, [originals[k // group] for k in range(len(reconstructions))], reference_embeddings)
+    else:
+        scores = reward.score(reconstructions, [originals[k // group] for k in range(len(reconstructions))])
+    timings["seconds_reward"] = time.perf_counter() - started
+
+    lengths = caption_lengths(sample.token_ids, sample.mask, model.eos_token_id)
+    stats = summarise_captions(
+        [caption_stats(text, n, data.scenes[indices[k // group]]) for k, (text, n) in enumerate(zip(sample.texts, lengths))]
+    )
+    model.train(was_training)
+    return G4URollout(
+        indices=list(indices),
+        images=images,
+        texts=sample.texts,
+        token_ids=sample.token_ids,
+        mask=sample.mask,
+        old_logprobs=old,
+        ref_logprobs=ref,
+        rewards=scores.view(len(indices), group),
+        stats=stats,
+        timings=timings,
+        reconstructions=reconstructions,
+    )
+
+
+def g4u_loss(model: UAEModel, rollout: G4URollout, rows: torch.Tensor, advantages: torch.Tensor, config: G4UConfig) -> dict[str, torch.Tensor]:
+    """The GRPO loss of the rollout rows ``rows`` (advantages given per row)."""
+    mask = rollout.mask[rows]
+    token_ids = rollout.token_ids[rows]
+    logp = _teacher_forced(model, rollout.images[rows], token_ids, mask, config.temperature)
+    adv = advantages.to(logp.device).unsqueeze(1)
+    surrogate = clipped_surrogate(logp, rollout.old_logprobs[rows], adv, clip_low=config.clip_low, clip_high=config.clip_high)
+    per_token = surrogate.loss
+    kl = torch.zeros_like(logp)
+    if rollout.ref_logprobs is not None:
+        kl = kl_k3(logp, rollout.ref_logprobs[rows])
+        per_token = per_token + config.beta * kl
+    loss = aggregate(per_token, mask, mode=config.normalisation, max_length=config.max_caption_tokens)
+    return {
+        "loss": loss,
+        "policy_loss": aggregate(surrogate.loss, mask, mode=config.normalisation, max_length=config.max_caption_tokens).detach(),
+        "kl": masked_mean(kl.detach(), mask),
+        "clip_fraction": masked_mean(surrogate.clipped.float(), mask),
+        "ratio": masked_mean(surrogate.ratio.detach(), mask),
+    }

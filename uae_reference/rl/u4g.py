@@ -1,0 +1,202 @@
+"""Understanding for Generation (U4G): Flow-GRPO on the decoder, the encoder frozen.
+
+For each training image, read top to bottom:
+
+1. **Rollout** (:func:`u4g_rollout`, no gradient): the frozen (G4U-trained) encoder captions
+   the image as it would at evaluation; the caption's condition is computed once; the decoder
+   draws a group of ``G`` images with the SDE sampler (:func:`uae_reference.rl.sde.sde_step`,
+   noise level ``a``) in ``sde_steps`` steps — fewer than at evaluation, Flow-GRPO's
+   "denoising reduction" — keeping every state ``x_k`` and each transition's log-probability;
+   the reward is the metric's similarity of each image with the original.
+2. **Advantages** per caption group (batch std by default, Flow-GRPO's ``global_std``).
+3. **Update** (:func:`u4g_loss`): for a random ``train_fraction`` of the denoising steps, the
+   current decoder's velocity at ``(x_k, t_k)`` gives the Gaussian of step k; the stored
+   ``x_{k+1}`` is scored under it (``sde_step(prev_sample=...)``), the clipped surrogate of its
+   ratio to the rollout's log-probability is the policy loss, and the KL between the policy's
+   and the reference's Gaussians — equal variances, so ``|mean - mean_ref|^2 / (2 std^2)`` —
+   is added with weight ``beta``. Only the decoder's LoRA adapters (or its full weights)
+   learn; the encoder and projector stay frozen.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from uae_reference.data import ShapesTrainingSet
+from uae_reference.flow import classifier_free_guidance
+from uae_reference.model import Condition, UAEModel, tensor_to_images
+from uae_reference.rl.config import U4GConfig
+from uae_reference.rl.grpo import clipped_surrogate, gaussian_mean_kl
+from uae_reference.rl.rewards import ReconstructionReward
+from uae_reference.rl.rollout import (
+    CAPTION_STREAM,
+    NOISE_STREAM,
+    ReferencePolicy,
+    caption_lengths,
+    caption_stats,
+    end_at_special_tokens,
+    rollout_seed,
+    summarise_captions,
+)
+from uae_reference.rl.sde import per_sample_noise, schedule_t_cap, sde_step
+
+
+@dataclass
+class U4GRollout:
+    """One step's SDE trajectories, their rewards and what the update re-scores."""
+
+    indices: list[int]  # training-set index of each caption [B]
+    texts: list[str]  # the encoder's caption of each image [B]
+    cond: Condition  # decoder condition of each trajectory [B * G] (group-major)
+    uncond: Condition | None  # unconditional branch [B * G] when guidance is on
+    states: torch.Tensor  # [B * G, K + 1, C, h, w]: x at sigma_0 = 1, ..., x at sigma_K = 0
+    old_logprobs: torch.Tensor  # [B * G, K]
+    sigmas: list[float]  # K + 1 values
+    rewards: torch.Tensor  # [B, G]
+    stats: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    reconstructions: list = field(default_factory=list)
+
+
+def guided_velocity(model: UAEModel, x: torch.Tensor, sigma: float, cond: Condition, uncond: Condition | None, scale: float) -> torch.Tensor:
+    """The decoder's velocity for a batch whose rows have their own conditions (CFG when ``uncond``)."""
+    sigmas = torch.tensor([sigma], device=x.device)
+    if uncond is None or scale == 1.0:
+        return model.velocity(x, sigmas, cond)
+    both = Condition(torch.cat([cond.tokens, uncond.tokens]), torch.cat([cond.pooled, uncond.pooled]), torch.cat([cond.mask, uncond.mask]))
+    v_cond, v_uncond = model.velocity(torch.cat([x, x]), sigmas, both).chunk(2)
+    return classifier_free_guidance(v_uncond, v_cond, scale)
+
+
+def _index_condition(cond: Condition, rows: torch.Tensor) -> Condition:
+    return Condition(cond.tokens[rows], cond.pooled[rows], cond.mask[rows])
+
+
+def sde_step_fn(noise_level: float, t_cap: float, reduce: str):
+    """A :data:`uae_reference.model.StepFn` drawing each row's increment from its own generator."""
+
+    def step(x, v, sigma, sigma_next, generators: Sequence[torch.Generator]):
+        noise = per_sample_noise(x.shape, generators, device=x.device, dtype=torch.float32)
+        out = sde_step(x, v, sigma, sigma_next, noise_level=noise_level, t_cap=t_cap, noise=noise, reduce=reduce)
+        return out.sample.to(x.dtype), out.log_prob
+
+    return step
+
+
+@torch.no_grad()
+def u4g_rollout(
+    model: UAEModel,
+    reward: ReconstructionReward,
+    data: ShapesTrainingSet,
+    indices: list[int],
+    config: U4GConfig,
+    step: int,
+) -> U4GRollout:
+    """Caption each image with the frozen encoder, draw G SDE images per caption, score them."""
+    group = config.group_size
+    timings: dict[str, float] = {}
+    was_training = model.training
+    model.eval()
+
+    # 1. captions from the frozen encoder, as at evaluation, and their conditions
+    started = time.perf_counter()
+    images = data.images[indices]
+    seeds = [rollout_seed(config.seed, step, i, 0, CAPTION_STREAM) for i in indices]
+    sample = model.sample_captions(list(images), seeds=seeds, temperature=config.caption_temperature)
+    sample = end_at_special_tokens(model, sample)
+    rows = torch.arange(len(indices)).repeat_interleave(group)
+    cond = _index_condition(model.encode_condition(sample.texts), rows.to(model.device))
+    guidance = model.settings.guidance_scale if config.guidance_scale is None else config.guidance_scale
+    uncond = None
+    if guidance != 1.0:
+        uncond = model.encode_condition([model.settings.negative_caption] * len(rows))
+    timings["seconds_captions"] = time.perf_counter() - started
+
+    # 2. G stochastic trajectories per caption
+    started = time.perf_counter()
+    sigmas = model.sigma_schedule(config.sde_steps)
+    step_fn = sde_step_fn(config.noise_level, schedule_t_cap(sigmas), config.logprob_reduce)
+    noise_seeds = [rollout_seed(config.seed, step, i, g, NOISE_STREAM) for i in indices for g in range(group)]
+    trajectory = model.sample_latents(
+        cond, seeds=noise_seeds, num_steps=config.sde_steps, guidance_scale=guidance, step_fn=step_fn, keep_steps=True
+    )
+    reconstructions = tensor_to_images(model.decode_latents(trajectory.latents))
+    timings["seconds_sampling"] = time.perf_counter() - started
+
+    # 3. rewards
+    started = time.perf_counter()
+    originals = tensor_to_images(images.float().div(127.5).sub(1.0))
+    paired = [originals[k // group] for k in range(len(reconstructions))]
+    if reward.is_embedding:
+        scores = reward.score(reconstructions, paired, reward.embed(originals).repeat_interleave(group, dim=0))
+    else:
+        scores = reward.score(reconstructions, paired)
+    timings["seconds_reward"] = time.perf_counter() - started
+
+    lengths = caption_lengths(sample.token_ids, sample.mask, model.eos_token_id)
+    stats = summarise_captions([caption_stats(t, n, data.scenes[i]) for t, n, i in zip(sample.texts, lengths, indices)])
+    model.train(was_training)
+    return U4GRollout(
+        indices=list(indices),
+        texts=sample.texts,
+        cond=cond,
+        uncond=uncond,
+        states=torch.stack(trajectory.steps, dim=1),
+        old_logprobs=trajectory.logprobs,
+        sigmas=sigmas,
+        rewards=scores.view(len(indices), group),
+        stats=stats,
+        timings=timings,
+        reconstructions=reconstructions,
+    )
+
+
+def u4g_step_loss(
+    model: UAEModel,
+    reference: ReferencePolicy,
+    rollout: U4GRollout,
+    rows: torch.Tensor,
+    k: int,
+    advantages: torch.Tensor,
+    config: U4GConfig,
+) -> dict[str, torch.Tensor]:
+    """The Flow-GRPO loss of denoising step ``k`` for trajectories ``rows``."""
+    guidance = model.settings.guidance_scale if config.guidance_scale is None else config.guidance_scale
+    t, t_next = rollout.sigmas[k], rollout.sigmas[k + 1]
+    t_cap = schedule_t_cap(rollout.sigmas)
+    x, x_next = rollout.states[rows, k], rollout.states[rows, k + 1]
+    cond = _index_condition(rollout.cond, rows)
+    uncond = None if rollout.uncond is None else _index_condition(rollout.uncond, rows)
+    step = sde_step(
+        x, guided_velocity(model, x, t, cond, uncond, guidance), t, t_next,
+        noise_level=config.noise_level, t_cap=t_cap, prev_sample=x_next, reduce=config.logprob_reduce,
+    )
+    adv = advantages.to(step.log_prob.device)
+    surrogate = clipped_surrogate(step.log_prob, rollout.old_logprobs[rows, k], adv, clip_low=config.clip_low, clip_high=config.clip_high)
+    policy_loss = surrogate.loss.mean()
+    kl = torch.zeros(())
+    loss = policy_loss
+    if config.beta > 0:
+        with reference(model.decoder) as decoder:
+            swapped = model.decoder
+            model.decoder = decoder
+            try:
+                v_ref = guided_velocity(model, x, t, cond, uncond, guidance)
+            finally:
+                model.decoder = swapped
+        mean_ref = sde_step(
+            x, v_ref, t, t_next, noise_level=config.noise_level, t_cap=t_cap, prev_sample=x_next, reduce=config.logprob_reduce
+        ).mean
+        kl = gaussian_mean_kl(step.mean, mean_ref, step.std, reduce=config.logprob_reduce).mean()
+        loss = policy_loss + config.beta * kl
+    return {
+        "loss": loss,
+        "policy_loss": policy_loss.detach(),
+        "kl": kl.detach(),
+        "clip_fraction": surrogate.clipped.float().mean(),
+        "ratio": surrogate.ratio.detach().mean(),
+    }
