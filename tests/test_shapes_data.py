@@ -26,7 +26,7 @@ from unified_bench.datasets.shapes import (
     shapes_samples,
 )
 from unified_bench.datasets.shapes.captions import vocabulary
-from unified_bench.datasets.shapes.render import BACKGROUND, layout
+from unified_bench.datasets.shapes.render import BACKGROUND, EXTENT, layout
 from unified_bench.datasets.shapes.splits import make_sample, split_of, split_scene
 from unified_bench.errors import DatasetError
 
@@ -89,8 +89,6 @@ def test_objects_stay_in_their_cells():
         scene = split_scene("train", index)
         for place in layout(scene, jitter_seed=index, scale=1.2, max_jitter=0.2):
             row, col = divmod(place.obj.cell, 3)
-            from unified_bench.datasets.shapes.render import EXTENT
-
             reach = place.radius * EXTENT[place.obj.shape]
             assert col / 3 < place.cx - reach and place.cx + reach < (col + 1) / 3
             assert row / 3 < place.cy - reach and place.cy + reach < (row + 1) / 3
