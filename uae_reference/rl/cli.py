@@ -5,7 +5,9 @@
     uae-reference rl evaluate --checkpoint pre-rl=DIR --checkpoint g4u=DIR --checkpoint u4g=DIR --out runs/rl-eval
     uae-reference rl help-config
 
-Multi-process: ``accelerate launch --num_processes 2 --cpu -m uae_reference.rl.cli train ...``.
+Multi-process: ``accelerate launch --multi_gpu --num_processes 2 -m uae_reference.rl.cli train ...``
+(on a machine without CUDA the stage joins the ranks over gloo on the CPU; ``accelerate launch
+--cpu`` starts a single process unless accelerate is given an MPI hostfile).
 """
 
 from __future__ import annotations
@@ -90,7 +92,11 @@ def train_cmd(
             f"no UAE checkpoint at {init_from}; train one with `uae-reference train --preset tiny --stage all` "
             "or pass --init-from DIR"
         )
+    from uae_reference.rl.trainer import process_state
+
+    state = process_state()
     sets = _parse_sets(set_, [CONFIG_CLASSES[s] for s in stages])
+    say = console.print if state.is_main_process else (lambda *a, **k: None)
     previous = str(init_from)
     started = time.time()
     logs = []
@@ -101,26 +107,23 @@ def train_cmd(
         result = train_rl_stage(config, show_progress=not no_progress)
         previous = str(result.final_dir)
         logs.append((name, result.log_path))
-        console.print(
+        say(
             f"[bold]{name}[/]: {result.steps} steps in {result.seconds / 60:.1f} min, reward "
             f"{result.first_reward:.4f} -> {result.last_reward:.4f}; checkpoint {result.final_dir}"
         )
         if export is not None:
             _export(result.final_dir, export / name)
-    console.print(f"total {(time.time() - started) / 60:.1f} min")
-    if len(logs) > 1:
-        from accelerate import PartialState
-
-        if PartialState().is_main_process:
-            combine_logs(logs, output_dir / "curves.csv")
-            plot_curves(logs, output_dir / "curves.png")
-            console.print(f"curves: {output_dir / 'curves.csv'}, {output_dir / 'curves.png'}")
+    say(f"total {(time.time() - started) / 60:.1f} min")
+    if len(logs) > 1 and state.is_main_process:
+        combine_logs(logs, output_dir / "curves.csv")
+        plot_curves(logs, output_dir / "curves.png")
+        say(f"curves: {output_dir / 'curves.csv'}, {output_dir / 'curves.png'}")
 
 
 def _export(src: Path, dst: Path) -> None:
-    from accelerate import PartialState
+    from uae_reference.rl.trainer import process_state
 
-    if PartialState().is_main_process:
+    if process_state().is_main_process:
         if dst.exists():
             shutil.rmtree(dst)
         shutil.copytree(src, dst)

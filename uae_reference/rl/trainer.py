@@ -94,6 +94,17 @@ class PolicyLoss(nn.Module):
         return u4g_step_loss(self.model, self._reference[0], rollout, rows, k, advantages, self.config)
 
 
+def process_state():
+    """accelerate's process state, created the way :func:`train_rl_stage` needs it.
+
+    Without CUDA, ``cpu=True`` makes accelerate join launched ranks over gloo (MULTI_CPU);
+    the state is a singleton, so whoever touches it first must ask for the CPU.
+    """
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def _snapshot(params: list[nn.Parameter]) -> torch.Tensor:
     return torch.cat([p.detach().flatten().float().clone() for p in params]) if params else torch.zeros(0)
 
@@ -114,7 +125,10 @@ def train_rl_stage(
 
     # find_unused_parameters: a block may not reach the loss on every pass (e.g. SD3's last
     # block has no text output); on CPU the extra bookkeeping is negligible.
+    # cpu=True without CUDA: under a launcher (LOCAL_RANK set) accelerate then joins the ranks
+    # with gloo (MULTI_CPU) instead of running each process on its own.
     accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),
         mixed_precision=config.mixed_precision,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
@@ -236,7 +250,13 @@ def train_rl_stage(
             samples_file.close()
 
     # --- final checkpoint -------------------------------------------------------------------------
-    changed = bool((_snapshot(params) - before).abs().max() > 0) if params else False
+    after = _snapshot(params)
+    changed = bool((after - before).abs().max() > 0) if params else False
+    if world > 1:  # every rank records its weights: DDP must leave them identical
+        import hashlib
+
+        digest = hashlib.sha256(after.numpy().tobytes()).hexdigest()
+        (out / f"weights-rank{rank}.sha256").write_text(digest + "\n")
     final_dir = out / FINAL_DIR
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -247,7 +267,8 @@ def train_rl_stage(
         plot_curves([(config.stage, out / LOG_FILE)], out / PLOT_FILE, title=f"{config.stage.upper()} on Shapes")
     accelerator.wait_for_everyone()
     reward.close()
-    accelerator.end_training()
+    # no accelerator.end_training(): it destroys the process group, and the next stage of
+    # `rl train --stage all` runs in the same processes
     return RLResult(
         stage=config.stage,
         output_dir=out,
