@@ -243,10 +243,33 @@ def sanity_cmd(
 
 @app.command("demo")
 def demo_cmd(
-    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/demo"),
+    out: Annotated[Path, typer.Option("--out", help="Run directory.")] = Path("runs/demo"),
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Samples from the Shapes test split.")] = 50,
 ) -> None:
-    """The main job on the embedded default, offline: the metric sanity report on the photo set."""
-    sanity_cmd(out=out)
+    """The main job on the embedded default, offline: a round-trip eval on the Shapes track.
+
+    Runs ``unified-bench eval --model shapes-oracle --model-arg detail=short --data shapes
+    --limit 50``: captions that keep only shapes and colours, regenerated and scored with the
+    attribute oracle, so the per-attribute table shows what a short caption loses. Re-running
+    resumes the same run directory.
+    """
+    from unified_bench.provenance import command_line
+    from unified_bench.runner.commands import _finish
+    from unified_bench.runner.eval import EvalConfig, run_eval
+
+    config = EvalConfig(
+        model="shapes-oracle",
+        data="shapes",
+        out=out,
+        model_args={"detail": "short"},
+        data_args={"split": "test"},
+        limit=limit,
+        batch_size=8,
+        resume=(out / "captions.jsonl").exists(),
+        command=command_line(),
+    )
+    outcome = run_eval(config, console=err_console)
+    _finish(outcome, report_outcome)
 
 
 def main(argv: list[str] | None = None) -> None:
