@@ -71,9 +71,9 @@ class ToyEmbedding(EmbeddingMetric):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.module(pixels.flatten(1))
 
-    def embed(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        type(self).calls.append(len(images))
-        return super().embed(images)
+    def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        type(self).calls.append(int(pixels.shape[0]))
+        return super().embed_pixels(pixels)
 
 
 class ToyClip(ToyEmbedding):

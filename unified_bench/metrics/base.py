@@ -104,6 +104,12 @@ class EmbeddingMetric(Metric):
     def __init__(self, device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)
 
+    @property
+    def pipelined(self) -> bool:
+        """Whether ``embed == embed_pixels(preprocess(...))`` with per-image preprocessing,
+        so the engine may preprocess on worker threads (False: it calls ``embed``)."""
+        return True
+
     @abstractmethod
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Images -> pixel tensor [N, 3, H, W] exactly as the official protocol prepares them."""
@@ -112,10 +118,17 @@ class EmbeddingMetric(Metric):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pixel tensor -> raw embeddings [N, D] (not normalised)."""
 
-    @torch.inference_mode()
     def embed(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Images -> L2-normalised float32 embeddings [N, D] on the CPU."""
-        pixels = self.preprocess(images)
+        return self.embed_pixels(self.preprocess(images))
+
+    @torch.inference_mode()
+    def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Preprocessed pixels -> L2-normalised float32 embeddings [N, D] on the CPU.
+
+        Split from ``embed`` so the engine can preprocess the next batch on worker threads
+        while the backbone runs this one.
+        """
         features = self.forward(pixels).float()
         return torch.nn.functional.normalize(features, p=2, dim=-1).cpu()
 

@@ -258,6 +258,10 @@ class SiglipMetric(HFVisionMetric):
     def naflex(self) -> bool:
         return self.model.config.model_type.startswith("siglip2")
 
+    @property
+    def pipelined(self) -> bool:
+        return not self.naflex  # NaFlex needs the processor's mask and shapes, not just pixels
+
     @torch.inference_mode()
     def embed(self, images: Sequence[Image.Image]) -> torch.Tensor:
         if not self.naflex:

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import gc
 import math
+import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +47,8 @@ class ScoringConfig:
     progress: bool = True
     #: keep decoded images in memory up to this many pixels (refs + recons), ~1.2 GB of RGB
     keep_decoded_pixels: int = 400_000_000
+    #: threads for decoding and preprocessing (None: min(8, CPU count))
+    workers: int | None = None
 
 
 @dataclass
@@ -96,6 +100,68 @@ def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
         yield items[start : start + size]
 
 
+
+def _workers(config: "ScoringConfig") -> int:
+    return max(1, config.workers or min(8, os.cpu_count() or 1))
+
+
+def _decode(sample: "_Sample") -> tuple[Image.Image, Image.Image] | SampleError:
+    """Decode and hash one pair; a bad file becomes a per-sample ``load`` error."""
+    try:
+        # Decode first: load_image refuses pipes and directories, which hashing would
+        # block on or fail at with a less helpful message.
+        ref = load_image(sample.pair.reference)
+        sample.ref_hash = file_sha256(sample.pair.reference)
+    except (ImageLoadError, OSError) as err:
+        return SampleError(sample.pair.sample_id, "load", f"reference: {err}")
+    try:
+        recon = load_image(sample.pair.reconstruction)
+        sample.recon_hash = file_sha256(sample.pair.reconstruction)
+    except (ImageLoadError, OSError) as err:
+        return SampleError(sample.pair.sample_id, "load", f"reconstruction: {err}")
+    return ref, recon
+
+
+class _Pipeline:
+    """Preprocess batch k+1 on worker threads while the backbone runs batch k.
+
+    Preprocessing (resize, crop, normalise) is per image, so splitting a batch across
+    threads gives the same pixels as one call; on a GPU machine it is most of the time.
+    """
+
+    def __init__(self, metric: EmbeddingMetric, workers: int) -> None:
+        self.metric = metric
+        self.workers = workers
+        self.pool = ThreadPoolExecutor(max_workers=workers)
+        self.prefetch = ThreadPoolExecutor(max_workers=1)
+
+    def _prepare(self, images: list[Image.Image]) -> torch.Tensor:
+        size = max(1, -(-len(images) // self.workers))
+        chunks = [images[i : i + size] for i in range(0, len(images), size)]
+        if len(chunks) == 1:
+            return self.metric.preprocess(chunks[0])
+        return torch.cat(list(self.pool.map(self.metric.preprocess, chunks)))
+
+    def run(self, batches: Sequence[Sequence[int]], pick) -> Iterator[tuple[Sequence[int], torch.Tensor | Exception]]:
+        """Yield (indices, embeddings) per batch, or (indices, exception) when it failed."""
+        if not batches:
+            return
+        def submit(batch):
+            return self.prefetch.submit(lambda: self._prepare([pick(i) for i in batch]))
+        pending = submit(batches[0])
+        for k, batch in enumerate(batches):
+            future = pending
+            pending = submit(batches[k + 1]) if k + 1 < len(batches) else None
+            try:
+                yield batch, self.metric.embed_pixels(future.result())
+            except (ImageLoadError, RuntimeError, ValueError) as err:
+                yield batch, err
+
+    def close(self) -> None:
+        self.prefetch.shutdown(wait=True, cancel_futures=True)
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 def score(
     pairs: Sequence[Pair],
     config: ScoringConfig,
@@ -112,23 +178,15 @@ def score(
     samples = [_Sample(pair) for pair in pairs]
     started = time.perf_counter()
     budget = config.keep_decoded_pixels
-    for sample in samples:
-        try:
-            # Decode first: load_image refuses pipes and directories, which hashing would
-            # block on or fail at with a less helpful message.
-            ref = load_image(sample.pair.reference)
-            sample.ref_hash = file_sha256(sample.pair.reference)
-        except (ImageLoadError, OSError) as err:
-            errors.append(SampleError(sample.pair.sample_id, "load", f"reference: {err}"))
+    with ThreadPoolExecutor(max_workers=_workers(config)) as pool:
+        # Pillow releases the GIL while decoding, so threads decode files in parallel.
+        decoded = list(pool.map(_decode, samples))
+    for sample, outcome in zip(samples, decoded):
+        if isinstance(outcome, SampleError):
+            errors.append(outcome)
             sample.ok = False
             continue
-        try:
-            recon = load_image(sample.pair.reconstruction)
-            sample.recon_hash = file_sha256(sample.pair.reconstruction)
-        except (ImageLoadError, OSError) as err:
-            errors.append(SampleError(sample.pair.sample_id, "load", f"reconstruction: {err}"))
-            sample.ok = False
-            continue
+        ref, recon = outcome
         pixels = ref.width * ref.height + recon.width * recon.height
         if pixels <= budget:
             sample.ref_image, sample.recon_image = ref, recon
@@ -232,6 +290,29 @@ def _score_embedding(
                 out.update(embed_indices([i], pick))
         return out
 
+    def embed_all(indices: list[int], pick, advance: bool = False) -> dict[int, torch.Tensor]:
+        """Embed in batches through the preprocessing pipeline; isolate failures per sample."""
+        out: dict[int, torch.Tensor] = {}
+        batches = list(_batches(indices, config.batch_size))
+        if not metric.pipelined:
+            for batch in batches:
+                out.update(embed_indices(batch, pick))
+                if advance and progress:
+                    progress.advance(task, len(batch))
+            return out
+        pipeline = _Pipeline(metric, _workers(config))
+        try:
+            for batch, result in pipeline.run(batches, lambda i: pick(samples[i])):
+                if isinstance(result, Exception):
+                    out.update(embed_indices(batch, pick))
+                else:
+                    out.update({i: result[k] for k, i in enumerate(batch)})
+                if advance and progress:
+                    progress.advance(task, len(batch))
+        finally:
+            pipeline.close()
+        return out
+
     # Deduplicate references with identical bytes (one embedding serves all of them).
     unique: dict[str, int] = {}
     dupes: dict[int, int] = {}
@@ -241,12 +322,10 @@ def _score_embedding(
             dupes[index] = unique[key]
         else:
             unique[key] = index
-    for batch in _batches(list(unique.values()), config.batch_size):
-        new = embed_indices(batch, images.reference)
-        for index, emb in new.items():
-            ref_embeddings[index] = emb
-            if cache and samples[index].ref_hash:
-                cache.put(samples[index].ref_hash, emb)
+    for index, emb in embed_all(list(unique.values()), images.reference).items():
+        ref_embeddings[index] = emb
+        if cache and samples[index].ref_hash:
+            cache.put(samples[index].ref_hash, emb)
     for index, source in dupes.items():
         if source in ref_embeddings:
             ref_embeddings[index] = ref_embeddings[source]
@@ -275,10 +354,7 @@ def _score_embedding(
             todo.append(index)
     if progress:
         progress.advance(task, len(recon_embeddings) + len(recon_dupes))
-    for batch in _batches(todo, config.batch_size):
-        recon_embeddings.update(embed_indices(batch, images.reconstruction))
-        if progress:
-            progress.advance(task, len(batch))
+    recon_embeddings.update(embed_all(todo, images.reconstruction, advance=True))
     for index, source in recon_dupes.items():
         if source in recon_embeddings:
             recon_embeddings[index] = recon_embeddings[source]
