@@ -102,7 +102,8 @@ def train_cmd(
     logs = []
     for name in stages:
         folder = output_dir / name if stage == "all" else output_dir
-        overrides = dict(steps=steps, seed=seed, num_threads=num_threads, **_overrides_for(CONFIG_CLASSES[name], sets))
+        options = dict(steps=steps, seed=seed, num_threads=num_threads)
+        overrides = {**{k: v for k, v in options.items() if v is not None}, **_overrides_for(CONFIG_CLASSES[name], sets)}
         config = rl_config(preset, name, smoke=smoke, output_dir=str(folder), init_from=previous, **overrides)
         result = train_rl_stage(config, show_progress=not no_progress)
         previous = str(result.final_dir)

@@ -291,7 +291,7 @@ def rl_config(preset: str, stage: str, *, smoke: bool = False, **overrides: Any)
     config = table[stage]
     if smoke:
         config = config.replace(**SMOKE_OVERRIDES, **SMOKE_STAGE_OVERRIDES[stage])
-    return config.replace(**{k: v for k, v in overrides.items() if v is not None})
+    return config.replace(**overrides)
 
 
 def load_rl_config(path: str | Path) -> RLConfig:
