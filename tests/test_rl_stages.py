@@ -34,10 +34,10 @@ def reward():
 
 
 @pytest.fixture(scope="module")
-def data():
-    from uae_reference.data import ShapesTrainingSet
+def data(tiny_checkpoint):
+    from uae_reference.rl.rollout import load_prompts
 
-    return ShapesTrainingSet.load("train", 64, 64)
+    return load_prompts(UAEModel.from_pretrained(tiny_checkpoint), "train", 64)
 
 
 # --- reward ---------------------------------------------------------------------------------------

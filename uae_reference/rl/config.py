@@ -183,8 +183,8 @@ class U4GConfig(RLConfig):
     sde_steps: int = 10
     #: noise level a of sigma_t = a sqrt(t / (1 - t)). [FG-code] 0.7 (``noise_level``)
     noise_level: float = 0.7
-    #: fraction of the rollout's denoising steps trained on per update (drawn per step).
-    #: [FG-code] 0.99 (``timestep_fraction``)
+    #: fraction of the rollout's denoising steps trained on per update (drawn per update; the
+    #: final hop to sigma = 0 is never trained on). [FG-code] 0.99 (``timestep_fraction``: 9 of 10)
     train_fraction: float = 1.0
     #: log-probabilities and KL per dimension ("mean", as Flow-GRPO: keeps the ratio near 1 for
     #: any image size) or the exact sum over dimensions ("sum")

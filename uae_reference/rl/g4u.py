@@ -39,6 +39,7 @@ from uae_reference.rl.rollout import (
     ReferencePolicy,
     caption_lengths,
     caption_stats,
+    encoder_inputs,
     end_at_special_tokens,
     rollout_seed,
     summarise_captions,
@@ -50,7 +51,7 @@ class G4URollout:
     """One step's captions, their rewards and the log-probabilities the update needs."""
 
     indices: list[int]  # training-set index of each prompt [B]
-    images: torch.Tensor  # uint8 [B * G, 3, H, W], each image repeated G times (group-major)
+    images: torch.Tensor  # uint8 [B * G, 3, H, W] encoder inputs, each repeated G times (group-major)
     texts: list[str]  # [B * G]
     token_ids: torch.Tensor  # [B * G, T]
     mask: torch.Tensor  # [B * G, T]
@@ -85,7 +86,7 @@ def g4u_rollout(
 
     # 1. captions from the current policy
     started = time.perf_counter()
-    images = data.images[indices].repeat_interleave(group, dim=0)
+    images = encoder_inputs(data, indices).repeat_interleave(group, dim=0)
     seeds = [rollout_seed(config.seed, step, i, g, CAPTION_STREAM) for i in indices for g in range(group)]
     sample = model.sample_captions(list(images), seeds=seeds, temperature=config.temperature, max_new_tokens=config.max_caption_tokens)
     sample = end_at_special_tokens(model, sample)

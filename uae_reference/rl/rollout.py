@@ -26,6 +26,22 @@ from unified_bench.datasets.shapes.compare import compare_scenes
 from unified_bench.datasets.shapes.scene import Scene
 
 
+def load_prompts(model, split: str, limit: int):
+    """The first ``limit`` Shapes samples of ``split``, rendered at the decoder's size (the
+    reward's originals) and at the encoder's input size (what it captions)."""
+    from uae_reference.data import ShapesTrainingSet
+
+    encoder_size = getattr(model.settings, "encoder_image_size", 0)
+    if encoder_size:
+        return ShapesTrainingSet.load(split, model.settings.image_size, limit, encoder_size=encoder_size)
+    return ShapesTrainingSet.load(split, model.settings.image_size, limit)
+
+
+def encoder_inputs(data, indices) -> torch.Tensor:
+    """uint8 images the encoder reads for ``indices`` (its own render size when it has one)."""
+    return getattr(data, "encoder_images", data.images)[indices]
+
+
 def rollout_seed(seed: int, step: int, index: int, member: int, stream: int = 0) -> int:
     """A 63-bit seed from (seed, step, sample index, group member, stream)."""
     mixed = np.random.SeedSequence([int(seed), int(step), int(index), int(member), int(stream)]).generate_state(1, dtype=np.uint64)[0]

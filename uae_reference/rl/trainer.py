@@ -31,13 +31,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from uae_reference.data import ShapesTrainingSet, batch_indices, step_generator
+from uae_reference.data import batch_indices, step_generator
 from uae_reference.model import UAEModel
 from uae_reference.rl.config import G4UConfig, RLConfig, U4GConfig
 from uae_reference.rl.curves import StepLog, plot_curves
 from uae_reference.rl.grpo import group_advantages
 from uae_reference.rl.rewards import ReconstructionReward
-from uae_reference.rl.rollout import ReferencePolicy
+from uae_reference.rl.rollout import ReferencePolicy, load_prompts
 
 FINAL_DIR = "final"
 LOG_FILE = "log.csv"
@@ -160,7 +160,7 @@ def train_rl_stage(
     loss_module, optimizer = accelerator.prepare(loss_module, optimizer)
 
     with accelerator.main_process_first():
-        data = ShapesTrainingSet.load(config.train_split, model.settings.image_size, config.train_samples)
+        data = load_prompts(model, config.train_split, config.train_samples)
 
     log = StepLog(out / LOG_FILE) if accelerator.is_main_process else None
     samples_file = (out / SAMPLES_FILE).open("w") if accelerator.is_main_process else None
@@ -286,9 +286,11 @@ def _update(accelerator, loss_module, optimizer, params, rollout, rows, advantag
     """One optimiser step on the rollout rows ``rows``; returns the step's loss terms."""
     terms: dict[str, float] = {}
     if isinstance(config, U4GConfig):
-        steps_total = len(rollout.sigmas) - 1
-        n_train = max(1, round(config.train_fraction * steps_total))
-        train_steps = sorted(torch.randperm(steps_total, generator=generator)[:n_train].tolist())
+        # Never the last hop (sigma_min ~ 1e-3 -> 0): its Gaussian is so narrow that the ratio is
+        # noise. Flow-GRPO's timestep_fraction = 0.99 of 10 steps drops it the same way.
+        candidates = max(1, len(rollout.sigmas) - 2)
+        n_train = max(1, round(config.train_fraction * candidates))
+        train_steps = sorted(torch.randperm(candidates, generator=generator)[:n_train].tolist())
         for i, k in enumerate(train_steps):
             last = i == len(train_steps) - 1
             # gradients of every denoising step are summed locally and all-reduced once

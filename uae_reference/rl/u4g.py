@@ -38,6 +38,7 @@ from uae_reference.rl.rollout import (
     ReferencePolicy,
     caption_lengths,
     caption_stats,
+    encoder_inputs,
     end_at_special_tokens,
     rollout_seed,
     summarise_captions,
@@ -106,7 +107,7 @@ def u4g_rollout(
     started = time.perf_counter()
     images = data.images[indices]
     seeds = [rollout_seed(config.seed, step, i, 0, CAPTION_STREAM) for i in indices]
-    sample = model.sample_captions(list(images), seeds=seeds, temperature=config.caption_temperature)
+    sample = model.sample_captions(list(encoder_inputs(data, indices)), seeds=seeds, temperature=config.caption_temperature)
     sample = end_at_special_tokens(model, sample)
     rows = torch.arange(len(indices)).repeat_interleave(group)
     cond = _index_condition(model.encode_condition(sample.texts), rows.to(model.device))
