@@ -125,6 +125,7 @@ def main() -> None:
         pixels = processor(images=images, return_tensors="pt")["pixel_values"]
         half = model.to(torch_dtype)
 
+        breakdown: dict[str, dict[str, float]] = {}
         results: dict[str, list[float]] = {"bare forward": [], "official loop": [], "ours cold": [], "ours warm": []}
         bare_forward(half, pixels[: args.batch_size].to(torch_dtype), args.batch_size, device)  # warm-up
         official_model = CLIPModel.from_pretrained(checkpoint).to(device).eval()  # fp32, as the script
@@ -141,6 +142,7 @@ def main() -> None:
                 timings = outcome.results["run"]["timings"]
                 # Exclude the backbone load, as for the other rows.
                 results[label].append(timings["total_s"] - timings.get("clip.load_s", 0.0))
+                breakdown[label] = {k: round(v, 3) for k, v in timings.items()}
 
         medians = {label: statistics.median(values) for label, values in results.items()}
         official = medians["official loop"]
@@ -151,6 +153,8 @@ def main() -> None:
         for label, seconds in medians.items():
             print(f"{label:<15}{seconds:>10.2f}{args.pairs / seconds:>10.1f}{official / seconds:>12.2f}x"
                   f"{seconds / bare:>9.2f}x")
+        for label, parts in breakdown.items():
+            print(f"{label} breakdown (last repeat, s): {parts}")
         print(f"targets (CPU): cold >= 1.1x official: {official / medians['ours cold']:.2f}x; "
               f"cold within 1.25x of bare: {medians['ours cold'] / bare:.2f}x; "
               f"warm >= 2x official: {official / medians['ours warm']:.2f}x")

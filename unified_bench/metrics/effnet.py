@@ -18,7 +18,6 @@ to the model's native resolution (lite0 224, lite2 260) with PIL bicubic, center
 
 from __future__ import annotations
 
-import gc
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -292,4 +291,3 @@ class EffNetMetric(EmbeddingMetric):
 
     def close(self) -> None:
         self.model = None
-        gc.collect()

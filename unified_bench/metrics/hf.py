@@ -21,7 +21,6 @@ DINOv3 only has a torchvision processor, which is what the official script used 
 
 from __future__ import annotations
 
-import gc
 import importlib.util
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -192,7 +191,6 @@ class HFVisionMetric(EmbeddingMetric):
     def close(self) -> None:
         self.model = None
         self.processor = None
-        gc.collect()
 
 
 class ClipMetric(HFVisionMetric):

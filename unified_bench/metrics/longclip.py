@@ -20,7 +20,6 @@ archive), a directory holding one, an HF directory, a hub id ``org/name`` (eithe
 
 from __future__ import annotations
 
-import gc
 import pickle
 import re
 import warnings
@@ -292,4 +291,3 @@ class LongClipMetric(EmbeddingMetric):
             self._hf.close()
         self._hf = None
         self.tower = None
-        gc.collect()
