@@ -167,7 +167,7 @@ def evaluate_cmd(
     if what not in ("decoder", "encoder", "both"):
         raise ConfigError("--what is decoder, encoder or both")
     model = UAEModel.from_pretrained(checkpoint)
-    samples = test_samples(n, split=split, size=model.settings.image_size)
+    samples = test_samples(n, split=split)
     report: dict = {"checkpoint": str(checkpoint), "split": split, "n": n}
     if what in ("decoder", "both"):
         started = time.time()

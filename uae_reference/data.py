@@ -32,11 +32,11 @@ def default_cache_dir() -> Path:
 
 @dataclass
 class ShapesTrainingSet:
-    """The first ``len(self)`` samples of a Shapes split, rendered at ``size`` px."""
+    """The first ``len(self)`` samples of a Shapes split, rendered at the decoder's and the encoder's sizes."""
 
     split: str
-    size: int
-    images: torch.Tensor  # uint8 [N, 3, size, size]
+    images: torch.Tensor  # uint8 [N, 3, size, size]: what the decoder generates
+    encoder_images: torch.Tensor  # uint8 [N, 3, s, s]: what the encoder reads (may be ``images``)
     scenes: list[Scene]
     seeds: list[int]  # per-sample seeds (rendering jitter, paraphrase variants)
 
@@ -44,20 +44,15 @@ class ShapesTrainingSet:
         return len(self.scenes)
 
     @classmethod
-    def load(cls, split: str, size: int, limit: int, cache_dir: Path | None = None) -> ShapesTrainingSet:
+    def load(
+        cls, split: str, size: int, limit: int, *, encoder_size: int = 0, cache_dir: Path | None = None
+    ) -> ShapesTrainingSet:
         """Scenes are cheap to make; renders are cached on disk (keyed by split, size and count)."""
-        samples = [make_sample(split, i, size) for i in range(limit)]
-        cache = (cache_dir or default_cache_dir()) / f"shapes-{split}-{size}px-{limit}.npy"
-        if cache.exists():
-            pixels = np.load(cache)
-        else:
-            pixels = np.stack([np.asarray(s.image, dtype=np.uint8) for s in samples])
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(f".{os.getpid()}.tmp.npy")
-            np.save(tmp, pixels)
-            tmp.replace(cache)  # atomic: concurrent ranks never read a half-written file
-        images = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
-        return cls(split, size, images, [s.scene for s in samples], [s.seed for s in samples])
+        samples = [make_sample(split, i) for i in range(limit)]
+        cache_dir = cache_dir or default_cache_dir()
+        images = _renders(samples, split, size, cache_dir)
+        encoder_images = images if encoder_size in (0, size) else _renders(samples, split, encoder_size, cache_dir)
+        return cls(split, images, encoder_images, [s.scene for s in samples], [s.seed for s in samples])
 
     def long_caption(self, index: int, generator: torch.Generator, paraphrase_fraction: float = 0.0) -> str:
         """The canonical long caption, or (with ``paraphrase_fraction``) one of 8 paraphrases."""
@@ -75,6 +70,22 @@ class ShapesTrainingSet:
 
 #: the ``rank`` of draws shared by all ranks (the global batch)
 SHARED = 2**31
+
+
+def _renders(samples: list, split: str, size: int, cache_dir: Path) -> torch.Tensor:
+    """uint8 [N, 3, size, size] renders of ``samples`` (with their jitter), cached as .npy."""
+    from unified_bench.datasets.shapes.render import render
+
+    cache = cache_dir / f"shapes-{split}-{size}px-{len(samples)}.npy"
+    if cache.exists():
+        pixels = np.load(cache)
+    else:
+        pixels = np.stack([np.asarray(render(s.scene, size, jitter_seed=s.seed), dtype=np.uint8) for s in samples])
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp.npy")
+        np.save(tmp, pixels)
+        tmp.replace(cache)  # atomic: concurrent ranks never read a half-written file
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
 
 
 def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:

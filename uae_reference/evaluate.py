@@ -21,7 +21,7 @@ import torch
 from unified_bench.datasets.shapes.captions import parse
 from unified_bench.datasets.shapes.compare import compare_scenes
 from unified_bench.datasets.shapes.scene import ATTRIBUTES
-from unified_bench.datasets.shapes.splits import ShapesSample, iter_samples
+from unified_bench.datasets.shapes.splits import DEFAULT_SIZE, ShapesSample, iter_samples
 from unified_bench.scoring.stats import bootstrap_joint_ci, bootstrap_mean_ci
 from uae_reference.model import UAEModel
 
@@ -72,7 +72,8 @@ class EncoderQuality:
         return asdict(self)
 
 
-def test_samples(n: int, split: str = "test", size: int = 64) -> list[ShapesSample]:
+def test_samples(n: int, split: str = "test", size: int = DEFAULT_SIZE) -> list[ShapesSample]:
+    """The first ``n`` samples of ``split``; images at the size the runner's references have."""
     return list(iter_samples(split, size, n))
 
 

@@ -46,8 +46,11 @@ SETTINGS_FILE = "uae_config.json"
 class UAESettings:
     """How a checkpoint captions and generates; saved next to the weights as uae_config.json."""
 
-    #: side of the square images the decoder generates (and the tiny encoder reads)
+    #: side of the square images the decoder generates
     image_size: int = 64
+    #: side of the square images the encoder reads (0: the processor decides, as Qwen2.5-VL does
+    #: for real photos); captioned images are resized to it first
+    encoder_image_size: int = 0
     #: "pixel": the decoder denoises RGB in [-1, 1] directly; "vae": AutoencoderKL latents
     latent_space: str = "pixel"
     #: instruction of the captioning turn
@@ -130,6 +133,14 @@ def images_to_tensor(images: Sequence[Image.Image], size: int) -> torch.Tensor:
             image = image.resize((size, size), Image.BICUBIC)
         arrays.append(np.asarray(image, dtype=np.uint8))
     return uint8_to_unit(torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2))
+
+
+def resize_image(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Area-average when shrinking (close to the Shapes renderer's supersampling), bicubic when growing."""
+    if image.size == tuple(size):
+        return image
+    shrinking = image.width >= size[0] and image.height >= size[1]
+    return image.resize(tuple(size), Image.Resampling.BOX if shrinking else Image.Resampling.BICUBIC)
 
 
 def uint8_to_unit(pixels: torch.Tensor) -> torch.Tensor:
@@ -230,7 +241,14 @@ class UAEModel(nn.Module):
         return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def caption_prompt_inputs(self, images: Sequence[Image.Image] | torch.Tensor, prompt: str | None = None) -> dict[str, torch.Tensor]:
-        """Processor inputs of the captioning turn for a batch of images (left-padded)."""
+        """Processor inputs of the captioning turn for a batch of images (left-padded).
+
+        ``images``: PIL images (resized to ``encoder_image_size`` when it is set) or a uint8
+        tensor [B, 3, H, W] already at that size.
+        """
+        size = self.settings.encoder_image_size
+        if size and not isinstance(images, torch.Tensor):
+            images = [img if isinstance(img, torch.Tensor) else resize_image(img.convert("RGB"), (size, size)) for img in images]
         text = self.caption_prompt_text(prompt)
         batch = self.processor(
             text=[text] * len(images), images=list(images), return_tensors="pt", padding=True, padding_side="left"

@@ -6,7 +6,8 @@ Both build the same :class:`~uae_reference.model.UAEModel` from the same classes
 component     tiny                                          paper
 ============  ===========================================  ==========================================
 encoder       Qwen2_5_VLForConditionalGeneration, 2 layers  Qwen/Qwen2.5-VL-3B-Instruct (3.75B)
-              of width 128, vision tower 2 x 64, patch 8
+              of width 128, vision tower 2 x 64, 96 px
+              in 16 px patches (9 visual tokens)
 processor     word-level tokenizer of the Shapes grammar    the checkpoint's AutoProcessor
 projector     MLP 128 -> 128 tokens, 64 pooled              MLP 2048 -> 4096 tokens, 2048 pooled
 decoder       SD3Transformer2DModel, 4 blocks of width      SD3.5-large transformer (8.1B), 38 blocks
@@ -147,12 +148,23 @@ PAPER_SETTINGS = UAESettings(
 # --- tiny scale -------------------------------------------------------------------------------
 
 TINY_IMAGE_SIZE = 64
-TINY_VISION_PATCH = 8
+#: The tiny encoder reads 96 px images in 16 px patches; merged 2 x 2, that is 3 x 3 visual
+#: tokens, one per cell of the Shapes grid.
+TINY_ENCODER_IMAGE_SIZE = 96
+TINY_VISION_PATCH = 16
 TINY_LLM_WIDTH = 128
+#: Pixel normalisation of the tiny processor: the Shapes background colour is the mean, so a
+#: background patch embeds to exactly zero and only objects carry signal. With CLIP's mean and
+#: std the background is a large constant in every visual token, and a from-scratch LLM (RMSNorm
+#: does not centre) takes hundreds of steps longer to read object colours through it.
+TINY_IMAGE_MEAN = (245 / 255, 244 / 255, 240 / 255)
+TINY_IMAGE_STD = (0.25, 0.25, 0.25)
 
 
-def tiny_encoder_config(tokenizer) -> dict[str, Any]:
-    """A two-layer Qwen2.5-VL for 64 px images; token ids come from the tiny tokenizer."""
+def tiny_encoder_config(tokenizer, *, image_size: int | None = None, patch_size: int | None = None) -> dict[str, Any]:
+    """A two-layer Qwen2.5-VL for tiny images; token ids come from the tiny tokenizer."""
+    image_size = image_size or TINY_ENCODER_IMAGE_SIZE
+    patch_size = patch_size or TINY_VISION_PATCH
     ids = tokenizer.convert_tokens_to_ids
     return {
         "text_config": {
@@ -179,10 +191,10 @@ def tiny_encoder_config(tokenizer) -> dict[str, Any]:
             "num_heads": 4,
             "in_channels": 3,
             "out_hidden_size": TINY_LLM_WIDTH,
-            "patch_size": TINY_VISION_PATCH,
+            "patch_size": patch_size,
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,
-            "window_size": TINY_IMAGE_SIZE,  # one window covers the image: every block is global
+            "window_size": image_size,  # one window covers the image: every block is global
             "fullatt_block_indexes": [0, 1],
             "hidden_act": "silu",
         },
@@ -211,6 +223,7 @@ TINY_DECODER_CONFIG: dict[str, Any] = {
 
 TINY_SETTINGS = UAESettings(
     image_size=TINY_IMAGE_SIZE,
+    encoder_image_size=TINY_ENCODER_IMAGE_SIZE,
     latent_space="pixel",
     caption_prompt="Describe the image.",
     max_caption_tokens=64,
@@ -231,7 +244,13 @@ def build_tiny_model(*, seed: int = 0, settings: UAESettings | None = None, deco
     from uae_reference.tokenizer import build_tiny_processor, build_word_tokenizer, shapes_vocabulary
 
     tokenizer = build_word_tokenizer(shapes_vocabulary())
-    processor = build_tiny_processor(tokenizer, image_size=TINY_IMAGE_SIZE, patch_size=TINY_VISION_PATCH)
+    processor = build_tiny_processor(
+        tokenizer,
+        image_size=TINY_ENCODER_IMAGE_SIZE,
+        patch_size=TINY_VISION_PATCH,
+        image_mean=TINY_IMAGE_MEAN,
+        image_std=TINY_IMAGE_STD,
+    )
     decoder_config = {**TINY_DECODER_CONFIG, **(decoder_config or {})}
     torch.manual_seed(seed)
     encoder = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**tiny_encoder_config(tokenizer)))

@@ -61,7 +61,8 @@ STAGE_TERMS: dict[str, tuple[str, ...]] = {
 class Batch:
     """One step's data on one process."""
 
-    images: torch.Tensor  # uint8 [B, 3, H, W]
+    images: torch.Tensor  # uint8 [B, 3, H, W] at the decoder's size
+    encoder_images: torch.Tensor  # uint8 [B, 3, h, w] at the encoder's size
     condition_captions: list[str]  # what the decoder is conditioned on (dropout applied)
     target_captions: list[str]  # what the encoder is taught to say
     caption_seeds: list[int]  # per-sample seeds for sampled captions
@@ -77,7 +78,7 @@ def make_batch(data: ShapesTrainingSet, indices: list[int], config: TrainConfig,
         is_long = torch.rand((), generator=generator).item() < config.sft_long_fraction
         target.append(long if is_long else data.short_caption(i, generator, config.paraphrase_fraction))
     seeds = [config.seed * 1_000_003 + step * 65_537 + i for i in indices]
-    return Batch(data.images[indices], condition, target, seeds)
+    return Batch(data.images[indices], data.encoder_images[indices], condition, target, seeds)
 
 
 def decoder_step_loss(model: UAEModel, batch: Batch, config: TrainConfig, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -93,14 +94,14 @@ def decoder_step_loss(model: UAEModel, batch: Batch, config: TrainConfig, genera
 
 def caption_loss(model: UAEModel, images: torch.Tensor, captions: list[str]) -> torch.Tensor:
     """Mean token cross-entropy of ``captions`` given the images (teacher forcing)."""
-    prompt_inputs = model.caption_prompt_inputs(list(images))
+    prompt_inputs = model.caption_prompt_inputs(images)
     token_ids, mask = model.caption_token_ids(captions)
     logprobs = model.caption_logprobs(prompt_inputs, token_ids, mask)
     return -(logprobs.sum() / mask.sum())
 
 
 def sft_step_loss(model: UAEModel, batch: Batch, config: TrainConfig, generator: torch.Generator) -> dict[str, torch.Tensor]:  # noqa: ARG001
-    loss = caption_loss(model, batch.images, batch.target_captions)
+    loss = caption_loss(model, batch.encoder_images, batch.target_captions)
     return {"loss": loss, "caption": loss}
 
 
@@ -115,7 +116,7 @@ def coldstart_step_loss(
     if config.coldstart_captions == "sampled":
         was_training = model.training
         model.eval()
-        captions = model.sample_captions(list(batch.images), seeds=batch.caption_seeds).texts
+        captions = model.sample_captions(batch.encoder_images, seeds=batch.caption_seeds).texts
         model.train(was_training)
     else:
         captions = [c or "" for c in batch.condition_captions]
@@ -131,7 +132,7 @@ def coldstart_step_loss(
     # flow term on ground-truth long captions (as in decoder pretraining)
     flow = decoder_step_loss(model, batch, config, generator)["flow"]
     # caption term (as in SFT)
-    ce = caption_loss(model, batch.images, batch.target_captions)
+    ce = caption_loss(model, batch.encoder_images, batch.target_captions)
 
     loss = config.semantic_weight * sem + config.flow_weight * flow + config.caption_weight * ce
     return {"loss": loss, "semantic": sem, "flow": flow, "caption": ce}

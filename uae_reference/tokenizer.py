@@ -97,14 +97,25 @@ def build_word_tokenizer(words: Iterable[str]) -> PreTrainedTokenizerFast:
 
 
 def build_tiny_processor(
-    tokenizer: PreTrainedTokenizerFast, *, image_size: int, patch_size: int, merge_size: int = 2
+    tokenizer: PreTrainedTokenizerFast,
+    *,
+    image_size: int,
+    patch_size: int,
+    merge_size: int = 2,
+    image_mean: tuple[float, float, float] | None = None,
+    image_std: tuple[float, float, float] | None = None,
 ) -> Qwen2_5_VLProcessor:
-    """A ``Qwen2_5_VLProcessor`` for ``image_size`` square images and a tiny vision tower."""
+    """A ``Qwen2_5_VLProcessor`` for ``image_size`` square images and a tiny vision tower.
+
+    ``image_mean``/``image_std`` (in [0, 1] units) default to the processor's own (CLIP's).
+    """
     factor = patch_size * merge_size
     if image_size % factor:
         raise ValueError(f"image_size {image_size} must be a multiple of patch_size*merge_size = {factor}")
     pixels = image_size * image_size
     kwargs = dict(patch_size=patch_size, merge_size=merge_size, temporal_patch_size=2, min_pixels=pixels, max_pixels=pixels)
+    if image_mean is not None:
+        kwargs.update(image_mean=list(image_mean), image_std=list(image_std or (0.25, 0.25, 0.25)))
     return Qwen2_5_VLProcessor(
         image_processor=Qwen2VLImageProcessor(**kwargs),
         tokenizer=tokenizer,

@@ -146,7 +146,7 @@ def stage_evaluation(model: UAEModel, stage: str, n: int) -> dict[str, float]:
     """Quick held-out numbers for the learning curve (val split, not the test split)."""
     from uae_reference.evaluate import decoder_quality, encoder_quality, test_samples
 
-    samples = test_samples(n, split="val", size=model.settings.image_size)
+    samples = test_samples(n, split="val")
     out: dict[str, float] = {}
     was_training = model.training
     model.eval()
@@ -206,7 +206,9 @@ def train_stage(
 
     # --- data --------------------------------------------------------------------------------
     with accelerator.main_process_first():
-        data = ShapesTrainingSet.load(config.train_split, model.settings.image_size, config.train_samples)
+        data = ShapesTrainingSet.load(
+            config.train_split, model.settings.image_size, config.train_samples, encoder_size=model.settings.encoder_image_size
+        )
 
     # --- resume ------------------------------------------------------------------------------
     start_step = 0
