@@ -27,24 +27,15 @@ from typing import Any, ClassVar
 
 from PIL import Image
 
-from unified_bench.adapters.base import Adapter, Capabilities
+from unified_bench.adapters.base import Capabilities
 from unified_bench.adapters.hf_common import (
-    as_rgb,
-    caption_generate_kwargs,
+    HfAdapter,
     chat_messages,
     chat_text,
-    decode_new_tokens,
-    dtype_name,
-    effective_sampling,
-    from_pretrained_kwargs,
-    hf_loading,
     images_from_array,
     input_device,
     model_revision,
-    place,
     resize_to,
-    resolve_device,
-    resolve_dtype,
     seeded,
     unnormalize,
 )
@@ -87,7 +78,7 @@ def allowed_next_tokens(
     return visual
 
 
-class Emu3Adapter(Adapter):
+class Emu3Adapter(HfAdapter):
     """Emu3 chat + generation checkpoints through transformers."""
 
     name: ClassVar[str] = "emu3"
@@ -119,17 +110,19 @@ class Emu3Adapter(Adapter):
     ) -> None:
         if guidance_scale < 1.0:
             raise ConfigError("emu3: guidance_scale must be >= 1 (1 disables classifier-free guidance)")
+        self._init_hf(
+            device=device,
+            dtype=dtype,
+            device_map=device_map,
+            trust_remote_code=trust_remote_code,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            do_sample=do_sample,
+        )
         self.model_ref = model
         self.gen_ref = gen_model or model
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
-        self.device_map = device_map or None
-        self.trust_remote_code = bool(trust_remote_code)
         self.revision = revision
         self.gen_revision = gen_revision if gen_model else revision
-        self.max_new_tokens = int(max_new_tokens)
-        self.temperature = float(temperature)
-        self.do_sample = bool(do_sample)
         self.guidance_scale = float(guidance_scale)
         self.top_k = int(top_k)
         self.image_area = int(image_area)
@@ -144,20 +137,11 @@ class Emu3Adapter(Adapter):
         self.capabilities = replace(type(self).capabilities, native_resolution=(side, side))
 
     def _load(self, ref: str, revision: str | None, arg: str) -> tuple[Any, Any]:
-        from transformers import AutoProcessor, Emu3ForConditionalGeneration
+        from transformers import Emu3ForConditionalGeneration
 
-        kwargs = from_pretrained_kwargs(
-            dtype=self.dtype,
-            device_map=self.device_map,
-            trust_remote_code=True if self.trust_remote_code else None,
-            revision=revision,
+        return self._load_processor_and_model(
+            Emu3ForConditionalGeneration, ref, revision=revision, what=f"emu3 {arg}", arg=arg
         )
-        with hf_loading(f"emu3 {arg}", ref, arg=arg):
-            processor = AutoProcessor.from_pretrained(
-                ref, **{k: v for k, v in kwargs.items() if k in ("trust_remote_code", "revision")}
-            )
-            model = Emu3ForConditionalGeneration.from_pretrained(ref, **kwargs)
-        return processor, place(model, self.device, self.device_map)
 
     # --- understanding ---------------------------------------------------------------------
 
@@ -168,20 +152,13 @@ class Emu3Adapter(Adapter):
             return f"USER: {self.processor.image_token}{prompt} ASSISTANT:"
 
     def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int]) -> list[str]:
-        import torch
-
         text = self._caption_text(prompt)
-        device = input_device(self.model, self.device)
-        gen_kwargs = caption_generate_kwargs(
-            max_new_tokens=self.max_new_tokens, do_sample=self.do_sample, temperature=self.temperature
+        return self._caption_each(
+            self.model,
+            images,
+            seeds,
+            lambda image: self.processor(text=[text], images=[image], return_tensors="pt"),
         )
-        captions = []
-        for image, seed in zip(images, seeds, strict=True):
-            inputs = self.processor(text=[text], images=[as_rgb(image)], return_tensors="pt").to(device, dtype=self.dtype)
-            with torch.inference_mode(), seeded(seed, device):
-                sequences = self.model.generate(**inputs, **gen_kwargs)
-            captions.extend(decode_new_tokens(self.processor, sequences, inputs["input_ids"].shape[1]))
-        return captions
 
     # --- generation ------------------------------------------------------------------------
 
@@ -250,18 +227,13 @@ class Emu3Adapter(Adapter):
     # --- record ----------------------------------------------------------------------------
 
     def describe(self) -> dict[str, Any]:
-        overrides = caption_generate_kwargs(
-            max_new_tokens=self.max_new_tokens, do_sample=self.do_sample, temperature=self.temperature
-        )
         return {
             "model": self.model_ref,
             "revision": self.revision or model_revision(self.model),
             "gen_model": self.gen_ref,
             "gen_revision": self.gen_revision or model_revision(self.gen_model),
-            "device": str(self.device),
-            "device_map": self.device_map,
-            "dtype": dtype_name(self.dtype),
-            "caption_sampling": effective_sampling(self.model.generation_config, overrides),
+            **self._runtime_record(),
+            "caption_sampling": self._caption_sampling(self.model),
             "generation": {
                 "mode": "autoregressive VQ tokens, prefix-constrained, classifier-free guidance",
                 "guidance_scale": self.guidance_scale,
@@ -275,7 +247,4 @@ class Emu3Adapter(Adapter):
         }
 
     def close(self) -> None:
-        import gc
-
-        self.model = self.gen_model = self.processor = self.gen_processor = None
-        gc.collect()
+        self._release("model", "gen_model", "processor", "gen_processor")

@@ -11,7 +11,10 @@ Small pure helpers, so each adapter file reads as "load, caption, generate":
 - :func:`images_from_array` turns a pipeline's float output into RGB images and turns a
   non-finite sample into an image that :func:`~unified_bench.adapters.base.check_images`
   rejects (a NaN must become a per-sample error, never a silently black picture);
-- :func:`chat_text` builds a one-turn chat prompt with the processor's own template.
+- :func:`chat_text` builds a one-turn chat prompt with the processor's own template;
+- :class:`HfAdapter` holds what the transformers/diffusers adapters share: the runtime and
+  caption-sampling settings, loading a processor + model, the per-sample seeded caption
+  loop, the common ``describe()`` entries and ``close()``.
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from unified_bench.adapters.base import Adapter
 from unified_bench.errors import ConfigError, GatedCheckpointError, WeightsNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -330,3 +334,110 @@ def model_revision(model: Any) -> str | None:
         if value:
             return str(value)
     return None
+
+
+# --- the shared adapter base ---------------------------------------------------------------------
+
+
+class HfAdapter(Adapter):
+    """What the Hugging Face adapters share; each keeps its own arguments, prompts and generation.
+
+    Subclasses call :meth:`_init_hf` first in ``__init__`` (it sets ``device``, ``dtype``,
+    ``device_map``, ``trust_remote_code`` and the caption sampling settings) and set
+    ``self.processor`` before captioning.
+    """
+
+    def _init_hf(
+        self,
+        *,
+        device: str | None,
+        dtype: str | None,
+        device_map: str | None,
+        trust_remote_code: bool,
+        max_new_tokens: int,
+        temperature: float,
+        do_sample: bool,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.device_map = device_map or None
+        self.trust_remote_code = bool(trust_remote_code)
+        self.max_new_tokens = int(max_new_tokens)
+        self.temperature = float(temperature)
+        self.do_sample = bool(do_sample)
+
+    def _caption_generate_kwargs(self) -> dict[str, Any]:
+        return caption_generate_kwargs(
+            max_new_tokens=self.max_new_tokens, do_sample=self.do_sample, temperature=self.temperature
+        )
+
+    def _load_processor_and_model(
+        self, model_class: Any, ref: str, *, revision: str | None, what: str, arg: str
+    ) -> tuple[Any, Any]:
+        """``AutoProcessor`` + ``model_class`` from ``ref``, the model placed and in eval mode."""
+        from transformers import AutoProcessor
+
+        kwargs = from_pretrained_kwargs(
+            dtype=self.dtype,
+            device_map=self.device_map,
+            trust_remote_code=True if self.trust_remote_code else None,
+            revision=revision,
+        )
+        with hf_loading(what, ref, arg=arg):
+            processor = AutoProcessor.from_pretrained(
+                ref, **{k: v for k, v in kwargs.items() if k in ("trust_remote_code", "revision")}
+            )
+            model = model_class.from_pretrained(ref, **kwargs)
+        return processor, place(model, self.device, self.device_map)
+
+    def _caption_each(
+        self,
+        model: Any,
+        images: Sequence[Image.Image],
+        seeds: Sequence[int],
+        encode: Callable[[Image.Image], Any],
+        *,
+        strip: bool = True,
+        **generate_kwargs: Any,
+    ) -> list[str]:
+        """Caption one image at a time, each under ``seeded(seed)``.
+
+        Sampled decoding draws from the global RNG and a padded batch depends on its
+        neighbours, so one at a time is what makes a caption a function of its own seed.
+        ``encode`` turns one RGB image into the processor's inputs.
+        """
+        import torch
+
+        device = input_device(model, self.device)
+        kwargs = {**self._caption_generate_kwargs(), **generate_kwargs}
+        captions = []
+        for image, seed in zip(images, seeds, strict=True):
+            inputs = encode(as_rgb(image))
+            inputs = inputs.to(device, dtype=self.dtype) if hasattr(inputs, "to") else inputs
+            with torch.inference_mode(), seeded(seed, device):
+                sequences = model.generate(**inputs, **kwargs)
+            captions.extend(decode_new_tokens(self.processor, sequences, inputs["input_ids"].shape[1], strip=strip))
+        return captions
+
+    def _runtime_record(self) -> dict[str, Any]:
+        """The ``device``/``device_map``/``dtype`` entries of ``describe()``."""
+        return {"device": str(self.device), "device_map": self.device_map, "dtype": dtype_name(self.dtype)}
+
+    def _caption_sampling(self, model: Any) -> dict[str, Any]:
+        """The effective caption sampling settings of ``model`` (for ``describe()``)."""
+        return effective_sampling(model.generation_config, self._caption_generate_kwargs())
+
+    def _release(self, *attributes: str) -> None:
+        """Drop the named models/processors/pipelines and give their memory back."""
+        import gc
+
+        for attribute in attributes:
+            setattr(self, attribute, None)
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:  # pragma: no cover
+            pass

@@ -26,24 +26,15 @@ from typing import Any, ClassVar
 
 from PIL import Image
 
-from unified_bench.adapters.base import Adapter, Capabilities
+from unified_bench.adapters.base import Capabilities
 from unified_bench.adapters.hf_common import (
-    as_rgb,
-    caption_generate_kwargs,
+    HfAdapter,
     chat_messages,
     chat_text,
-    decode_new_tokens,
-    dtype_name,
-    effective_sampling,
-    from_pretrained_kwargs,
-    hf_loading,
     images_from_array,
     input_device,
     model_revision,
-    place,
     resize_to,
-    resolve_device,
-    resolve_dtype,
     seeded,
     unnormalize,
 )
@@ -55,7 +46,7 @@ JANUS_PRO_1B = "deepseek-community/Janus-Pro-1B"
 JANUS_PRO_7B = "deepseek-community/Janus-Pro-7B"
 
 
-class JanusProAdapter(Adapter):
+class JanusProAdapter(HfAdapter):
     """Janus-Pro, both directions, through transformers."""
 
     name: ClassVar[str] = "janus-pro"
@@ -83,15 +74,17 @@ class JanusProAdapter(Adapter):
     ) -> None:
         if guidance_scale < 1.0:
             raise ConfigError("janus-pro: guidance_scale must be >= 1 (1 disables classifier-free guidance)")
+        self._init_hf(
+            device=device,
+            dtype=dtype,
+            device_map=device_map,
+            trust_remote_code=trust_remote_code,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            do_sample=do_sample,
+        )
         self.model_ref = model
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
-        self.device_map = device_map or None
-        self.trust_remote_code = bool(trust_remote_code)
         self.revision = revision
-        self.max_new_tokens = int(max_new_tokens)
-        self.temperature = float(temperature)
-        self.do_sample = bool(do_sample)
         self.guidance_scale = float(guidance_scale)
         self.image_temperature = float(image_temperature)
         self.image_first = bool(image_first)
@@ -101,25 +94,17 @@ class JanusProAdapter(Adapter):
         self.capabilities = replace(type(self).capabilities, native_resolution=self.native_size)
 
     def _load(self) -> tuple[Any, Any]:
-        from transformers import AutoProcessor, JanusForConditionalGeneration
+        from transformers import JanusForConditionalGeneration
 
-        kwargs = from_pretrained_kwargs(
-            dtype=self.dtype,
-            device_map=self.device_map,
-            trust_remote_code=True if self.trust_remote_code else None,
-            revision=self.revision,
+        processor, model = self._load_processor_and_model(
+            JanusForConditionalGeneration, self.model_ref, revision=self.revision, what="janus-pro", arg="model"
         )
-        with hf_loading("janus-pro", self.model_ref, arg="model"):
-            processor = AutoProcessor.from_pretrained(
-                self.model_ref, **{k: v for k, v in kwargs.items() if k in ("trust_remote_code", "revision")}
-            )
-            model = JanusForConditionalGeneration.from_pretrained(self.model_ref, **kwargs)
         generation_kwargs = getattr(model.generation_config, "generation_kwargs", None) or {}
         if "boi_token_id" not in generation_kwargs:
             # Image mode needs it for the unconditional CFG row; recover it from the tokenizer.
             boi = processor.tokenizer.convert_tokens_to_ids(processor.image_start_token)
             model.generation_config.generation_kwargs = {**generation_kwargs, "boi_token_id": boi}
-        return processor, place(model, self.device, self.device_map)
+        return processor, model
 
     def _native_size(self) -> tuple[int, int]:
         vq = self.model.config.vq_config
@@ -129,21 +114,14 @@ class JanusProAdapter(Adapter):
     # --- understanding ---------------------------------------------------------------------
 
     def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int]) -> list[str]:
-        import torch
-
         text = chat_text(self.processor, chat_messages(prompt, with_image=True, image_first=self.image_first))
-        device = input_device(self.model, self.device)
-        gen_kwargs = caption_generate_kwargs(
-            max_new_tokens=self.max_new_tokens, do_sample=self.do_sample, temperature=self.temperature
+        return self._caption_each(
+            self.model,
+            images,
+            seeds,
+            lambda image: self.processor(text=[text], images=[image], generation_mode="text", return_tensors="pt"),
+            generation_mode="text",
         )
-        captions = []
-        for image, seed in zip(images, seeds, strict=True):
-            inputs = self.processor(text=[text], images=[as_rgb(image)], generation_mode="text", return_tensors="pt")
-            inputs = inputs.to(device, dtype=self.dtype)
-            with torch.inference_mode(), seeded(seed, device):
-                sequences = self.model.generate(**inputs, generation_mode="text", **gen_kwargs)
-            captions.extend(decode_new_tokens(self.processor, sequences, inputs["input_ids"].shape[1]))
-        return captions
 
     # --- generation ------------------------------------------------------------------------
 
@@ -178,16 +156,11 @@ class JanusProAdapter(Adapter):
     # --- record ----------------------------------------------------------------------------
 
     def describe(self) -> dict[str, Any]:
-        overrides = caption_generate_kwargs(
-            max_new_tokens=self.max_new_tokens, do_sample=self.do_sample, temperature=self.temperature
-        )
         return {
             "model": self.model_ref,
             "revision": self.revision or model_revision(self.model),
-            "device": str(self.device),
-            "device_map": self.device_map,
-            "dtype": dtype_name(self.dtype),
-            "caption_sampling": effective_sampling(self.model.generation_config, overrides),
+            **self._runtime_record(),
+            "caption_sampling": self._caption_sampling(self.model),
             "image_first": self.image_first,
             "generation": {
                 "mode": "autoregressive VQ tokens with classifier-free guidance",
@@ -201,7 +174,4 @@ class JanusProAdapter(Adapter):
         }
 
     def close(self) -> None:
-        import gc
-
-        self.model = self.processor = None
-        gc.collect()
+        self._release("model", "processor")

@@ -32,33 +32,23 @@ from typing import Any, ClassVar
 
 from PIL import Image
 
-from unified_bench.adapters.base import Adapter, Capabilities
+from unified_bench.adapters.base import Capabilities
 from unified_bench.adapters.hf_common import (
-    as_rgb,
+    HfAdapter,
     batches,
-    caption_generate_kwargs,
     chat_messages,
     chat_text,
-    decode_new_tokens,
     diffusers_dtype_kwargs,
-    dtype_name,
-    effective_sampling,
-    from_pretrained_kwargs,
     hf_loading,
     images_from_array,
-    input_device,
     make_generator,
     model_revision,
-    place,
-    resolve_device,
-    resolve_dtype,
-    seeded,
 )
 from unified_bench.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-class PairAdapter(Adapter):
+class PairAdapter(HfAdapter):
     """An image-to-text model and a text-to-image pipeline, joined through the caption."""
 
     name: ClassVar[str] = "pair"
@@ -95,15 +85,17 @@ class PairAdapter(Adapter):
     ) -> None:
         if steps < 1 or max_new_tokens < 1 or gen_batch_size < 1:
             raise ConfigError("pair: steps, max_new_tokens and gen_batch_size must be positive")
+        self._init_hf(
+            device=device,
+            dtype=dtype,
+            device_map=device_map,
+            trust_remote_code=trust_remote_code,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            do_sample=do_sample,
+        )
         self.captioner_ref = captioner
         self.generator_ref = generator
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
-        self.device_map = device_map or None
-        self.trust_remote_code = bool(trust_remote_code)
-        self.max_new_tokens = int(max_new_tokens)
-        self.temperature = float(temperature)
-        self.do_sample = bool(do_sample)
         self.steps = int(steps)
         self.guidance_scale = float(guidance_scale)
         self.height = int(height)
@@ -126,21 +118,15 @@ class PairAdapter(Adapter):
     # --- loading ---------------------------------------------------------------------------
 
     def _load_captioner(self) -> tuple[Any, Any]:
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoModelForImageTextToText
 
-        kwargs = from_pretrained_kwargs(
-            dtype=self.dtype,
-            device_map=self.device_map,
-            trust_remote_code=True if self.trust_remote_code else None,
+        return self._load_processor_and_model(
+            AutoModelForImageTextToText,
+            self.captioner_ref,
             revision=self.captioner_revision,
+            what="pair captioner",
+            arg="captioner",
         )
-        with hf_loading("pair captioner", self.captioner_ref, arg="captioner"):
-            processor = AutoProcessor.from_pretrained(
-                self.captioner_ref,
-                **{k: v for k, v in kwargs.items() if k in ("trust_remote_code", "revision")},
-            )
-            model = AutoModelForImageTextToText.from_pretrained(self.captioner_ref, **kwargs)
-        return processor, place(model, self.device, self.device_map)
 
     def _load_pipeline(self) -> Any:
         from diffusers import DiffusionPipeline
@@ -163,21 +149,13 @@ class PairAdapter(Adapter):
     # --- the round trip --------------------------------------------------------------------
 
     def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int]) -> list[str]:
-        import torch
-
         text = chat_text(self.processor, chat_messages(prompt, with_image=True, image_first=self.image_first))
-        device = input_device(self.model, self.device)
-        gen_kwargs = caption_generate_kwargs(
-            max_new_tokens=self.max_new_tokens, do_sample=self.do_sample, temperature=self.temperature
+        return self._caption_each(
+            self.model,
+            images,
+            seeds,
+            lambda image: self.processor(text=[text], images=[image], return_tensors="pt"),
         )
-        captions = []
-        for image, seed in zip(images, seeds, strict=True):
-            inputs = self.processor(text=[text], images=[as_rgb(image)], return_tensors="pt")
-            inputs = inputs.to(device, dtype=self.dtype) if hasattr(inputs, "to") else inputs
-            with torch.inference_mode(), seeded(seed, device):
-                sequences = self.model.generate(**inputs, **gen_kwargs)
-            captions.extend(decode_new_tokens(self.processor, sequences, inputs["input_ids"].shape[1]))
-        return captions
 
     def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None) -> list[Image.Image]:
         import numpy as np
@@ -209,9 +187,6 @@ class PairAdapter(Adapter):
     # --- record ----------------------------------------------------------------------------
 
     def describe(self) -> dict[str, Any]:
-        overrides = caption_generate_kwargs(
-            max_new_tokens=self.max_new_tokens, do_sample=self.do_sample, temperature=self.temperature
-        )
         return {
             "captioner": self.captioner_ref,
             "captioner_class": type(self.model).__name__,
@@ -219,10 +194,8 @@ class PairAdapter(Adapter):
             "generator": self.generator_ref,
             "generator_pipeline": type(self.pipe).__name__,
             "generator_revision": self.generator_revision,
-            "device": str(self.device),
-            "device_map": self.device_map,
-            "dtype": dtype_name(self.dtype),
-            "caption_sampling": effective_sampling(self.model.generation_config, overrides),
+            **self._runtime_record(),
+            "caption_sampling": self._caption_sampling(self.model),
             "caption_batching": "one image at a time under torch.manual_seed(seed) (batch invariant)",
             "image_first": self.image_first,
             "generation": {
@@ -239,14 +212,4 @@ class PairAdapter(Adapter):
         }
 
     def close(self) -> None:
-        import gc
-
-        self.model = self.pipe = self.processor = None
-        gc.collect()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:  # pragma: no cover
-            pass
+        self._release("model", "pipe", "processor")

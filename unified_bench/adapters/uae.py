@@ -67,14 +67,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from unified_bench.adapters.base import Adapter, Capabilities
+from unified_bench.adapters.base import Capabilities
 from unified_bench.adapters.hf_common import (
-    as_rgb,
-    caption_generate_kwargs,
-    decode_new_tokens,
+    HfAdapter,
     diffusers_dtype_kwargs,
-    dtype_name,
-    effective_sampling,
     from_pretrained_kwargs,
     hf_loading,
     images_from_array,
@@ -82,9 +78,6 @@ from unified_bench.adapters.hf_common import (
     looks_local,
     make_generator,
     place,
-    resolve_device,
-    resolve_dtype,
-    seeded,
 )
 from unified_bench.errors import ConfigError, WeightsNotFoundError
 
@@ -293,7 +286,7 @@ def qwen_pre_resize(image: Image.Image, factor: int = 28) -> Image.Image:
 # --- the adapter ------------------------------------------------------------------------------------
 
 
-class UaeAdapter(Adapter):
+class UaeAdapter(HfAdapter):
     """UAE: Qwen2.5-VL + LoRA + projector encoder, SD3.5 transformer + LoRA decoder."""
 
     name: ClassVar[str] = "uae"
@@ -331,16 +324,18 @@ class UaeAdapter(Adapter):
         qwen_pre_resize: bool = True,
         generator_device: str = "cpu",
     ) -> None:
+        self._init_hf(
+            device=device,
+            dtype=dtype,
+            device_map=device_map,
+            trust_remote_code=trust_remote_code,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            do_sample=do_sample,
+        )
         self.model_ref = model
         self.sd3_ref = sd3
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
-        self.device_map = device_map or None
-        self.trust_remote_code = bool(trust_remote_code)
         self.revision = revision
-        self.max_new_tokens = int(max_new_tokens)
-        self.temperature = float(temperature)
-        self.do_sample = bool(do_sample)
         self.steps = int(steps)
         self.guidance_scale = float(guidance_scale)
         self.height = int(height)
@@ -530,22 +525,14 @@ class UaeAdapter(Adapter):
         text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         image_processor = self.processor.image_processor
         factor = int(getattr(image_processor, "patch_size", 14)) * int(getattr(image_processor, "merge_size", 2))
-        device = input_device(self.llm, self.device)
-        gen_kwargs = caption_generate_kwargs(
-            max_new_tokens=self.max_new_tokens, do_sample=self.do_sample, temperature=self.temperature
-        )
-        captions = []
-        for image, seed in zip(images, seeds, strict=True):
-            image = as_rgb(image)
+
+        def encode(image: Image.Image) -> Any:
             if self.use_qwen_pre_resize:
                 image = qwen_pre_resize(image, factor)
-            inputs = self.processor(text=[text], images=[image], padding=True, return_tensors="pt")
-            inputs = inputs.to(device, dtype=self.dtype)
-            with torch.inference_mode(), seeded(seed, device):
-                sequences = self.llm.generate(**inputs, **gen_kwargs)
-            # Not stripped: the official caption reaches the generator as decoded.
-            captions.extend(decode_new_tokens(self.processor, sequences, inputs["input_ids"].shape[1], strip=False))
-        return captions
+            return self.processor(text=[text], images=[image], padding=True, return_tensors="pt")
+
+        # Not stripped: the official caption reaches the generator as decoded.
+        return self._caption_each(self.llm, images, seeds, encode, strip=False)
 
     # --- generation --------------------------------------------------------------------------
 
@@ -597,19 +584,14 @@ class UaeAdapter(Adapter):
     # --- record ------------------------------------------------------------------------------
 
     def describe(self) -> dict[str, Any]:
-        overrides = caption_generate_kwargs(
-            max_new_tokens=self.max_new_tokens, do_sample=self.do_sample, temperature=self.temperature
-        )
         return {
             "model": self.model_ref,
             "revision": self.revision,
             "sd3": self.sd3_ref,
             "paths": self.paths.to_dict(),
-            "device": str(self.device),
-            "device_map": self.device_map,
-            "dtype": dtype_name(self.dtype),
+            **self._runtime_record(),
             "load": self.load_report,
-            "caption_sampling": effective_sampling(self.llm.generation_config, overrides),
+            "caption_sampling": self._caption_sampling(self.llm),
             "caption_image_pre_resize": "qwen_vl_utils.fetch_image" if self.use_qwen_pre_resize else None,
             "generation": {
                 "steps": self.steps,
@@ -627,10 +609,7 @@ class UaeAdapter(Adapter):
         }
 
     def close(self) -> None:
-        import gc
-
-        self.llm = self.projector = self.pipe = self.processor = None
-        gc.collect()
+        self._release("llm", "projector", "pipe", "processor")
 
 
 # --- files ----------------------------------------------------------------------------------------
