@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
@@ -72,9 +73,18 @@ def ssim(reference: np.ndarray, reconstruction: np.ndarray) -> float:
 
 
 class _PixelMetric(PairMetric):
+    #: How the number is computed, recorded in ``info.preprocessing`` after the shared resize.
+    method: ClassVar[dict[str, Any]] = {}
+
     def __init__(self, checkpoint: str | None = None, device: str = "cpu", dtype: str | None = None) -> None:
         # No weights, no device: the arguments exist only for the registry's uniform constructor.
         del checkpoint, device, dtype
+
+    @property
+    def info(self) -> MetricInfo:
+        return MetricInfo(
+            name=self.name, kind=self.kind, preprocessing={"resize": RESIZE, **self.method}, dtype="float64"
+        )
 
     def _score(self, reference: np.ndarray, reconstruction: np.ndarray) -> float:
         raise NotImplementedError
@@ -93,22 +103,13 @@ class _PixelMetric(PairMetric):
 class SsimMetric(_PixelMetric):
     name = "ssim"
     unit = "ssim"
-
-    @property
-    def info(self) -> MetricInfo:
-        return MetricInfo(
-            name=self.name,
-            kind=self.kind,
-            preprocessing={
-                "resize": RESIZE,
-                "implementation": "skimage.metrics.structural_similarity",
-                "window": f"{SSIM_WINDOW}x{SSIM_WINDOW} gaussian, sigma {SSIM_SIGMA}",
-                "use_sample_covariance": False,
-                "data_range": 255,
-                "channels": "RGB, per channel then averaged",
-            },
-            dtype="float64",
-        )
+    method = {
+        "implementation": "skimage.metrics.structural_similarity",
+        "window": f"{SSIM_WINDOW}x{SSIM_WINDOW} gaussian, sigma {SSIM_SIGMA}",
+        "use_sample_covariance": False,
+        "data_range": 255,
+        "channels": "RGB, per channel then averaged",
+    }
 
     def _score(self, reference: np.ndarray, reconstruction: np.ndarray) -> float:
         return ssim(reference, reconstruction)
@@ -117,19 +118,7 @@ class SsimMetric(_PixelMetric):
 class PsnrMetric(_PixelMetric):
     name = "psnr"
     unit = "db"
-
-    @property
-    def info(self) -> MetricInfo:
-        return MetricInfo(
-            name=self.name,
-            kind=self.kind,
-            preprocessing={
-                "resize": RESIZE,
-                "formula": "10*log10(255^2/MSE) over all pixels and RGB channels",
-                "cap_db": PSNR_CAP_DB,
-            },
-            dtype="float64",
-        )
+    method = {"formula": "10*log10(255^2/MSE) over all pixels and RGB channels", "cap_db": PSNR_CAP_DB}
 
     def _score(self, reference: np.ndarray, reconstruction: np.ndarray) -> float:
         return psnr_db(reference, reconstruction)
