@@ -19,7 +19,6 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
@@ -33,6 +32,7 @@ from unified_bench.adapters.registry import AdapterSpec, instantiate, prepare
 from unified_bench.datasets.base import EvalDataset, Sample, natural_key
 from unified_bench.errors import ConfigError, ImageLoadError, UnifiedBenchError
 from unified_bench.images import file_sha256, load_image
+from unified_bench.progress import progress_bar
 from unified_bench.results.model import SampleError
 from unified_bench.runner.distributed import ProcessGroup, ShardSpec, detect_process_group, wait_for_all
 from unified_bench.runner.protocol import PAPER_PROTOCOL, Protocol, seed_for
@@ -241,7 +241,7 @@ def run_samples(
             size = (protocol["generation"]["width"], protocol["generation"]["height"])
             # threads for decoding references and encoding/fsyncing outputs: both release the GIL
             workers = ThreadPoolExecutor(max_workers=min(batch_size, os.cpu_count() or 1, 8))
-            with workers, store, _progress(config.progress, console) as progress:
+            with workers, store, progress_bar(config.progress, console) as progress:
                 task = progress.add_task("round trip", total=len(pending)) if progress else None
                 for start in range(0, len(pending), batch_size):
                     batch = [_Item(s, seed_for(config.seed, s.sample_id)) for s in pending[start : start + batch_size]]
@@ -423,21 +423,6 @@ def _stage(
             accept(item, outcome.value)
         else:
             item.fail(stage, outcome.error or "invalid output")
-
-
-def _progress(enabled: bool, console: Console):
-    if not enabled:
-        return nullcontext()
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    )
 
 
 def _jsonable(value: Any) -> Any:

@@ -18,18 +18,17 @@ import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from PIL import Image
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from unified_bench.errors import ImageLoadError, UnifiedBenchError
 from unified_bench.images import file_sha256, load_image
 from unified_bench.metrics import EmbeddingMetric, Metric, PairInput, PairMetric, build_metric
+from unified_bench.progress import progress_bar
 from unified_bench.results.model import MetricScores, SampleError, SampleRecord, ScoreReport
 from unified_bench.scoring.cache import EmbeddingCache, default_cache_dir
 from unified_bench.scoring.pairing import Pair
@@ -78,21 +77,6 @@ class _Images:
 
     def reconstruction(self, sample: _Sample) -> Image.Image:
         return sample.recon_image if sample.recon_image is not None else load_image(sample.pair.reconstruction)
-
-
-def _progress(enabled: bool, console: Console | None) -> Progress | nullcontext:
-    if not enabled:
-        return nullcontext()
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        console=console or Console(stderr=True),
-        transient=False,
-    )
 
 
 def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
@@ -207,7 +191,7 @@ def score(
     metric_scores: list[MetricScores] = []
     failures: list[MetricFailure] = []
     metric_infos: list[dict] = []
-    with _progress(config.progress, console) as progress:
+    with progress_bar(config.progress, console) as progress:
         for name in config.metrics:
             t0 = time.perf_counter()
             try:
