@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from PIL import Image
 
@@ -208,24 +208,19 @@ class RunStore:
 
     def write_image(self, path: Path, image: Image.Image) -> None:
         """PNG via temp file + fsync + rename: the final name only ever holds a whole image."""
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as handle:
-                image.save(handle, format="PNG", compress_level=1)
-                if self.durable:
-                    handle.flush()
-                    os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        self._write_atomic(path, lambda handle: image.save(handle, format="PNG", compress_level=1))
 
     def write_bytes(self, path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._write_atomic(path, lambda handle: handle.write(data))
+
+    def _write_atomic(self, path: Path, write: Callable[[BinaryIO], object]) -> None:
+        """``write`` into a temp file beside ``path`` (fsynced when durable), then rename it
+        over ``path``; on any failure the temp file is removed and ``path`` is untouched."""
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             with open(tmp, "wb") as handle:
-                handle.write(data)
+                write(handle)
                 if self.durable:
                     handle.flush()
                     os.fsync(handle.fileno())
