@@ -63,9 +63,9 @@ def _cell(value) -> str:
 
 
 def read_log(path: str | Path) -> list[dict[str, float]]:
-    """Rows of a ``log.csv`` as floats (empty cells left out)."""
+    """Rows of a ``log.csv`` as floats (empty cells and the ``stage`` label left out)."""
     with Path(path).open(newline="") as handle:
-        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(handle)]
+        return [{k: float(v) for k, v in row.items() if v not in ("", None) and k != "stage"} for row in csv.DictReader(handle)]
 
 
 def combine_logs(logs: Sequence[tuple[str, str | Path]], out: str | Path) -> Path:

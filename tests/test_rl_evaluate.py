@@ -1,0 +1,76 @@
+"""Stage evaluation plumbing: paired improvements between real run directories, the training
+curve attached to a run where the leaderboard reads it, and the combined stage curves."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from leaderboard_runs import make_run, write_references  # noqa: E402
+
+from uae_reference.rl.curves import StepLog, combine_logs, plot_curves, read_log  # noqa: E402
+from uae_reference.rl.evaluate import EvaluationReport, StageEval, attach_training, paired_improvement  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rl-eval")
+    refs = write_references(root / "refs", 40)
+    low = make_run(root / "low", refs, model="uae-tiny", run_id="low", metrics=("effnet", "shapes-attr"), quality=0.5, seed=1, dataset="shapes")
+    high = make_run(root / "high", refs, model="uae-tiny", run_id="high", metrics=("effnet", "shapes-attr"), quality=0.8, seed=2, dataset="shapes")
+    return low, high
+
+
+def test_paired_improvement_excludes_zero_only_for_a_real_change(runs):
+    low, high = runs
+    up = paired_improvement(("pre-rl", low), ("g4u", high), "shapes-attr")
+    assert up.n == 40 and up.mean == pytest.approx(0.3, abs=0.05)
+    assert up.low > 0 and up.excludes_zero
+    same = paired_improvement(("a", low), ("b", low), "effnet")
+    assert same.mean == 0.0 and not same.excludes_zero
+    down = paired_improvement(("g4u", high), ("pre-rl", low), "effnet")
+    assert down.high < 0 and down.excludes_zero  # a CI below zero also excludes it: report says "no improvement"
+
+
+def test_report_markdown_lists_stages_and_changes(runs):
+    low, high = runs
+    stages = [StageEval("pre-rl", "ckpt", str(low), {"effnet": 0.5}, {"effnet": [0.48, 0.52]}, 40)]
+    report = EvaluationReport(stages, [paired_improvement(("pre-rl", low), ("g4u", high), "effnet")])
+    text = report.markdown()
+    assert "| pre-rl | 0.5000 [0.4800, 0.5200] |" in text and "| pre-rl -> g4u | effnet |" in text and "| yes |" in text
+    assert report.to_dict()["improvements"][0]["excludes_zero"] is True
+
+
+def _log(path: Path, rewards: list[float], lengths: list[float]) -> Path:
+    log = StepLog(path)
+    for step, (r, n) in enumerate(zip(rewards, lengths), start=1):
+        log.write({"step": step, "reward": r, "caption_length": n, "kl": 0.01 * step, "clip_fraction": 0.0, "attributes_per_object": 2 + step / 10})
+    return path
+
+
+def test_training_curve_reaches_the_leaderboard(runs, tmp_path):
+    from unified_bench.leaderboard.entries import read_curve
+    from unified_bench.results import load_results
+
+    _, high = runs
+    g4u = _log(tmp_path / "g4u.csv", [0.6, 0.65, 0.7], [20, 25, 31])
+    u4g = _log(tmp_path / "u4g.csv", [0.71, 0.73], [31, 31])
+    combined = combine_logs([("g4u", g4u), ("u4g", u4g)], tmp_path / "curves.csv")
+    rows = read_log(combined)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+    with open(combined, newline="") as handle:
+        assert [r["stage"] for r in csv.DictReader(handle)] == ["g4u"] * 3 + ["u4g"] * 2
+    assert plot_curves([("g4u", g4u), ("u4g", u4g)], tmp_path / "curves.png").stat().st_size > 0
+
+    attach_training(high, checkpoint="runs/uae-tiny-rl/u4g/final", curve_csv=combined)
+    data = load_results(high)  # still a valid results.json
+    assert data["run"]["training"]["curve_csv"] == "train/curve.csv"
+    warnings: list[str] = []
+    curve = read_curve(data["run"]["training"], Path(high), warnings)
+    assert not warnings
+    assert curve.reward == (0.6, 0.65, 0.7, 0.71, 0.73) and curve.caption_length[:3] == (20.0, 25.0, 31.0)
