@@ -42,7 +42,7 @@ def test_report_markdown_lists_stages_and_changes(runs):
     stages = [StageEval("pre-rl", "ckpt", str(low), {"effnet": 0.5}, {"effnet": [0.48, 0.52]}, 40)]
     report = EvaluationReport(stages, [paired_improvement(("pre-rl", low), ("g4u", high), "effnet")])
     text = report.markdown()
-    assert "| pre-rl | 0.5000 [0.4800, 0.5200] |" in text and "| pre-rl -> g4u | effnet |" in text and "| yes |" in text
+    assert "| pre-rl | 0.5000 [0.4800, 0.5200] |" in text and "| pre-rl -> g4u | effnet |" in text and "| yes, better |" in text
     assert report.to_dict()["improvements"][0]["excludes_zero"] is True
 
 

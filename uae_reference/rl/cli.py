@@ -77,6 +77,7 @@ def train_cmd(
     smoke: Annotated[bool, typer.Option(help="A few steps with tiny batches (CI).")] = False,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override any stage field: FIELD=VALUE (applied to every stage run).")] = None,
     export: Annotated[Optional[Path], typer.Option(help="Copy each stage's final checkpoint to EXPORT/<stage>.")] = None,
+    eval_limit: Annotated[int, typer.Option(help="Then evaluate the start and every stage on the first N test samples (0: skip).")] = 0,
     no_progress: Annotated[bool, typer.Option(help="No progress bar (logs only).")] = False,
 ) -> None:
     """Run G4U, U4G or both; each writes log.csv, samples.jsonl, curves.png and final/."""
@@ -119,6 +120,16 @@ def train_cmd(
         combine_logs(logs, output_dir / "curves.csv")
         plot_curves(logs, output_dir / "curves.png")
         say(f"curves: {output_dir / 'curves.csv'}, {output_dir / 'curves.png'}")
+    if eval_limit and state.is_main_process:
+        from uae_reference.rl.evaluate import attach_training, evaluate_stages
+
+        checkpoints = [("pre-rl" if stages[0] == "g4u" else "start", Path(init_from))]
+        checkpoints += [(name, output_dir / name / "final" if stage == "all" else output_dir / "final") for name in stages]
+        report = evaluate_stages(checkpoints, output_dir / "eval", limit=eval_limit, progress=not no_progress)
+        for (name, log_path), stage_eval in zip(logs, report.stages[1:]):
+            curve = output_dir / "curves.csv" if (len(logs) > 1 and name == logs[-1][0]) else log_path
+            attach_training(stage_eval.run_dir, checkpoint=stage_eval.checkpoint, curve_csv=curve)
+        say(report.markdown())
 
 
 def _export(src: Path, dst: Path) -> None:

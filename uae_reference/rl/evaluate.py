@@ -74,14 +74,13 @@ class EvaluationReport:
         for s in self.stages:
             cells = [f"{s.means[m]:.4f} [{s.ci95[m][0]:.4f}, {s.ci95[m][1]:.4f}]" for m in metrics]
             lines.append(f"| {s.name} | " + " | ".join(cells) + " |")
-        lines += ["", "| change | metric | mean paired difference | 95% CI | excludes 0 |", "|---|---|---|---|---|"]
+        lines += ["", "| change | metric | mean paired difference | 95% CI | CI excludes 0 |", "|---|---|---|---|---|"]
         for i in self.improvements:
             if i.mean is None:
                 lines.append(f"| {i.before} -> {i.after} | {i.metric} | n/a | n/a | no |")
                 continue
-            lines.append(
-                f"| {i.before} -> {i.after} | {i.metric} | {i.mean:+.4f} | [{i.low:+.4f}, {i.high:+.4f}] | {'yes' if i.excludes_zero else 'no'} |"
-            )
+            verdict = "no" if not i.excludes_zero else ("yes, better" if i.low > 0 else "yes, worse")
+            lines.append(f"| {i.before} -> {i.after} | {i.metric} | {i.mean:+.4f} | [{i.low:+.4f}, {i.high:+.4f}] | {verdict} |")
         return "\n".join(lines) + "\n"
 
 
