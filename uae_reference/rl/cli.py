@@ -151,6 +151,7 @@ def evaluate_cmd(
     batch_size: Annotated[int, typer.Option(min=1)] = 50,
     seed: Annotated[int, typer.Option(help="Global seed of the runs.")] = 0,
     curve: Annotated[Optional[list[str]], typer.Option(help="NAME=CSV: attach this training curve to NAME's run (run.training).")] = None,
+    num_threads: Annotated[int, typer.Option(help="torch threads (0: torch's default).")] = 1,
     no_progress: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Round-trip each checkpoint on Shapes (shapes-attr, effnet) and report paired improvements with CIs."""
@@ -162,7 +163,9 @@ def evaluate_cmd(
         if not sep or not name or not path:
             raise ConfigError(f"--checkpoint expects NAME=DIR, got {item!r}")
         pairs.append((name, Path(path)))
-    report = evaluate_stages(pairs, out, limit=limit, split=split, seed=seed, batch_size=batch_size, progress=not no_progress)
+    report = evaluate_stages(
+        pairs, out, limit=limit, split=split, seed=seed, batch_size=batch_size, progress=not no_progress, num_threads=num_threads
+    )
     for item in curve or []:
         name, _, csv_path = item.partition("=")
         stage = next((s for s in report.stages if s.name == name), None)

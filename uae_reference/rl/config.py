@@ -120,7 +120,8 @@ class RLConfig:
     log_every: int = 1
     #: keep this many (caption, reward) examples per logged step in samples.jsonl
     log_examples: int = 4
-    #: torch threads per process (0: torch's default)
+    #: torch threads per process (0: torch's default). [tiny] 1: on a shared 2-core CPU two
+    #: threads per process spin-wait on each other (a smoke run measured 8x slower with 2)
     num_threads: int = 0
     #: mixed precision for accelerate ("no" on CPU, "bf16" on GPUs)
     mixed_precision: str = "no"
@@ -222,6 +223,7 @@ TINY_RL: dict[str, RLConfig] = {
         normalisation="token",
         lora=LoraSettings(r=16, alpha=32),
         reconstruction_steps=10,
+        num_threads=1,
     ),
     "u4g": U4GConfig(
         steps=30,
@@ -236,6 +238,7 @@ TINY_RL: dict[str, RLConfig] = {
         clip_low=1e-3,
         std_scope="batch",
         lora=LoraSettings(r=16, alpha=32),
+        num_threads=1,
     ),
 }
 

@@ -181,9 +181,18 @@ def evaluate_stages(
     batch_size: int = 50,
     model_args: dict[str, dict[str, Any]] | None = None,
     progress: bool = True,
+    num_threads: int = 1,
 ) -> EvaluationReport:
     """Evaluate each (name, checkpoint) in order and the paired change between consecutive ones
-    (and from the first to the last); writes ``rl_evaluation.json`` and ``.md`` into ``out``."""
+    (and from the first to the last); writes ``rl_evaluation.json`` and ``.md`` into ``out``.
+
+    ``num_threads`` (torch threads; 0 keeps torch's default): 1 because the tiny model's
+    tensors are small and a shared CPU makes extra threads spin-wait.
+    """
+    import torch
+
+    if num_threads > 0:
+        torch.set_num_threads(num_threads)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stages = []
