@@ -75,16 +75,24 @@ class TrainConfig:
     paraphrase_fraction: float = 0.0
     #: decoder/coldstart: fraction of captions replaced by the empty caption (enables guidance)
     caption_dropout: float = 0.1
+    #: object order of SFT *short* targets: "canonical" (the grammar's: by shape, then colour)
+    #: or "cell" (by grid cell, as long captions are ordered; the order then hints at position)
+    short_caption_order: str = "canonical"
 
     # --- flow matching --------------------------------------------------------------------
     #: mean of the logit-normal noise-level density (SD3: 0)
     logit_mean: float = 0.0
     #: std of the logit-normal noise-level density (SD3: 1)
     logit_std: float = 1.0
+    #: for a clean-sample-predicting decoder: "velocity" (MSE of the derived velocity, i.e. the
+    #: x0 error weighted by 1 / max(sigma, 0.05)^2, as JiT) or "sample" (unweighted x0 MSE)
+    flow_loss_space: str = "velocity"
 
     # --- cold start -----------------------------------------------------------------------
     #: frozen image embedding of the semantic loss: "effnet" (offline) or "clip" (paper)
     semantic_metric: str = "effnet"
+    #: input side of the semantic network (0: its native resolution, as the metric uses)
+    semantic_resolution: int = 0
     #: weight of 1 - cos(embed(x0_hat), embed(x0))
     semantic_weight: float = 1.0
     #: weight of the flow-matching loss (keeps the decoder a valid velocity field)
@@ -155,7 +163,7 @@ TINY_STAGES: dict[str, TrainConfig] = {
 
 #: Seconds-scale settings for CI: the same code path, a few steps, small batches.
 SMOKE_OVERRIDES: dict[str, Any] = dict(
-    steps=12, batch_size=8, train_samples=256, warmup_steps=2, log_every=1, save_every=6, eval_every=0
+    steps=12, batch_size=8, train_samples=64, warmup_steps=2, log_every=1, save_every=6, eval_every=0, semantic_resolution=64
 )
 
 #: Paper-scale stage settings (what the dry run sizes; the paper's values where it gives them).

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unified_bench.datasets.shapes.captions import caption, paraphrase
+from unified_bench.datasets.shapes.captions import _join, _sentence, caption, count_phrase, paraphrase
 from unified_bench.datasets.shapes.scene import Scene
 from unified_bench.datasets.shapes.splits import make_sample
 
@@ -58,7 +58,13 @@ class ShapesTrainingSet:
         """The canonical long caption, or (with ``paraphrase_fraction``) one of 8 paraphrases."""
         return self._caption(index, "long", generator, paraphrase_fraction)
 
-    def short_caption(self, index: int, generator: torch.Generator, paraphrase_fraction: float = 0.0) -> str:
+    def short_caption(
+        self, index: int, generator: torch.Generator, paraphrase_fraction: float = 0.0, order: str = "canonical"
+    ) -> str:
+        if order == "cell":  # the grammar's short wording, objects in grid-cell order (as long captions)
+            scene = self.scenes[index]
+            clauses = [f"{'an' if o.color[0] in 'aeiou' else 'a'} {o.color} {o.shape}" for o in scene.objects]
+            return _sentence(count_phrase(len(scene)) + ": ", _join(clauses))
         return self._caption(index, "short", generator, paraphrase_fraction)
 
     def _caption(self, index: int, detail: str, generator: torch.Generator, paraphrase_fraction: float) -> str:

@@ -36,14 +36,18 @@ class Estimate:
         return f"{self.value:.4f} [{self.low:.4f}, {self.high:.4f}]"
 
 
+_NAN = float("nan")
+
+
 def _mean(values: Sequence[float]) -> Estimate:
     ci = bootstrap_mean_ci(list(values))
-    return Estimate(ci.estimate, ci.low, ci.high)
+    return Estimate(ci.estimate, ci.low, ci.high) if ci else Estimate(_NAN, _NAN, _NAN)
 
 
 def _ratio(num: Sequence[float], den: Sequence[float]) -> Estimate:
-    ci = bootstrap_joint_ci({"num": list(num), "den": list(den)}, lambda m: m["num"] / m["den"] if m["den"] else float("nan"))
-    return Estimate(ci.estimate, ci.low, ci.high)
+    """A pooled ratio sum(num) / sum(den) with a bootstrap interval (NaN when nothing is stated)."""
+    ci = bootstrap_joint_ci({"num": list(num), "den": list(den)}, lambda m: m["num"] / m["den"] if m["den"] else _NAN)
+    return Estimate(ci.estimate, ci.low, ci.high) if ci else Estimate(_NAN, _NAN, _NAN)
 
 
 @dataclass

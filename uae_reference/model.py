@@ -36,7 +36,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from uae_reference.flow import NUM_TRAIN_TIMESTEPS, classifier_free_guidance, euler_step
+from uae_reference.flow import NUM_TRAIN_TIMESTEPS, classifier_free_guidance, euler_step, predicted_clean_sample
 from uae_reference.projector import UAEProjector
 
 SETTINGS_FILE = "uae_config.json"
@@ -66,6 +66,9 @@ class UAESettings:
     caption_temperature: float = 0.7
     #: Euler steps of the decoder (official demo: 40)
     num_inference_steps: int = 20
+    #: what the transformer outputs: "velocity" (SD3, the paper) or "sample" (the clean image x0;
+    #: the tiny pixel-space preset, see uae_reference.presets); the sampler always integrates v
+    prediction: str = "velocity"
     #: classifier-free guidance scale; 1 disables the unconditional pass (official demo: 5.0)
     guidance_scale: float = 1.0
     #: caption of the unconditional branch of guidance
@@ -358,8 +361,8 @@ class UAEModel(nn.Module):
 
     # --- decoder: condition -> image ---------------------------------------------------------
 
-    def velocity(self, x_t: torch.Tensor, sigmas: torch.Tensor, cond: Condition) -> torch.Tensor:
-        """The decoder's velocity prediction ``v(x_t, sigma | caption)``."""
+    def decoder_output(self, x_t: torch.Tensor, sigmas: torch.Tensor, cond: Condition) -> torch.Tensor:
+        """The raw transformer output (a velocity or a clean sample, per ``settings.prediction``)."""
         timestep = sigmas.to(x_t.dtype).expand(x_t.shape[0]) * NUM_TRAIN_TIMESTEPS
         return self.decoder(
             hidden_states=x_t,
@@ -367,6 +370,26 @@ class UAEModel(nn.Module):
             pooled_projections=cond.pooled.to(x_t.dtype),
             timestep=timestep,
         ).sample
+
+    def velocity(self, x_t: torch.Tensor, sigmas: torch.Tensor, cond: Condition, *, sigma_floor: float = 1e-4) -> torch.Tensor:
+        """The velocity ``v(x_t, sigma | caption)`` the sampler integrates.
+
+        With ``prediction="sample"`` the network predicts ``x0`` and ``v = (x_t - x0_hat) / sigma``
+        (the straight path's velocity through ``x0_hat``); ``sigma_floor`` bounds the division
+        (training uses 0.05, as JiT does, so the loss weight ``1 / sigma^2`` stays finite).
+        """
+        out = self.decoder_output(x_t, sigmas, cond)
+        if self.settings.prediction == "velocity":
+            return out
+        s = sigmas.to(x_t.dtype).expand(x_t.shape[0]).clamp(min=sigma_floor).view(-1, *([1] * (x_t.ndim - 1)))
+        return (x_t - out) / s
+
+    def predict_clean(self, x_t: torch.Tensor, sigmas: torch.Tensor, cond: Condition) -> torch.Tensor:
+        """The one-step clean estimate ``x0_hat`` (direct for ``prediction="sample"``, else ``x_t - sigma v``)."""
+        out = self.decoder_output(x_t, sigmas, cond)
+        if self.settings.prediction == "sample":
+            return out
+        return predicted_clean_sample(x_t, out, sigmas.to(x_t.dtype).expand(x_t.shape[0]))
 
     def guided_velocity(
         self, x_t: torch.Tensor, sigma: float, cond: Condition, uncond: Condition | None, guidance_scale: float

@@ -23,6 +23,16 @@ without first training (and paying CPU minutes for) an autoencoder, and without 
 whose blur the Shapes oracle would then have to see through. 64 px is the smallest size at
 which the Shapes oracle reads small objects reliably (a small object is ~8 px wide).
 
+**Why the tiny decoder predicts the clean image.** A patch-8 RGB token has 192 values and
+the tiny transformer is 128 wide. A velocity ``v = noise - x0`` (or a noise prediction) is
+mostly Gaussian noise, which no 128-wide bottleneck can copy through 192 outputs, and the
+samples stay noisy; the clean image lies on a low-dimensional manifold and can. So the tiny
+preset sets ``prediction="sample"``: the SD3 transformer's output is read as ``x0_hat`` and the
+sampler, the schedule and the loss keep working in velocity space through
+``v = (x_t - x0_hat) / sigma`` (JiT, Li & He 2025, "Back to Basics: Let Denoising Generative
+Models Denoise", makes the same argument for pixel-space diffusion transformers). The paper
+preset keeps SD3's velocity prediction.
+
 The paper preset's architectures are written here as code (numbers from the checkpoints'
 ``config.json``), so they can be instantiated on PyTorch's ``meta`` device and counted without
 downloading anything; :func:`build_paper_model` with ``pretrained=True`` loads the real weights
@@ -158,6 +168,8 @@ TINY_LLM_WIDTH = 128
 #: std the background is a large constant in every visual token, and a from-scratch LLM (RMSNorm
 #: does not centre) takes hundreds of steps longer to read object colours through it.
 TINY_IMAGE_MEAN = (245 / 255, 244 / 255, 240 / 255)
+#: Text positions the tiny projector embeds (the decoder's condition length; see projector.py).
+TINY_PROJECTOR_POSITIONS = 72
 TINY_IMAGE_STD = (0.25, 0.25, 0.25)
 
 
@@ -232,12 +244,28 @@ TINY_SETTINGS = UAESettings(
     num_inference_steps=20,
     guidance_scale=1.0,
     negative_caption="",
+    prediction="sample",
     preset="tiny",
 )
 
 
-def build_tiny_model(*, seed: int = 0, settings: UAESettings | None = None, decoder_config: dict | None = None) -> UAEModel:
-    """The tiny preset with freshly initialised weights (deterministic given ``seed``)."""
+def build_tiny_model(
+    *,
+    seed: int = 0,
+    settings: UAESettings | None = None,
+    decoder_config: dict | None = None,
+    encoder_overrides: dict | None = None,
+    encoder_image_size: int = TINY_ENCODER_IMAGE_SIZE,
+    vision_patch: int = TINY_VISION_PATCH,
+    projector_positions: int = TINY_PROJECTOR_POSITIONS,
+) -> UAEModel:
+    """The tiny preset with freshly initialised weights (deterministic given ``seed``).
+
+    ``encoder_overrides`` = ``{"text": {...}, "vision": {...}}`` changes the Qwen2.5-VL configs
+    (experiments); ``projector_positions`` is the projector's text-position table (0: none).
+    """
+    import dataclasses
+
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
@@ -246,16 +274,23 @@ def build_tiny_model(*, seed: int = 0, settings: UAESettings | None = None, deco
     tokenizer = build_word_tokenizer(shapes_vocabulary())
     processor = build_tiny_processor(
         tokenizer,
-        image_size=TINY_ENCODER_IMAGE_SIZE,
-        patch_size=TINY_VISION_PATCH,
+        image_size=encoder_image_size,
+        patch_size=vision_patch,
         image_mean=TINY_IMAGE_MEAN,
         image_std=TINY_IMAGE_STD,
     )
     decoder_config = {**TINY_DECODER_CONFIG, **(decoder_config or {})}
+    settings = dataclasses.replace(settings or TINY_SETTINGS, encoder_image_size=encoder_image_size)
+    encoder_config = tiny_encoder_config(tokenizer, image_size=encoder_image_size, patch_size=vision_patch)
+    for part in ("text", "vision"):
+        encoder_config[f"{part}_config"].update((encoder_overrides or {}).get(part, {}))
     torch.manual_seed(seed)
-    encoder = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**tiny_encoder_config(tokenizer)))
+    encoder = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**encoder_config))
     projector = UAEProjector(
-        in_dim=TINY_LLM_WIDTH, out_dim=decoder_config["joint_attention_dim"], pooled_dim=decoder_config["pooled_projection_dim"]
+        in_dim=encoder_config["text_config"]["hidden_size"],
+        out_dim=decoder_config["joint_attention_dim"],
+        pooled_dim=decoder_config["pooled_projection_dim"],
+        max_positions=projector_positions,
     )
     decoder = SD3Transformer2DModel(**decoder_config)
     return UAEModel(
@@ -264,7 +299,7 @@ def build_tiny_model(*, seed: int = 0, settings: UAESettings | None = None, deco
         projector=projector,
         decoder=decoder,
         scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0),
-        settings=settings or TINY_SETTINGS,
+        settings=settings,
     )
 
 

@@ -30,13 +30,13 @@ def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
 class EffNetEmbedder(nn.Module):
     """The ``effnet`` metric's EfficientNet-Lite as a frozen torch module on [-1, 1] images."""
 
-    def __init__(self, checkpoint: str = "efficientnet-lite0", device: str | torch.device = "cpu") -> None:
+    def __init__(self, checkpoint: str = "efficientnet-lite0", device: str | torch.device = "cpu", resolution: int = 0) -> None:
         super().__init__()
         from unified_bench.metrics.effnet import INPUT_MEAN, INPUT_STD, EffNetMetric
 
         metric = EffNetMetric(checkpoint=checkpoint, device=str(device))
         self.net = metric.model.float().eval().requires_grad_(False)
-        self.resolution = metric.resolution
+        self.resolution = resolution or metric.resolution
         self.mean, self.std = INPUT_MEAN, INPUT_STD
         self.name = "effnet"
 
@@ -56,12 +56,14 @@ class ClipEmbedder(nn.Module):
     MEAN = (0.48145466, 0.4578275, 0.40821073)
     STD = (0.26862954, 0.26130258, 0.27577711)
 
-    def __init__(self, checkpoint: str = "openai/clip-vit-large-patch14", device: str | torch.device = "cpu") -> None:
+    def __init__(self, checkpoint: str = "openai/clip-vit-large-patch14", device: str | torch.device = "cpu", resolution: int = 0) -> None:
         super().__init__()
         from transformers import CLIPVisionModelWithProjection
 
         self.net = CLIPVisionModelWithProjection.from_pretrained(checkpoint).to(device).eval().requires_grad_(False)
-        self.resolution = self.net.config.image_size
+        self.resolution = self.net.config.image_size  # ViT position embeddings fix it
+        if resolution not in (0, self.resolution):
+            raise ValueError(f"CLIP reads {self.resolution} px; semantic_resolution must be 0 or {self.resolution}")
         self.register_buffer("mean", torch.tensor(self.MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(self.STD).view(1, 3, 1, 1), persistent=False)
         self.name = "clip"
@@ -75,10 +77,10 @@ class ClipEmbedder(nn.Module):
         return self.net(pixel_values=pixels.to(self.net.dtype)).image_embeds
 
 
-def build_semantic_embedder(name: str, device: str | torch.device = "cpu") -> nn.Module:
-    """``effnet`` (offline) or ``clip``; the module is frozen and in eval mode."""
+def build_semantic_embedder(name: str, device: str | torch.device = "cpu", resolution: int = 0) -> nn.Module:
+    """``effnet`` (offline) or ``clip``; frozen, in eval mode. ``resolution`` 0: the metric's own."""
     if name == "effnet":
-        return EffNetEmbedder(device=device)
+        return EffNetEmbedder(device=device, resolution=resolution)
     if name == "clip":
-        return ClipEmbedder(device=device)
+        return ClipEmbedder(device=device, resolution=resolution)
     raise ValueError(f"unknown semantic metric {name!r}; use effnet or clip")

@@ -19,7 +19,8 @@ captions with probability ``1 - sft_long_fraction`` and long captions otherwise.
   weights — projected, and the decoder predicts ``v`` at a noise level ``sigma ~ U(0,
   semantic_max_sigma)``. Its one-step clean estimate ``x0_hat = x_t - sigma * v`` (exact for
   the straight path ``x_t = (1 - sigma) x0 + sigma e`` whenever ``v = e - x0``; the
-  conditional mean of ``x0`` for an MSE-optimal ``v``) is decoded and embedded with the frozen
+  conditional mean of ``x0`` for an MSE-optimal ``v``; a decoder with ``prediction="sample"``
+  outputs it directly) is decoded and embedded with the frozen
   semantic network; the loss is ``1 - cos(embed(x0_hat), embed(x0))``. Using ``x0_hat`` rather
   than a full sampling chain keeps the image a *single* differentiable decoder call away from
   the condition, so one backward pass reaches the decoder, the projector and — through the
@@ -40,14 +41,13 @@ from torch import nn
 
 from uae_reference.config import TrainConfig
 from uae_reference.data import ShapesTrainingSet
-from uae_reference.flow import (
-    flow_matching_loss,
-    noisy_sample,
-    predicted_clean_sample,
-    sample_sigmas_logit_normal,
-)
+from uae_reference.flow import flow_matching_loss, noisy_sample, sample_sigmas_logit_normal
 from uae_reference.model import UAEModel, uint8_to_unit
 from uae_reference.semantic import semantic_distance
+
+#: With a clean-sample-predicting decoder, the training velocity divides by max(sigma, this):
+#: the loss is then the flow-matching loss with weight 1 / max(sigma, 0.05)^2 on the x0 error.
+VELOCITY_SIGMA_FLOOR = 0.05
 
 #: Loss columns each stage reports (besides the total "loss").
 STAGE_TERMS: dict[str, tuple[str, ...]] = {
@@ -76,7 +76,7 @@ def make_batch(data: ShapesTrainingSet, indices: list[int], config: TrainConfig,
         drop = torch.rand((), generator=generator).item() < config.caption_dropout
         condition.append("" if drop else long)
         is_long = torch.rand((), generator=generator).item() < config.sft_long_fraction
-        target.append(long if is_long else data.short_caption(i, generator, config.paraphrase_fraction))
+        target.append(long if is_long else data.short_caption(i, generator, config.paraphrase_fraction, config.short_caption_order))
     seeds = [config.seed * 1_000_003 + step * 65_537 + i for i in indices]
     return Batch(data.images[indices], data.encoder_images[indices], condition, target, seeds)
 
@@ -87,8 +87,12 @@ def decoder_step_loss(model: UAEModel, batch: Batch, config: TrainConfig, genera
     sigmas = sample_sigmas_logit_normal(len(x0), mean=config.logit_mean, std=config.logit_std, generator=generator)
     noise = torch.randn(x0.shape, generator=generator).to(x0)
     sigmas = sigmas.to(x0.device)
-    v = model.velocity(noisy_sample(x0, noise, sigmas), sigmas, cond)
-    loss = flow_matching_loss(v, x0, noise)
+    x_t = noisy_sample(x0, noise, sigmas)
+    if model.settings.prediction == "sample" and config.flow_loss_space == "sample":
+        loss = (model.predict_clean(x_t, sigmas, cond).float() - x0.float()).pow(2).mean()
+    else:
+        v = model.velocity(x_t, sigmas, cond, sigma_floor=VELOCITY_SIGMA_FLOOR)
+        loss = flow_matching_loss(v, x0, noise)
     return {"loss": loss, "flow": loss}
 
 
@@ -123,8 +127,7 @@ def coldstart_step_loss(
     cond = model.encode_condition(captions)  # differentiable w.r.t. the LLM (teacher-forced tokens)
     sigmas = (torch.rand(b, generator=generator) * config.semantic_max_sigma).to(x0.device)
     noise = torch.randn(x0.shape, generator=generator).to(x0)
-    x_t = noisy_sample(x0, noise, sigmas)
-    x0_hat = predicted_clean_sample(x_t, model.velocity(x_t, sigmas, cond), sigmas)
+    x0_hat = model.predict_clean(noisy_sample(x0, noise, sigmas), sigmas, cond)
     with torch.no_grad():
         reference = semantic(images)
     sem = semantic_distance(semantic(model.decode_latents(x0_hat)), reference)

@@ -92,7 +92,7 @@ class CsvLog:
         rows = []
         if resume_step > 0 and path.exists():
             with path.open(newline="") as handle:
-                rows = [r for r in csv.DictReader(handle) if int(r["step"]) < resume_step]
+                rows = [r for r in csv.DictReader(handle) if int(r["step"]) <= resume_step]
         with path.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
@@ -172,6 +172,9 @@ def train_stage(
     from accelerate.utils import set_seed
 
     accelerator = Accelerator(
+        # without a visible GPU, ask for the CPU explicitly: ranks started by the torch
+        # launcher (`accelerate launch --multi_gpu`) then join one gloo group
+        cpu=not torch.cuda.is_available(),
         mixed_precision=config.mixed_precision,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
     )
@@ -193,7 +196,7 @@ def train_stage(
     if config.stage == "coldstart":
         from uae_reference.semantic import build_semantic_embedder
 
-        semantic = build_semantic_embedder(config.semantic_metric, device=accelerator.device)
+        semantic = build_semantic_embedder(config.semantic_metric, device=accelerator.device, resolution=config.semantic_resolution)
     module = StageModule(model, config, semantic).train()
     optimizer = torch.optim.AdamW(parameter_groups(params, config.weight_decay), lr=config.learning_rate, betas=(0.9, 0.999))
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -299,6 +302,9 @@ def train_stage(
     # --- final checkpoint ---------------------------------------------------------------------
     final_dir = out / FINAL_DIR
     accelerator.wait_for_everyone()
+    # every rank records a digest of the weights it ended with: equal digests = one DDP group
+    digest = state_digest(accelerator.unwrap_model(module).model)
+    (out / f"weights-rank{accelerator.process_index}.sha256").write_text(digest + "\n")
     if accelerator.is_main_process:
         trained = accelerator.unwrap_model(module).model
         if final_dir.exists():
@@ -306,7 +312,8 @@ def train_stage(
         trained.eval().save_pretrained(final_dir)
         plot_log(out / LOG_FILE, out / PLOT_FILE, f"{config.preset} {config.stage}")
     accelerator.wait_for_everyone()
-    accelerator.end_training()
+    # (no accelerator.end_training(): it destroys the process group, and `--stage all` runs the
+    # next stage in the same processes)
     return StageResult(
         stage=config.stage,
         output_dir=out,
@@ -318,6 +325,18 @@ def train_stage(
         log_path=out / LOG_FILE,
         evals=evals,
     )
+
+
+def state_digest(model: torch.nn.Module) -> str:
+    """sha256 over every tensor of the state dict (names, dtypes, shapes and bytes)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
 
 
 def save_state(accelerator, state_dir: Path, step: int) -> None:

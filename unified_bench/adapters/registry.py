@@ -122,6 +122,18 @@ BUILTIN: dict[str, AdapterSpec] = {
             needs=(*_HF, "diffusers", "peft"),
         ),
         AdapterSpec(
+            "uae-reference",
+            "uae_reference.adapter:UAEReferenceAdapter",
+            "reference UAE model (uae_reference): any checkpoint from `uae-reference train` (--model-arg checkpoint=DIR)",
+            needs=(*_HF, "diffusers"),
+        ),
+        AdapterSpec(
+            "uae-tiny",
+            "uae_reference.adapter:UAETinyAdapter",
+            "reference UAE model, the shipped tiny checkpoint trained on Shapes on a CPU",
+            needs=(*_HF, "diffusers"),
+        ),
+        AdapterSpec(
             "shapes-oracle",
             "unified_bench.adapters.shapes:ShapesOracleAdapter",
             "Shapes track oracle: exact scene caption and exact re-render (upper bound)",
