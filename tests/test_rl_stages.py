@@ -203,3 +203,28 @@ def test_smoke_g4u_then_u4g(tiny_checkpoint, tmp_path):
     assert not same(start.encoder, after_g4u.encoder) and same(start.decoder, after_g4u.decoder)
     assert same(after_g4u.encoder, after_u4g.encoder) and not same(after_g4u.decoder, after_u4g.decoder)
     assert same(start.projector, after_u4g.projector)
+
+
+# --- bundled stages --------------------------------------------------------------------------------------
+
+
+def test_uae_tiny_stage_argument_selects_a_bundled_stage(tiny_checkpoint, tmp_path, monkeypatch):
+    import uae_reference.rl.checkpoints as checkpoints
+    from uae_reference.adapter import UAETinyAdapter, UAETinyConfig
+    from unified_bench.errors import WeightsNotFoundError
+
+    monkeypatch.setattr(checkpoints, "BUNDLED", tmp_path / "uae-tiny")
+    monkeypatch.setattr(checkpoints, "STAGES_DIR", tmp_path / "uae-tiny-stages")
+    with pytest.raises(WeightsNotFoundError, match="rl train --stage all"):
+        UAETinyAdapter(UAETinyConfig(stage="g4u"))
+    with pytest.raises(ConfigError):
+        checkpoints.stage_checkpoint("cold")
+    # export: the pre-RL checkpoint may itself be the bundled one; it is staged before replacing
+    checkpoints.export_stages(tiny_checkpoint, tiny_checkpoint, tiny_checkpoint)
+    checkpoints.export_stages(tmp_path / "uae-tiny", tiny_checkpoint, tiny_checkpoint)
+    for stage in ("pre-rl", "g4u", "u4g", "final"):
+        assert (checkpoints.stage_checkpoint(stage) / "uae_config.json").is_file()
+    adapter = UAETinyAdapter(UAETinyConfig(stage="pre-rl"))
+    assert adapter.describe()["checkpoint"] == str(tmp_path / "uae-tiny-stages" / "pre-rl")
+    with pytest.raises(ConfigError, match="not both"):
+        UAETinyAdapter(UAETinyConfig(stage="g4u", checkpoint=str(tiny_checkpoint)))

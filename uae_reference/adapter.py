@@ -133,6 +133,8 @@ class UAEReferenceAdapter(Adapter):
 @dataclass
 class UAETinyConfig(UAEReferenceConfig):
     checkpoint: str = field(default="bundled", metadata={"help": "'bundled' (the shipped tiny checkpoint) or a folder"})
+    # Unified-GRPO stages of the bundled model (uae_reference.rl.checkpoints)
+    stage: str = field(default="final", metadata={"help": "bundled stage: final (shipped), pre-rl, g4u or u4g", "choices": ("final", "pre-rl", "g4u", "u4g")})
 
 
 class UAETinyAdapter(UAEReferenceAdapter):
@@ -140,4 +142,16 @@ class UAETinyAdapter(UAEReferenceAdapter):
 
     name = "uae-tiny"
     config_class = UAETinyConfig
+
+    def __init__(self, config: UAETinyConfig | None = None) -> None:
+        import dataclasses
+
+        config = config or UAETinyConfig()
+        if config.stage != "final":  # --model-arg stage=pre-rl|g4u|u4g (docs/unified-grpo.md)
+            from uae_reference.rl.checkpoints import stage_checkpoint
+
+            if config.checkpoint != "bundled":
+                raise ConfigError("uae-tiny: pass either stage= (a bundled stage) or checkpoint=DIR, not both")
+            config = dataclasses.replace(config, checkpoint=str(stage_checkpoint(config.stage)))
+        super().__init__(config)
 

@@ -78,6 +78,7 @@ def train_cmd(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override any stage field: FIELD=VALUE (applied to every stage run).")] = None,
     export: Annotated[Optional[Path], typer.Option(help="Copy each stage's final checkpoint to EXPORT/<stage>.")] = None,
     eval_limit: Annotated[int, typer.Option(help="Then evaluate the start and every stage on the first N test samples (0: skip).")] = 0,
+    export_stages: Annotated[bool, typer.Option(help="--stage all: ship the result as uae-tiny and keep pre-rl/g4u in uae-tiny-stages/.")] = False,
     no_progress: Annotated[bool, typer.Option(help="No progress bar (logs only).")] = False,
 ) -> None:
     """Run G4U, U4G or both; each writes log.csv, samples.jsonl, curves.png and final/."""
@@ -116,6 +117,13 @@ def train_cmd(
         if export is not None:
             _export(result.final_dir, export / name)
     say(f"total {(time.time() - started) / 60:.1f} min")
+    if export_stages and state.is_main_process:
+        from uae_reference.rl.checkpoints import export_stages as ship
+
+        if stage != "all":
+            raise ConfigError("--export-stages needs --stage all (pre-rl, g4u and u4g)")
+        targets = ship(Path(init_from), output_dir / "g4u" / "final", output_dir / "u4g" / "final")
+        say("bundled stages: " + ", ".join(f"{k} -> {v}" for k, v in targets.items()))
     if len(logs) > 1 and state.is_main_process:
         combine_logs(logs, output_dir / "curves.csv")
         plot_curves(logs, output_dir / "curves.png")
