@@ -164,11 +164,18 @@ class G4UConfig(RLConfig):
     #: Euler steps of the frozen decoder when reconstructing a caption for its reward
     #: ([tiny] fewer than at evaluation, for speed); 0: the checkpoint's own
     reconstruction_steps: int = 10
+    #: what reconstructs a caption: "decoder" (the frozen UAE decoder: the method) or "renderer"
+    #: (Shapes only: the track's exact renderer of the parsed caption, unknown attributes drawn
+    #: from the group's seed — an ideal frozen decoder, for ablations and for checking G4U
+    #: while a learned decoder is not available; it reads the caption, never the ground truth)
+    reconstruction: str = "decoder"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.normalisation not in NORMALISATIONS:
             raise ConfigError(f"normalisation must be one of {', '.join(NORMALISATIONS)}")
+        if self.reconstruction not in ("decoder", "renderer"):
+            raise ConfigError("reconstruction must be 'decoder' or 'renderer'")
 
 
 @dataclass

@@ -63,6 +63,20 @@ class G4URollout:
     reconstructions: list = field(default_factory=list)  # PIL images (kept for the examples log)
 
 
+def render_captions(texts: list[str], seeds: list[int], size: int) -> list:
+    """An ideal frozen decoder for Shapes: parse each caption, fill what it leaves unsaid from the
+    seed, render exactly (what ``shapes-oracle`` does with a caption). Reads only the caption."""
+    from unified_bench.datasets.shapes.captions import parse
+    from unified_bench.datasets.shapes.render import blank_image, render
+    from unified_bench.datasets.shapes.scene import complete_scene
+
+    images = []
+    for text, seed in zip(texts, seeds):
+        scene = complete_scene(parse(text), seed)
+        images.append(render(scene, size, jitter_seed=seed) if scene.objects else blank_image(size))
+    return images
+
+
 def _teacher_forced(model: UAEModel, images: torch.Tensor, token_ids: torch.Tensor, mask: torch.Tensor, temperature: float) -> torch.Tensor:
     inputs = model.caption_prompt_inputs(list(images))
     return model.caption_logprobs(inputs, token_ids, mask, temperature=temperature)
@@ -105,9 +119,12 @@ def g4u_rollout(
     # 2. reconstructions by the frozen decoder (one initial noise per group)
     started = time.perf_counter()
     noise_seeds = [rollout_seed(config.seed, step, i, 0, NOISE_STREAM) for i in indices for _ in range(group)]
-    cond = model.encode_condition(sample.texts)
-    trajectory = model.sample_latents(cond, seeds=noise_seeds, num_steps=config.reconstruction_steps or None)
-    reconstructions = tensor_to_images(model.decode_latents(trajectory.latents))
+    if config.reconstruction == "renderer":
+        reconstructions = render_captions(sample.texts, noise_seeds, model.settings.image_size)
+    else:
+        cond = model.encode_condition(sample.texts)
+        trajectory = model.sample_latents(cond, seeds=noise_seeds, num_steps=config.reconstruction_steps or None)
+        reconstructions = tensor_to_images(model.decode_latents(trajectory.latents))
     timings["seconds_decoding"] = time.perf_counter() - started
 
     # 3. rewards: similarity of each reconstruction with its original
