@@ -87,7 +87,7 @@ def _compare_reward(checkpoint: str, group: int, prompts: int) -> None:
     from uae_reference.rl.rewards import ReconstructionReward
 
     reward = ReconstructionReward(RewardSettings())
-    data = ShapesTrainingSet.load("train", 64, 64)  # decoder-size renders: the reward's inputs
+    data = ShapesTrainingSet.load("train", 64, 256)  # decoder-size renders: the reward's inputs
     originals = tensor_to_images(data.images[:prompts].float().div(127.5).sub(1.0))
     recon = tensor_to_images(data.images[prompts : prompts * (group + 1)].float().div(127.5).sub(1.0))
     paired = [originals[k // group] for k in range(len(recon))]

@@ -35,6 +35,11 @@ class ReconstructionReward:
         if isinstance(self.metric, PairMetric) and self.metric.needs_meta:
             raise ConfigError(f"{settings.metric} needs ground truth (sample meta) and cannot be a reward")
         self.name = settings.metric
+        network = getattr(self.metric, "model", None)
+        if isinstance(network, torch.nn.Module) and any(isinstance(m, torch.nn.Conv2d) for m in network.modules()):
+            # Convolutions (EfficientNet's depthwise ones above all) run ~1.5x faster on the CPU
+            # with channels-last weights; the embeddings agree to ~1e-6.
+            network.to(memory_format=torch.channels_last)
 
     @property
     def is_embedding(self) -> bool:
