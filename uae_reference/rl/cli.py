@@ -160,6 +160,7 @@ def evaluate_cmd(
     seed: Annotated[int, typer.Option(help="Global seed of the runs.")] = 0,
     curve: Annotated[Optional[list[str]], typer.Option(help="NAME=CSV: attach this training curve to NAME's run (run.training).")] = None,
     num_threads: Annotated[int, typer.Option(help="torch threads (0: torch's default).")] = 1,
+    reconstruction: Annotated[str, typer.Option(help="decoder (the checkpoint's) or renderer (Shapes' exact renderer: an ideal decoder).")] = "decoder",
     no_progress: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Round-trip each checkpoint on Shapes (shapes-attr, effnet) and report paired improvements with CIs."""
@@ -172,7 +173,8 @@ def evaluate_cmd(
             raise ConfigError(f"--checkpoint expects NAME=DIR, got {item!r}")
         pairs.append((name, Path(path)))
     report = evaluate_stages(
-        pairs, out, limit=limit, split=split, seed=seed, batch_size=batch_size, progress=not no_progress, num_threads=num_threads
+        pairs, out, limit=limit, split=split, seed=seed, batch_size=batch_size, progress=not no_progress,
+        num_threads=num_threads, reconstruction=reconstruction,
     )
     for item in curve or []:
         name, _, csv_path = item.partition("=")

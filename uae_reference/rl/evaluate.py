@@ -103,6 +103,34 @@ def paired_improvement(before: tuple[str, str | Path], after: tuple[str, str | P
     return Improvement(before[0], after[0], metric, ci.estimate, ci.low, ci.high, ci.n)
 
 
+class EncoderWithRenderer:
+    """A checkpoint's encoder with Shapes' exact renderer as decoder (an ideal frozen decoder).
+
+    It measures what the captions convey, independent of how well the decoder reads them —
+    the evaluation that matches G4U runs with ``reconstruction="renderer"``.
+    """
+
+    def __new__(cls, checkpoint: str, batch_size: int):
+        from uae_reference.adapter import UAEReferenceAdapter, UAEReferenceConfig
+        from uae_reference.rl.g4u import render_captions
+        from unified_bench.adapters.base import Capabilities
+
+        class _Adapter(UAEReferenceAdapter):
+            name = "uae-reference+shapes-renderer"
+
+            def generate(self, prompts, *, seeds, size):
+                side = self.model.settings.image_size
+                return render_captions(list(prompts), list(seeds), side)
+
+            def describe(self):
+                return {**super().describe(), "decoder": "Shapes renderer of the parsed caption (ideal decoder)"}
+
+        adapter = _Adapter(UAEReferenceConfig(checkpoint=checkpoint, batch_size=batch_size))
+        side = adapter.model.settings.image_size
+        adapter.capabilities = Capabilities(max_batch_size=batch_size, native_resolution=(side, side), deterministic=True)
+        return adapter
+
+
 def evaluate_stage(
     name: str,
     checkpoint: str | Path,
@@ -117,18 +145,29 @@ def evaluate_stage(
     model_args: dict[str, Any] | None = None,
     resume: bool = False,
     progress: bool = True,
+    reconstruction: str = "decoder",
 ) -> StageEval:
-    """``unified-bench eval`` of one checkpoint on Shapes; returns its means and CIs."""
+    """``unified-bench eval`` of one checkpoint on Shapes; returns its means and CIs.
+
+    ``reconstruction="renderer"`` replaces the checkpoint's decoder by Shapes' exact renderer
+    of the parsed caption (:class:`EncoderWithRenderer`).
+    """
     from unified_bench.results import load_results
     from unified_bench.runner.eval import EvalConfig, run_eval
     from uae_reference.adapter import UAEReferenceAdapter, UAEReferenceConfig
 
-    adapter = UAEReferenceAdapter(UAEReferenceConfig(checkpoint=str(checkpoint), batch_size=batch_size))
+    if reconstruction == "renderer":
+        adapter = EncoderWithRenderer(str(checkpoint), batch_size)
+        model_name = adapter.name
+    elif reconstruction == "decoder":
+        adapter = UAEReferenceAdapter(UAEReferenceConfig(checkpoint=str(checkpoint), batch_size=batch_size))
+    else:
+        raise ValueError("reconstruction must be 'decoder' or 'renderer'")
     config = EvalConfig(
         model=model_name,
         data="shapes",
         out=Path(out),
-        model_args=model_args if model_args is not None else {"checkpoint": str(checkpoint)},
+        model_args=model_args if model_args is not None else {"checkpoint": str(checkpoint), "reconstruction": reconstruction},
         data_args={"split": split},
         metrics=list(metrics),
         seed=seed,
@@ -182,6 +221,7 @@ def evaluate_stages(
     model_args: dict[str, dict[str, Any]] | None = None,
     progress: bool = True,
     num_threads: int = 1,
+    reconstruction: str = "decoder",
 ) -> EvaluationReport:
     """Evaluate each (name, checkpoint) in order and the paired change between consecutive ones
     (and from the first to the last); writes ``rl_evaluation.json`` and ``.md`` into ``out``.
@@ -202,7 +242,7 @@ def evaluate_stages(
         stages.append(
             evaluate_stage(
                 name, checkpoint, run_dir, limit=limit, split=split, metrics=metrics, seed=seed, batch_size=batch_size,
-                model_args=(model_args or {}).get(name), resume=resume, progress=progress,
+                model_args=(model_args or {}).get(name), resume=resume, progress=progress, reconstruction=reconstruction,
             )
         )
     report = EvaluationReport(stages, split=split, limit=limit)
