@@ -27,8 +27,8 @@ app = typer.Typer(
 weights_app = typer.Typer(help="Manage metric weights (pre-download for air-gapped clusters).", no_args_is_help=True)
 app.add_typer(weights_app, name="weights")
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)  # never break a path or message across lines
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def parse_key_values(items: list[str] | None, flag: str) -> dict[str, str]:
