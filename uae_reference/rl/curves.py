@@ -86,8 +86,22 @@ def combine_logs(logs: Sequence[tuple[str, str | Path]], out: str | Path) -> Pat
     return out
 
 
-def plot_curves(logs: Sequence[tuple[str, str | Path]], out: str | Path, title: str = "Unified-GRPO on Shapes") -> Path:
-    """Reward, caption length, attributes per object, KL and clip fraction against step (PNG)."""
+def moving_average(values: Sequence[float], window: int) -> list[float]:
+    """Trailing mean over up to ``window`` points (the first points average what exists)."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def plot_curves(
+    logs: Sequence[tuple[str, str | Path]], out: str | Path, title: str = "Unified-GRPO on Shapes", smooth: int = 5
+) -> Path:
+    """Reward, caption length, attributes per object, KL and clip fraction against step (PNG):
+    each step faint, a ``smooth``-step trailing mean bold (rewards vary with the prompts drawn)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -111,10 +125,8 @@ def plot_curves(logs: Sequence[tuple[str, str | Path]], out: str | Path, title: 
             if not pts:
                 continue
             xs, ys = zip(*pts)
-            ax.plot(xs, ys, label=stage.upper(), linewidth=1.2)
-            if key == "reward":
-                band = [(r["step"] + offset, r[key], r.get("reward_std", 0.0)) for r in rows if key in r]
-                ax.fill_between([b[0] for b in band], [b[1] - b[2] for b in band], [b[1] + b[2] for b in band], alpha=0.15)
+            (line,) = ax.plot(xs, ys, linewidth=0.8, alpha=0.45)
+            ax.plot(xs, moving_average(ys, smooth), color=line.get_color(), linewidth=1.8, label=stage.upper())
             ax.set_title(label, fontsize=9)
             ax.set_xlabel("step")
         offset += int(max(r["step"] for r in rows))
