@@ -163,7 +163,7 @@ def evaluate_cmd(
     reconstruction: Annotated[str, typer.Option(help="decoder (the checkpoint's) or renderer (Shapes' exact renderer: an ideal decoder).")] = "decoder",
     no_progress: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
-    """Round-trip each checkpoint on Shapes (shapes-attr, effnet) and report paired improvements with CIs."""
+    """Round-trip each checkpoint on Shapes (shapes-attr, effnet, ssim) and report paired improvements with CIs."""
     from uae_reference.rl.evaluate import attach_training, evaluate_stages
 
     pairs = []

@@ -1,7 +1,7 @@
 """Held-out evaluation of RL stage checkpoints through the benchmark itself.
 
 Each checkpoint is run through ``unified-bench eval`` (the runner, as a library call) on the
-Shapes **test** split — captions, reconstructions, ``shapes-attr`` and ``effnet`` scores in an
+Shapes **test** split — captions, reconstructions, ``shapes-attr``, ``effnet`` and ``ssim`` scores in an
 ordinary run directory the leaderboard can read — and consecutive stages are compared per
 sample: the mean paired difference with its paired-bootstrap 95% interval
 (:func:`unified_bench.scoring.stats.paired_difference_ci`). The runs share sample ids, seeds
@@ -20,7 +20,7 @@ from typing import Any
 
 from unified_bench.scoring.stats import paired_difference_ci
 
-EVAL_METRICS: tuple[str, ...] = ("shapes-attr", "effnet")
+EVAL_METRICS: tuple[str, ...] = ("shapes-attr", "effnet", "ssim")  # the Shapes track's metrics
 REPORT_FILE = "rl_evaluation.json"
 
 
