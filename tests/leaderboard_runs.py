@@ -20,7 +20,8 @@ from unified_bench.provenance import new_run_record
 from unified_bench.results import MetricScores, SampleError, SampleRecord, ScoreReport, write_report
 
 REPO = Path(__file__).resolve().parents[1]
-REPORTED_ENTRIES = REPO / "leaderboard" / "entries"
+# The reported row only: stored calibration runs under leaderboard/entries/ would change the counts.
+REPORTED_ENTRIES = REPO / "leaderboard" / "entries" / "uae-reported-arxiv-2509.09666.json"
 PAYLOAD_NAME = 'evil <script>window.__pwned=1;document.title="pwned"</script>'
 PAYLOAD_CAPTION = "<img src=x onerror=\"window.__pwned=2;document.title='pwned'\"> a cat"
 
