@@ -132,6 +132,7 @@ def train_rl_stage(
         mixed_precision=config.mixed_precision,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
+    threads_before = torch.get_num_threads()
     if config.num_threads > 0:
         torch.set_num_threads(config.num_threads)
     out = Path(config.output_dir)
@@ -267,6 +268,7 @@ def train_rl_stage(
         plot_curves([(config.stage, out / LOG_FILE)], out / PLOT_FILE, title=f"{config.stage.upper()} on Shapes")
     accelerator.wait_for_everyone()
     reward.close()
+    torch.set_num_threads(threads_before)
     # no accelerator.end_training(): it destroys the process group, and the next stage of
     # `rl train --stage all` runs in the same processes
     return RLResult(
