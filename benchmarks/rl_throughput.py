@@ -36,7 +36,12 @@ def _load_or_build(checkpoint: str | None, workdir: Path) -> str:
     from uae_reference.presets import build_tiny_model
 
     path = workdir / "tiny-random"
-    build_tiny_model(seed=0).save_pretrained(path)
+    model = build_tiny_model(seed=0)
+    with torch.no_grad():  # the preset zero-initialises the decoder's gates and output; make it respond
+        for p in model.decoder.parameters():
+            if p.ndim and not p.any():
+                p.copy_(0.05 * torch.randn(p.shape))
+    model.save_pretrained(path)
     print(f"(no trained checkpoint found: timing a random-weight tiny model, captions capped at {RANDOM_CAPTION_CAP} tokens)")
     return str(path)
 

@@ -21,8 +21,11 @@ import pytest
 def test_g4u_and_u4g_under_accelerate_launch_with_two_cpu_processes(tmp_path):
     from uae_reference.presets import build_tiny_model
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_rl_stages import untrained_but_responsive
+
     checkpoint = tmp_path / "tiny"
-    build_tiny_model(seed=0).save_pretrained(checkpoint)
+    untrained_but_responsive(build_tiny_model(seed=0)).save_pretrained(checkpoint)
     out = tmp_path / "rl"
     accelerate = Path(sys.executable).with_name("accelerate")
     cmd = [

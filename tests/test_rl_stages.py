@@ -17,12 +17,24 @@ from unified_bench.errors import ConfigError
 SMOKE_SETS = dict(max_caption_tokens=12)  # a random encoder never says EOS: keep its captions short
 
 
+def untrained_but_responsive(model):
+    """The tiny preset starts its decoder DiT-style (adaptive-norm gates and output projection at
+    zero: the decoder outputs a constant, and LoRA on its attention gets no gradient). A trained
+    decoder is not like that; give the zero-initialised tensors small random values instead."""
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.decoder.parameters():
+            if p.ndim and not p.any():
+                p.copy_(0.05 * torch.randn(p.shape, generator=gen))
+    return model
+
+
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     from uae_reference.presets import build_tiny_model
 
     path = tmp_path_factory.mktemp("uae") / "tiny"
-    build_tiny_model(seed=0).save_pretrained(path)
+    untrained_but_responsive(build_tiny_model(seed=0)).save_pretrained(path)
     return path
 
 
