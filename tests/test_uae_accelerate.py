@@ -32,7 +32,7 @@ def test_two_cpu_processes_end_with_identical_weights(tmp_path):
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for stage in ("sft", "decoder", "coldstart"):  # the recipe, chained, each stage under DDP
+    for stage in ("sft", "vae", "decoder", "coldstart"):  # the recipe, chained, each stage under DDP
         digests = sorted((out / stage).glob("weights-rank*.sha256"))
         assert [p.name for p in digests] == ["weights-rank0.sha256", "weights-rank1.sha256"], f"{stage}: did both ranks run?"
         assert len({p.read_text() for p in digests}) == 1, f"{stage}: the ranks ended with different weights"

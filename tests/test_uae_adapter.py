@@ -36,7 +36,7 @@ def test_registered_lazily():
 def test_round_trip_through_the_registry(checkpoint, refs):
     built = build("uae-reference", {"checkpoint": str(checkpoint), "num_steps": "3", "temperature": "0.7"})
     adapter = built.adapter
-    assert built.args["num_steps"] == 3 and adapter.capabilities.native_resolution == (64, 64)
+    assert built.args["num_steps"] == 3 and adapter.capabilities.native_resolution == (48, 48)
     captions = adapter.caption(refs, prompt="Describe this image in detail.", seeds=[1, 2, 3])
     assert len(check_captions(captions, 3)) == 3 and all(isinstance(c, str) for c in captions)
     prompts = ["One object: a large red circle in the center.", "Two objects: a small blue star in the top left.", "x"]
@@ -75,5 +75,5 @@ def test_shipped_tiny_checkpoint(refs):
     captions = adapter.caption(refs, prompt="", seeds=[0, 1, 2])
     assert all(parse(c).objects for c in captions), captions  # it speaks the Shapes grammar
     image = adapter.generate(captions[:1], seeds=[0], size=None)[0]
-    assert image.size == (64, 64) and image.mode == "RGB"
+    assert image.size == adapter.capabilities.native_resolution and image.mode == "RGB"
     assert torch.get_num_threads() >= 1

@@ -19,7 +19,14 @@ CAPTIONS = [
 @pytest.fixture(scope="module")
 def model() -> UAEModel:
     torch.manual_seed(0)
-    return build_tiny_model(seed=0).eval()
+    m = build_tiny_model(seed=0).eval()
+    # the decoder starts adaLN-Zero (output independent of its input); give the zero-initialised
+    # matrices small weights, as training would, so that conditions and seeds change images
+    with torch.no_grad():
+        for p in m.decoder.parameters():
+            if p.ndim == 2 and not p.any():
+                p.normal_(0, 0.02)
+    return m
 
 
 @pytest.fixture(scope="module")
@@ -90,12 +97,23 @@ def test_condition_is_differentiable_to_the_llm_not_the_vision_tower(model):
 
 
 def test_decoder_forward_backward_and_x0(model):
+    import copy
+
+    model = copy.deepcopy(model)
+    # adaLN-Zero: at initialisation the modulations and the output projection are zero, so only
+    # they get a gradient; give them weights (as one optimiser step would) to see the whole path
+    with torch.no_grad():
+        for p in model.decoder.parameters():
+            if p.ndim == 2 and not p.any():
+                p.normal_(0, 0.02)
     model.zero_grad(set_to_none=True)
     cond = model.encode_condition(CAPTIONS)
     x = torch.randn(3, *model.latent_shape)
     sigmas = torch.tensor([0.2, 0.5, 0.9])
     v = model.velocity(x, sigmas, cond)
-    assert v.shape == x.shape == (3, 3, 64, 64)
+    assert v.shape == x.shape == (3, *model.latent_shape) == (3, 8, 12, 12)
+    image = model.decode_latents(x)
+    assert image.shape == (3, 3, model.settings.image_size, model.settings.image_size)
     v.square().mean().backward()
     assert model.decoder.proj_out.weight.grad.abs().sum() > 0
     assert model.projector.pooled_mlp[0].weight.grad.abs().sum() > 0
@@ -123,7 +141,7 @@ def test_stepwise_sampler_with_a_custom_step(model):
 def test_generation_is_seeded_and_batch_independent(model):
     a = model.generate(CAPTIONS[:2], seeds=[10, 11], num_steps=3)
     b = model.generate(CAPTIONS[1:2], seeds=[11], num_steps=3)
-    assert a[0].size == (64, 64) and a[0].mode == "RGB"
+    assert a[0].size == (model.settings.image_size,) * 2 and a[0].mode == "RGB"
     # same noise and same (fixed-length) condition: equal up to float rounding of batched matmuls
     assert _pixels(a[1]).sub(_pixels(b[0])).abs().max() <= 2
     c = model.generate(CAPTIONS[:2], seeds=[10, 11], num_steps=3, guidance_scale=2.0)
@@ -145,7 +163,7 @@ def test_save_and_load_round_trip(model, tmp_path, images):
     assert loaded.processor.image_processor.image_mean == model.processor.image_processor.image_mean
     a = model.generate(CAPTIONS[:1], seeds=[5], num_steps=2)[0]
     b = loaded.generate(CAPTIONS[:1], seeds=[5], num_steps=2)[0]
-    assert torch.equal(_pixels(a), _pixels(b))
+    assert _pixels(a).sub(_pixels(b)).abs().max() <= 2  # bit-exact weights; kernels may round differently
     assert model.caption(images[:1], seeds=[1]) == loaded.caption(images[:1], seeds=[1])
 
 

@@ -64,3 +64,22 @@ def test_dry_run_cli_prints_the_counts():
     assert "59,867,136" in result.output and "fits an 80 GB GPU" in result.output
     bad = CliRunner().invoke(app, ["train", "--preset", "tiny", "--dry-run"])
     assert bad.exit_code != 0
+
+
+def test_accelerate_configs_describe_the_plans():
+    from pathlib import Path
+
+    import yaml
+
+    folder = Path(__file__).resolve().parents[1] / "uae_reference" / "configs"
+    configs = {p.stem: yaml.safe_load(p.read_text()) for p in folder.glob("*.yaml")}
+    assert configs["deepspeed_zero2"]["deepspeed_config"]["zero_stage"] == 2
+    assert configs["deepspeed_zero2_multinode"]["num_machines"] == 2
+    assert configs["deepspeed_zero2_multinode"]["num_processes"] == 16
+    assert configs["fsdp"]["distributed_type"] == "FSDP"
+    assert {"JointTransformerBlock", "Qwen2_5_VLDecoderLayer"} <= set(
+        configs["fsdp"]["fsdp_config"]["fsdp_transformer_layer_cls_to_wrap"].split(",")
+    )
+    assert configs["cpu_2proc"]["num_processes"] == 2
+    for config in configs.values():
+        assert config["mixed_precision"] in ("bf16", "no")

@@ -49,11 +49,11 @@ def test_every_config_field_is_documented():
 
 @pytest.mark.slow
 def test_smoke_recipe_losses_fall(tmp_path):
-    """The three tiny stages, chained as the recipe runs them, on 16 samples: every loss falls."""
+    """The four tiny stages, chained as the recipe runs them, on 16 samples: every loss falls."""
     previous = ""
     settings = dict(train_samples=16, batch_size=8, save_every=0, num_threads=1)
-    steps = {"sft": 20, "decoder": 20, "coldstart": 10}
-    for stage in ("sft", "decoder", "coldstart"):
+    steps = {"sft": 20, "vae": 20, "decoder": 20, "coldstart": 10}
+    for stage in ("sft", "vae", "decoder", "coldstart"):
         config = stage_config(
             "tiny", stage, smoke=True, output_dir=str(tmp_path / stage), init_from=previous, steps=steps[stage],
             learning_rate=3e-3, **settings,
@@ -73,6 +73,11 @@ def test_smoke_recipe_losses_fall(tmp_path):
             assert all(after[k] < before[k] for k in ("loss", "semantic", "flow", "caption")), (before, after)
         else:
             assert _mean(losses[-3:]) < 0.9 * _mean(losses[:3]), (stage, losses)
+        if stage == "vae":  # the latents were rescaled to unit scale for the decoder
+            from diffusers import AutoencoderKL
+
+            vae_config = AutoencoderKL.from_pretrained(result.final_dir / "vae").config
+            assert vae_config.scaling_factor != 1.0 and vae_config.shift_factor != 0.0
         previous = str(result.final_dir)
 
 
@@ -83,7 +88,9 @@ def _fixed_batch_loss(checkpoint, config) -> dict[str, float]:
     from uae_reference.stages import coldstart_step_loss, make_batch
 
     model = UAEModel.from_pretrained(checkpoint)
-    data = ShapesTrainingSet.load("train", 64, config.train_samples, encoder_size=model.settings.encoder_image_size)
+    data = ShapesTrainingSet.load(
+        "train", model.settings.image_size, config.train_samples, encoder_size=model.settings.encoder_image_size
+    )
     batch = make_batch(data, list(range(8)), config, step_generator(123, 0), 0)
     semantic = build_semantic_embedder("effnet", resolution=config.semantic_resolution)
     with torch.no_grad():

@@ -71,7 +71,7 @@ class UAEReferenceAdapter(Adapter):
 
     name = "uae-reference"
     config_class = UAEReferenceConfig
-    capabilities = Capabilities(max_batch_size=64, native_resolution=(64, 64), deterministic=True)
+    capabilities = Capabilities(max_batch_size=64, native_resolution=(48, 48), deterministic=True)  # the tiny preset; instances report their checkpoint's
 
     def __init__(self, config: UAEReferenceConfig | None = None) -> None:
         import torch

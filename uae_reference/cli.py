@@ -34,7 +34,7 @@ app = typer.Typer(
 console = Console()
 
 #: The tiny recipe's stage order (see uae_reference.config for why SFT comes first).
-TINY_RECIPE: tuple[str, ...] = ("sft", "decoder", "coldstart")
+TINY_RECIPE: tuple[str, ...] = ("sft", "vae", "decoder", "coldstart")
 
 
 def _parse_sets(items: list[str] | None) -> dict:
@@ -60,7 +60,7 @@ def _parse_sets(items: list[str] | None) -> dict:
 @app.command("train")
 def train_cmd(
     preset: Annotated[str, typer.Option(help="tiny (CPU, Shapes) or paper (Qwen2.5-VL-3B + SD3.5-large).")] = "tiny",
-    stage: Annotated[str, typer.Option(help="sft, decoder, coldstart, or all (the tiny recipe: sft -> decoder -> coldstart).")] = "all",
+    stage: Annotated[str, typer.Option(help="sft, vae, decoder, coldstart, or all (the tiny recipe: sft -> vae -> decoder -> coldstart).")] = "all",
     output_dir: Annotated[Path, typer.Option(help="Run folder (stage folders inside for --stage all).")] = Path("runs/uae-tiny"),
     init_from: Annotated[Optional[Path], typer.Option(help="Checkpoint to start from (default: fresh preset weights).")] = None,
     steps: Annotated[Optional[int], typer.Option(min=1, help="Override the stage's step count.")] = None,
@@ -75,6 +75,7 @@ def train_cmd(
     dry_run: Annotated[bool, typer.Option(help="Print parameter counts and the memory plan; train nothing.")] = False,
     gpus: Annotated[int, typer.Option(help="Data-parallel GPUs assumed by --dry-run's memory plan.")] = 8,
     no_progress: Annotated[bool, typer.Option(help="No progress bar (logs only).")] = False,
+    concurrent: Annotated[bool, typer.Option(help="--stage all: train sft and vae side by side, one core each (they share nothing).")] = True,
 ) -> None:
     """Train one stage (or the whole tiny recipe); resumes from OUTPUT_DIR/state when present."""
     if dry_run:
@@ -95,9 +96,24 @@ def train_cmd(
     previous = str(init_from) if init_from else ""
     started = time.time()
     results = []
+    # The tiny recipe's sft and vae stages train disjoint parts (encoder, VAE) from the same
+    # fresh weights with their own seeded draws, so they can run side by side on one core each
+    # and be joined afterwards: the same result as running them one after the other.
+    side_vae = None
+    if stage == "all" and concurrent and "vae" in stages and not init_from and _world_size() == 1:
+        flags = {"--steps": steps, "--batch-size": batch_size, "--learning-rate": learning_rate, "--seed": seed, "--eval-every": eval_every}
+        side_vae = _start_side_stage("vae", output_dir / "vae", preset=preset, smoke=smoke, sets=set_, flags=flags)
+        stages.remove("vae")
+        overrides["num_threads"] = overrides["num_threads"] or 1
     for name in stages:
         folder = output_dir / name if stage == "all" else output_dir
         config = stage_config(preset, name, smoke=smoke, output_dir=str(folder), init_from=previous, **overrides)
+        if side_vae is not None and name != "sft":
+            if side_vae.wait() != 0:
+                raise UnifiedBenchError(f"the vae stage failed (exit {side_vae.returncode}); its log: {output_dir / 'vae' / 'stage.log'}")
+            console.print(f"[bold]vae[/]: done in a side process; log {output_dir / 'vae' / 'log.csv'}")
+            config = config.replace(vae_from=str(output_dir / "vae" / "final"), num_threads=num_threads or 0)
+            side_vae = None
         result = train_stage(config, show_progress=not no_progress)
         results.append(result)
         previous = str(result.final_dir)
@@ -114,6 +130,28 @@ def train_cmd(
                 shutil.rmtree(export)
             shutil.copytree(results[-1].final_dir, export)
             console.print(f"exported {results[-1].final_dir} -> {export}")
+
+
+def _world_size() -> int:
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _start_side_stage(stage: str, folder: Path, *, preset: str, smoke: bool, sets: list[str] | None, flags: dict):
+    """Run one stage in a child process with one torch thread; its output goes to FOLDER/stage.log."""
+    import subprocess
+
+    folder.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "uae_reference.cli", "train", "--preset", preset, "--stage", stage,
+               "--output-dir", str(folder), "--num-threads", "1", "--no-progress"]
+    command += ["--smoke"] if smoke else []
+    for flag, value in flags.items():
+        command += [flag, str(value)] if value is not None else []
+    for item in sets or []:
+        command += ["--set", item]
+    log = open(folder / "stage.log", "w")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
 
 def print_dry_run(gpus: int) -> None:

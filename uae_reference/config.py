@@ -8,13 +8,16 @@ Stages (``--stage``):
   captioner is what RL (Generation-for-Understanding) later has something to improve on: long
   captions are in its distribution but rarely sampled, and the reconstruction reward is what
   should make it prefer them.
+- ``vae`` — (tiny scale only) the small AutoencoderKL whose latent space the decoder works
+  in: reconstruction MSE plus a tiny KL term; at the end its latents' mean and standard
+  deviation become the VAE's ``shift_factor`` and ``scaling_factor``, as SD3's are.
 - ``decoder`` — decoder pretraining on long captions: rectified-flow loss, decoder and
   projector train, encoder frozen (its LLM's last hidden states of the caption are the
   condition). The paper's stage 1.
 - ``coldstart`` — encoder and decoder jointly with a semantic reconstruction loss (see
   :mod:`uae_reference.stages`), LoRA on both as in the paper.
 
-The tiny recipe runs them in the order ``sft -> decoder -> coldstart``: the decoder learns to
+The tiny recipe runs them in the order ``sft -> vae -> decoder -> coldstart``: the decoder learns to
 read the encoder's hidden states, so the encoder must already be a captioner when the decoder
 is pretrained — just as the paper's stage 1 starts from a pretrained Qwen2.5-VL.
 """
@@ -29,7 +32,7 @@ from typing import Any
 
 from uae_reference.lora import LoraSettings
 
-STAGES: tuple[str, ...] = ("sft", "decoder", "coldstart")
+STAGES: tuple[str, ...] = ("sft", "vae", "decoder", "coldstart")
 
 
 @dataclass
@@ -43,6 +46,9 @@ class TrainConfig:
     preset: str = "tiny"
     #: checkpoint folder to start from (the previous stage's ``final/``); empty: a fresh preset model
     init_from: str = ""
+    #: take the VAE from this checkpoint instead (the tiny recipe trains ``sft`` and ``vae``
+    #: concurrently, from the same fresh weights, and joins them here)
+    vae_from: str = ""
     #: where checkpoints, the CSV log, the plot and ``final/`` go
     output_dir: str = "runs/uae-tiny"
     #: seed of the initial weights and of every per-step random draw
@@ -84,6 +90,10 @@ class TrainConfig:
     logit_mean: float = 0.0
     #: std of the logit-normal noise-level density (SD3: 1)
     logit_std: float = 1.0
+    #: vae: weight of the KL term (the latents must stay smooth but reconstruct sharply)
+    kl_weight: float = 1e-6
+    #: vae: training images whose latents set the VAE's shift and scale at the end of the stage
+    latent_stat_samples: int = 2048
     #: for a clean-sample-predicting decoder: "velocity" (MSE of the derived velocity, i.e. the
     #: x0 error weighted by 1 / max(sigma, 0.05)^2, as JiT) or "sample" (unweighted x0 MSE)
     flow_loss_space: str = "velocity"
@@ -148,14 +158,19 @@ class TrainConfig:
 
 #: Tiny stage settings, chosen to fit the 2-core CPU budget (see docs/reference-model.md).
 TINY_STAGES: dict[str, TrainConfig] = {
-    "sft": TrainConfig(stage="sft", steps=1200, batch_size=32, learning_rate=2e-3, warmup_steps=50),
-    "decoder": TrainConfig(stage="decoder", steps=3000, batch_size=32, learning_rate=1e-3, warmup_steps=100),
+    "sft": TrainConfig(stage="sft", steps=3000, batch_size=32, learning_rate=2e-3, warmup_steps=50),
+    "vae": TrainConfig(stage="vae", steps=1200, batch_size=32, learning_rate=3e-3, warmup_steps=20),
+    "decoder": TrainConfig(
+        stage="decoder", steps=4000, batch_size=32, learning_rate=1e-3, warmup_steps=100, flow_loss_space="sample"
+    ),
     "coldstart": TrainConfig(
         stage="coldstart",
         steps=300,
         batch_size=16,
         learning_rate=5e-4,
         warmup_steps=20,
+        flow_loss_space="sample",
+        semantic_resolution=128,
         encoder_lora=LoraSettings(r=16, alpha=32),
         decoder_lora=LoraSettings(r=16, alpha=32),
     ),
@@ -167,7 +182,7 @@ SMOKE_OVERRIDES: dict[str, Any] = dict(
 )
 
 #: Paper-scale stage settings (what the dry run sizes; the paper's values where it gives them).
-PAPER_STAGES: dict[str, TrainConfig] = {
+PAPER_STAGES: dict[str, TrainConfig] = {  # (the paper reuses SD3.5's VAE: no vae stage)
     "decoder": TrainConfig(
         stage="decoder", preset="paper", steps=20_000, batch_size=4, learning_rate=1e-5, warmup_steps=500,
         mixed_precision="bf16", gradient_checkpointing=True, semantic_metric="clip",

@@ -39,6 +39,8 @@ class ShapesTrainingSet:
     encoder_images: torch.Tensor  # uint8 [N, 3, s, s]: what the encoder reads (may be ``images``)
     scenes: list[Scene]
     seeds: list[int]  # per-sample seeds (rendering jitter, paraphrase variants)
+    #: the decoder's clean samples, when a run with a frozen VAE cached them (see encode_all)
+    latents: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.scenes)
@@ -76,6 +78,15 @@ class ShapesTrainingSet:
 
 #: the ``rank`` of draws shared by all ranks (the global batch)
 SHARED = 2**31
+
+
+@torch.no_grad()
+def encode_all(model, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """The decoder's clean samples of uint8 ``images`` (VAE latents; pixels in pixel space)."""
+    from uae_reference.model import uint8_to_unit
+
+    out = [model.encode_images(uint8_to_unit(images[i : i + batch_size]).to(model.device)).cpu() for i in range(0, len(images), batch_size)]
+    return torch.cat(out)
 
 
 def _renders(samples: list, split: str, size: int, cache_dir: Path) -> torch.Tensor:

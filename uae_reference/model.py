@@ -447,12 +447,16 @@ class UAEModel(nn.Module):
 
     # --- codec: image <-> decoder space ------------------------------------------------------
 
-    def encode_images(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Images in [-1, 1] -> the decoder's clean sample x0 (identity in pixel space)."""
+    def encode_images(self, x: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] -> the decoder's clean sample x0 (identity in pixel space).
+
+        The VAE posterior's mean (not a draw from it): the same image always gives the same
+        latents, so cached latents, resumed runs and ranks agree.
+        """
         if self.vae is None:
             return x
         cfg = self.vae.config
-        latents = self.vae.encode(x.to(self.vae.dtype)).latent_dist.sample(generator)
+        latents = self.vae.encode(x.to(self.vae.dtype)).latent_dist.mode()
         return (latents - (cfg.shift_factor or 0.0)) * cfg.scaling_factor
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:

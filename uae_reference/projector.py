@@ -10,6 +10,10 @@ from the encoder LLM's last hidden states of a caption:
   zero so padding carries no caption content;
 - pooled: the masked mean of the hidden states over the caption's tokens, then its own
   two-layer MLP (Linear -> SiLU -> Linear);
+- optionally (``output_norm``, the tiny preset) a LayerNorm on the projected tokens, so they
+  reach the decoder at unit scale as T5's (final-norm) features reach SD3; a freshly initialised
+  two-layer MLP shrinks the LLM's unit-RMS states about eightfold, and the decoder then leans on
+  its image tokens and ignores the caption for hundreds of steps;
 - optionally (``max_positions > 0``, the tiny preset) a learned embedding of each token's index
   is added to the projected tokens. SD3's MMDiT gives text tokens no position of their own: it
   relies on T5's (or, in UAE, Qwen's) contextual features to say which word belongs to which
@@ -39,11 +43,20 @@ class UAEProjector(ModelMixin, ConfigMixin):
 
     @register_to_config
     def __init__(
-        self, in_dim: int, out_dim: int, pooled_dim: int, hidden_dim: int | None = None, max_positions: int = 0
+        self,
+        in_dim: int,
+        out_dim: int,
+        pooled_dim: int,
+        hidden_dim: int | None = None,
+        max_positions: int = 0,
+        output_norm: bool = False,
     ) -> None:
         super().__init__()
         hidden_dim = hidden_dim or out_dim
-        self.token_mlp = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, out_dim))
+        layers: list[nn.Module] = [nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, out_dim)]
+        if output_norm:
+            layers.append(nn.LayerNorm(out_dim))
+        self.token_mlp = nn.Sequential(*layers)
         self.pooled_mlp = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, pooled_dim))
         self.positions = nn.Embedding(max_positions, out_dim) if max_positions > 0 else None
         if self.positions is not None:

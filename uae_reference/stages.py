@@ -52,6 +52,7 @@ VELOCITY_SIGMA_FLOOR = 0.05
 #: Loss columns each stage reports (besides the total "loss").
 STAGE_TERMS: dict[str, tuple[str, ...]] = {
     "sft": ("caption",),
+    "vae": ("reconstruction", "kl"),
     "decoder": ("flow",),
     "coldstart": ("semantic", "flow", "caption"),
 }
@@ -63,6 +64,7 @@ class Batch:
 
     images: torch.Tensor  # uint8 [B, 3, H, W] at the decoder's size
     encoder_images: torch.Tensor  # uint8 [B, 3, h, w] at the encoder's size
+    latents: torch.Tensor | None
     condition_captions: list[str]  # what the decoder is conditioned on (dropout applied)
     target_captions: list[str]  # what the encoder is taught to say
     caption_seeds: list[int]  # per-sample seeds for sampled captions
@@ -78,11 +80,29 @@ def make_batch(data: ShapesTrainingSet, indices: list[int], config: TrainConfig,
         is_long = torch.rand((), generator=generator).item() < config.sft_long_fraction
         target.append(long if is_long else data.short_caption(i, generator, config.paraphrase_fraction, config.short_caption_order))
     seeds = [config.seed * 1_000_003 + step * 65_537 + i for i in indices]
-    return Batch(data.images[indices], data.encoder_images[indices], condition, target, seeds)
+    latents = data.latents[indices] if data.latents is not None else None
+    return Batch(data.images[indices], data.encoder_images[indices], latents, condition, target, seeds)
+
+
+def clean_samples(model: UAEModel, batch: Batch) -> torch.Tensor:
+    """The decoder's x0: precomputed latents when the run cached them, else encoded now."""
+    if batch.latents is not None:
+        return batch.latents.to(model.device)
+    with torch.no_grad():
+        return model.encode_images(uint8_to_unit(batch.images).to(model.device))
+
+
+def vae_step_loss(model: UAEModel, batch: Batch, config: TrainConfig, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    x = uint8_to_unit(batch.images).to(model.device)
+    posterior = model.vae.encode(x).latent_dist
+    reconstruction = model.vae.decode(posterior.sample(generator=generator)).sample
+    mse = (reconstruction.float() - x.float()).pow(2).mean()
+    kl = posterior.kl().mean() / x[0].numel()  # per pixel value, like the MSE
+    return {"loss": mse + config.kl_weight * kl, "reconstruction": mse, "kl": kl}
 
 
 def decoder_step_loss(model: UAEModel, batch: Batch, config: TrainConfig, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    x0 = model.encode_images(uint8_to_unit(batch.images).to(model.device))
+    x0 = clean_samples(model, batch)
     cond = model.encode_condition(batch.condition_captions)
     sigmas = sample_sigmas_logit_normal(len(x0), mean=config.logit_mean, std=config.logit_std, generator=generator)
     noise = torch.randn(x0.shape, generator=generator).to(x0)
@@ -113,7 +133,7 @@ def coldstart_step_loss(
     model: UAEModel, batch: Batch, config: TrainConfig, generator: torch.Generator, semantic: nn.Module
 ) -> dict[str, torch.Tensor]:
     images = uint8_to_unit(batch.images).to(model.device)
-    x0 = model.encode_images(images)
+    x0 = clean_samples(model, batch)
     b = len(x0)
 
     # semantic term: the encoder's own caption -> decoder -> x0_hat -> frozen embedding
@@ -157,6 +177,8 @@ class StageModule(nn.Module):
             return decoder_step_loss(self.model, batch, self.config, generator)
         if stage == "sft":
             return sft_step_loss(self.model, batch, self.config, generator)
+        if stage == "vae":
+            return vae_step_loss(self.model, batch, self.config, generator)
         return coldstart_step_loss(self.model, batch, self.config, generator, self._semantic[0])
 
 
@@ -171,6 +193,11 @@ def configure_trainable(model: UAEModel, config: TrainConfig) -> list[nn.Paramet
     from uae_reference.lora import DECODER_LORA_TARGETS, ENCODER_LORA_TARGETS, add_lora
 
     model.requires_grad_(False)
+    if config.stage == "vae":
+        if model.vae is None:
+            raise ValueError("the vae stage needs a model with a VAE (latent_space='vae')")
+        model.vae.requires_grad_(True)
+        return [p for p in model.parameters() if p.requires_grad]
     if config.stage in ("sft", "coldstart"):
         if config.encoder_lora is not None:
             add_lora(model.encoder, config.encoder_lora, ENCODER_LORA_TARGETS)

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from uae_reference.config import TrainConfig
-from uae_reference.data import ShapesTrainingSet, batch_indices, step_generator
+from uae_reference.data import ShapesTrainingSet, batch_indices, encode_all, step_generator
 from uae_reference.model import UAEModel
 from uae_reference.stages import STAGE_TERMS, StageModule, configure_trainable, make_batch
 
@@ -75,7 +75,15 @@ def parameter_groups(params: list[torch.nn.Parameter], weight_decay: float) -> l
 def load_or_build_model(config: TrainConfig) -> UAEModel:
     """The previous stage's checkpoint, or a fresh model of the preset (seeded)."""
     if config.init_from:
-        return UAEModel.from_pretrained(config.init_from).train()
+        model = UAEModel.from_pretrained(config.init_from)
+        if config.vae_from:
+            from diffusers import AutoencoderKL
+
+            vae_dir = Path(config.vae_from) / "vae"
+            if not vae_dir.is_dir():
+                raise FileNotFoundError(f"vae_from={config.vae_from!r} has no vae/ folder (expected a vae stage's final/)")
+            model.vae = AutoencoderKL.from_pretrained(vae_dir)
+        return model.train()
     from uae_reference.presets import MODEL_PRESETS
 
     if config.preset == "tiny":
@@ -116,7 +124,7 @@ def plot_log(log_path: Path, out_path: Path, title: str) -> Path:
     import matplotlib.pyplot as plt
 
     rows = read_log(log_path)
-    loss_keys = [k for k in ("loss", "semantic", "flow", "caption") if any(k in r for r in rows)]
+    loss_keys = [k for k in ("loss", "semantic", "flow", "caption", "reconstruction") if any(k in r for r in rows)]
     eval_keys = sorted({k for r in rows for k in r if k.startswith("eval_")})
     panels = 1 + bool(eval_keys)
     fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4), squeeze=False)
@@ -212,6 +220,9 @@ def train_stage(
         data = ShapesTrainingSet.load(
             config.train_split, model.settings.image_size, config.train_samples, encoder_size=model.settings.encoder_image_size
         )
+    if model.vae is not None and config.stage in ("decoder", "coldstart"):
+        # the VAE is frozen in these stages: encode the training images once, not every step
+        data.latents = encode_all(model, data.images)
 
     # --- resume ------------------------------------------------------------------------------
     start_step = 0
@@ -222,6 +233,7 @@ def train_stage(
     terms = list(STAGE_TERMS[config.stage])
     eval_columns = {
         "sft": ["eval_caption_precision", "eval_long_fraction"],
+        "vae": [],
         "decoder": ["eval_decoder_f1"],
         "coldstart": ["eval_caption_precision", "eval_long_fraction", "eval_decoder_f1"],
     }[config.stage]
@@ -302,6 +314,8 @@ def train_stage(
     # --- final checkpoint ---------------------------------------------------------------------
     final_dir = out / FINAL_DIR
     accelerator.wait_for_everyone()
+    if config.stage == "vae":
+        calibrate_latents(accelerator.unwrap_model(module).model, data, config.latent_stat_samples)
     # every rank records a digest of the weights it ended with: equal digests = one DDP group
     digest = state_digest(accelerator.unwrap_model(module).model)
     (out / f"weights-rank{accelerator.process_index}.sha256").write_text(digest + "\n")
@@ -325,6 +339,20 @@ def train_stage(
         log_path=out / LOG_FILE,
         evals=evals,
     )
+
+
+@torch.no_grad()
+def calibrate_latents(model: UAEModel, data: ShapesTrainingSet, samples: int) -> tuple[float, float]:
+    """Set the VAE's shift and scale so the decoder's latents have mean 0 and std 1 (as SD3's).
+
+    Every rank computes the same numbers from the same first ``samples`` images.
+    """
+    vae = model.vae
+    vae.register_to_config(shift_factor=0.0, scaling_factor=1.0)
+    latents = encode_all(model, data.images[:samples])
+    mean, std = float(latents.mean()), float(latents.std())
+    vae.register_to_config(shift_factor=mean, scaling_factor=1.0 / std)
+    return mean, std
 
 
 def state_digest(model: torch.nn.Module) -> str:
