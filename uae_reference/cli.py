@@ -12,7 +12,6 @@ Multi-process: ``accelerate launch --num_processes 2 --cpu -m uae_reference.cli 
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -126,10 +125,10 @@ def train_cmd(
         from accelerate import PartialState
 
         if PartialState().is_main_process:
-            if export.exists():
-                shutil.rmtree(export)
-            shutil.copytree(results[-1].final_dir, export)
-            console.print(f"exported {results[-1].final_dir} -> {export}")
+            from uae_reference.model import export_checkpoint
+
+            export_checkpoint(results[-1].final_dir, export)
+            console.print(f"exported {results[-1].final_dir} -> {export} (weights stored as float16)")
 
 
 def _world_size() -> int:

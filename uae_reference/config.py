@@ -161,7 +161,8 @@ TINY_STAGES: dict[str, TrainConfig] = {
     "sft": TrainConfig(stage="sft", steps=3000, batch_size=32, learning_rate=2e-3, warmup_steps=50),
     "vae": TrainConfig(stage="vae", steps=1200, batch_size=32, learning_rate=3e-3, warmup_steps=20),
     "decoder": TrainConfig(
-        stage="decoder", steps=4000, batch_size=32, learning_rate=1e-3, warmup_steps=100, flow_loss_space="sample"
+        stage="decoder", steps=10_000, batch_size=32, learning_rate=1.5e-3, warmup_steps=100, flow_loss_space="sample",
+        logit_mean=1.0,
     ),
     "coldstart": TrainConfig(
         stage="coldstart",
@@ -170,6 +171,7 @@ TINY_STAGES: dict[str, TrainConfig] = {
         learning_rate=5e-4,
         warmup_steps=20,
         flow_loss_space="sample",
+        logit_mean=1.0,
         semantic_resolution=128,
         encoder_lora=LoraSettings(r=16, alpha=32),
         decoder_lora=LoraSettings(r=16, alpha=32),

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from unified_bench.errors import ConfigError, WeightsNotFoundError
+from uae_reference.model import EXPORT_DTYPE, UAEModel
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 BUNDLED = CHECKPOINTS / "uae-tiny"
@@ -46,7 +47,7 @@ def export_stages(pre_rl: Path, g4u: Path, u4g: Path) -> dict[str, Path]:
         tmp = targets[name].with_name(targets[name].name + ".tmp")
         if tmp.exists():
             shutil.rmtree(tmp)
-        shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("state"))
+        UAEModel.from_pretrained(src, dtype=EXPORT_DTYPE).save_pretrained(tmp)  # stored as float16
         staged[name] = tmp
     for name, tmp in staged.items():
         if targets[name].exists():

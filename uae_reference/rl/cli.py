@@ -13,7 +13,6 @@ Multi-process: ``accelerate launch --multi_gpu --num_processes 2 -m uae_referenc
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -144,10 +143,10 @@ def _export(src: Path, dst: Path) -> None:
     from uae_reference.rl.trainer import process_state
 
     if process_state().is_main_process:
-        if dst.exists():
-            shutil.rmtree(dst)
-        shutil.copytree(src, dst)
-        console.print(f"exported {src} -> {dst}")
+        from uae_reference.model import export_checkpoint
+
+        export_checkpoint(src, dst)
+        console.print(f"exported {src} -> {dst} (weights stored as float16)")
 
 
 @rl_app.command("evaluate")
