@@ -1,0 +1,75 @@
+"""The tiny recipe's plumbing: sft and vae side by side, float16 export, the ordered pooled read."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from uae_reference.projector import UAEProjector
+
+
+def _digest(path):
+    from uae_reference.trainer import state_digest
+    from uae_reference.model import UAEModel
+
+    return state_digest(UAEModel.from_pretrained(path))
+
+
+def _train_all(out, *extra):
+    cmd = [
+        sys.executable, "-m", "uae_reference.cli", "train", "--preset", "tiny", "--stage", "all", "--smoke",
+        "--steps", "3", "--output-dir", str(out), "--num-threads", "1", "--no-progress", "--set", "train_samples=16", *extra,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_side_by_side_sft_and_vae_equal_the_sequential_recipe(tmp_path):
+    out = _train_all(tmp_path / "side")
+    assert "vae" in out and (tmp_path / "side" / "vae" / "stage.log").is_file()  # the vae ran in a child process
+    _train_all(tmp_path / "seq", "--no-concurrent")
+    for stage in ("sft", "vae", "decoder", "coldstart"):
+        assert _digest(tmp_path / "side" / stage / "final") == _digest(tmp_path / "seq" / stage / "final"), stage
+
+
+def test_export_stores_float16_and_loads_as_float32(tmp_path):
+    from uae_reference.model import UAEModel, export_checkpoint
+    from uae_reference.presets import build_tiny_model
+
+    model = build_tiny_model(seed=0)
+    src = model.save_pretrained(tmp_path / "src")
+    dst = export_checkpoint(src, tmp_path / "shipped")
+    files = sorted(dst.rglob("*.safetensors"))
+    assert files and not (tmp_path / "shipped.tmp").exists()
+    for file in files:
+        with safe_open(str(file), "pt") as handle:
+            assert {handle.get_slice(k).get_dtype() for k in handle.keys()} == {"F16"}, file
+    size = sum(f.stat().st_size for f in files)
+    assert size < 0.6 * sum(f.stat().st_size for f in src.rglob("*.safetensors"))
+    loaded = UAEModel.from_pretrained(dst)
+    original = dict(model.named_parameters())
+    for name, param in loaded.named_parameters():
+        assert param.dtype == torch.float32
+        torch.testing.assert_close(param, original[name].half().float(), rtol=0, atol=0)
+
+
+def test_ordered_pooled_read_sees_word_order_the_mean_does_not():
+    torch.manual_seed(0)
+    hidden = torch.randn(1, 6, 8)
+    swapped = hidden[:, [1, 0, 2, 3, 4, 5]]
+    mask = torch.ones(1, 6)
+    mean = UAEProjector(in_dim=8, out_dim=16, pooled_dim=4, max_positions=10)
+    ordered = UAEProjector(in_dim=8, out_dim=16, pooled_dim=4, max_positions=10, pooled_from="sequence")
+    torch.testing.assert_close(mean(hidden, mask)[1], mean(swapped, mask)[1])
+    assert not torch.allclose(ordered(hidden, mask)[1], ordered(swapped, mask)[1])
+    # padding contributes nothing: a masked-out tail gives the same pooled vector as no tail
+    padded = torch.cat([hidden, torch.randn(1, 3, 8)], 1)
+    torch.testing.assert_close(ordered(padded, torch.cat([mask, torch.zeros(1, 3)], 1))[1], ordered(hidden, mask)[1])
+    with pytest.raises(ValueError, match="max_positions"):
+        UAEProjector(in_dim=8, out_dim=16, pooled_dim=4, pooled_from="sequence")
