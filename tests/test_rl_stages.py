@@ -242,3 +242,27 @@ def test_uae_tiny_stage_argument_selects_a_bundled_stage(tiny_checkpoint, tmp_pa
     assert adapter.describe()["checkpoint"] == str(tmp_path / "uae-tiny-stages" / "pre-rl")
     with pytest.raises(ConfigError, match="not both"):
         UAETinyAdapter(UAETinyConfig(stage="g4u", checkpoint=str(tiny_checkpoint)))
+
+
+def test_condition_anchor_is_zero_at_the_reference_and_pulls_lora_back(tiny_checkpoint):
+    """G4U's anchor: the squared change of the LLM states the frozen decoder reads, with gradient to LoRA."""
+    from uae_reference.lora import LoraSettings, add_lora
+    from uae_reference.rl.g4u import condition_drift, condition_hidden
+    from uae_reference.rl.rollout import ReferencePolicy
+
+    model = UAEModel.from_pretrained(tiny_checkpoint)
+    texts = ["two objects : a small red circle in the top left and a large blue star in the center.", "one object : a green square."]
+    with torch.no_grad():
+        before = condition_hidden(model, texts)[0]
+    add_lora(model.encoder.model.language_model, LoraSettings(r=4, alpha=8), ("q_proj", "v_proj", "gate_proj"))
+    assert condition_drift(model, texts, before).item() < 1e-10  # fresh LoRA (B = 0): nothing moved
+    lora = [p for n, p in model.encoder.named_parameters() if "lora_B" in n]
+    with torch.no_grad():
+        for p in lora:
+            p.normal_(std=0.05)
+    drift = condition_drift(model, texts, before)
+    assert float(drift) > 1e-6
+    drift.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in lora)
+    with ReferencePolicy(model.encoder, use_adapters=True)(model.encoder), torch.no_grad():
+        assert float(condition_drift(model, texts, before)) < 1e-10  # the reference is the anchor

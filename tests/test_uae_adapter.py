@@ -65,8 +65,7 @@ def test_clear_errors(tmp_path):
 def test_shipped_tiny_checkpoint(refs):
     from uae_reference.adapter import BUNDLED_TINY
 
-    if not (BUNDLED_TINY / "uae_config.json").is_file():
-        pytest.skip("the tiny checkpoint is not shipped in this tree")
+    assert (BUNDLED_TINY / "uae_config.json").is_file(), f"the shipped checkpoint is missing: {BUNDLED_TINY}"
     size = sum(p.stat().st_size for p in BUNDLED_TINY.rglob("*") if p.is_file())
     assert size <= 20 * 1024 * 1024
     adapter = build("uae-tiny", {"num_steps": "4"}).adapter
@@ -77,3 +76,27 @@ def test_shipped_tiny_checkpoint(refs):
     image = adapter.generate(captions[:1], seeds=[0], size=None)[0]
     assert image.size == adapter.capabilities.native_resolution and image.mode == "RGB"
     assert torch.get_num_threads() >= 1
+
+
+@pytest.mark.parametrize("stage", ["pre-rl", "g4u", "u4g"])
+def test_bundled_rl_stages_load(stage, refs):
+    adapter = build("uae-tiny", {"stage": stage, "num_steps": "2"}).adapter
+    captions = adapter.caption(refs[:1], prompt="", seeds=[0])
+    assert adapter.generate(captions, seeds=[0], size=None)[0].size == adapter.capabilities.native_resolution
+
+
+def test_demo_runs_the_shipped_model(tmp_path):
+    """`make demo`'s job (unified-bench demo) on a few samples: a valid, scored run of uae-tiny."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "demo"
+    proc = subprocess.run(
+        [sys.executable, "-m", "unified_bench.cli", "demo", "--limit", "3", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["similarities_by_model"]) >= {"shapes-attr", "effnet", "ssim"}
+    assert results["run"]["model"]["name"] == "uae-tiny"

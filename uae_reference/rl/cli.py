@@ -116,13 +116,6 @@ def train_cmd(
         if export is not None:
             _export(result.final_dir, export / name)
     say(f"total {(time.time() - started) / 60:.1f} min")
-    if export_stages and state.is_main_process:
-        from uae_reference.rl.checkpoints import export_stages as ship
-
-        if stage != "all":
-            raise ConfigError("--export-stages needs --stage all (pre-rl, g4u and u4g)")
-        targets = ship(Path(init_from), output_dir / "g4u" / "final", output_dir / "u4g" / "final")
-        say("bundled stages: " + ", ".join(f"{k} -> {v}" for k, v in targets.items()))
     if len(logs) > 1 and state.is_main_process:
         combine_logs(logs, output_dir / "curves.csv")
         plot_curves(logs, output_dir / "curves.png")
@@ -137,6 +130,14 @@ def train_cmd(
             curve = output_dir / "curves.csv" if (len(logs) > 1 and name == logs[-1][0]) else log_path
             attach_training(stage_eval.run_dir, checkpoint=stage_eval.checkpoint, curve_csv=curve)
         say(report.markdown())
+    # after the evaluation: --init-from may be the bundled uae-tiny that the export replaces
+    if export_stages and state.is_main_process:
+        from uae_reference.rl.checkpoints import export_stages as ship
+
+        if stage != "all":
+            raise ConfigError("--export-stages needs --stage all (pre-rl, g4u and u4g)")
+        targets = ship(Path(init_from), output_dir / "g4u" / "final", output_dir / "u4g" / "final")
+        say("bundled stages: " + ", ".join(f"{k} -> {v}" for k, v in targets.items()))
 
 
 def _export(src: Path, dst: Path) -> None:

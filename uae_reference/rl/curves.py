@@ -23,6 +23,7 @@ LOG_COLUMNS: tuple[str, ...] = (
     "long_fraction",
     "caption_precision",
     "kl",
+    "condition_drift",
     "clip_fraction",
     "ratio",
     "loss",

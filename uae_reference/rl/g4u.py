@@ -61,6 +61,7 @@ class G4URollout:
     stats: dict[str, float] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     reconstructions: list = field(default_factory=list)  # PIL images (kept for the examples log)
+    ref_condition: torch.Tensor | None = None  # [B * G, L, D] reference LLM states of the generate turns (anchor > 0)
 
 
 def render_captions(texts: list[str], seeds: list[int], size: int) -> list:
@@ -114,6 +115,15 @@ def g4u_rollout(
                 ref = _teacher_forced(model, images, sample.token_ids, sample.mask, config.temperature)
             finally:
                 model.encoder = swapped
+    ref_condition = None
+    if config.condition_anchor > 0:
+        with reference(model.encoder) as encoder, torch.no_grad():
+            swapped = model.encoder
+            model.encoder = encoder
+            try:
+                ref_condition = condition_hidden(model, sample.texts)[0]
+            finally:
+                model.encoder = swapped
     timings["seconds_sampling"] = time.perf_counter() - started
 
     # 2. reconstructions by the frozen decoder (one initial noise per group)
@@ -150,6 +160,7 @@ def g4u_rollout(
         mask=sample.mask,
         old_logprobs=old,
         ref_logprobs=ref,
+        ref_condition=ref_condition,
         rewards=scores.view(len(indices), group),
         stats=stats,
         timings=timings,
@@ -162,6 +173,9 @@ def g4u_loss(model: UAEModel, rollout: G4URollout, rows: torch.Tensor, advantage
     mask = rollout.mask[rows]
     token_ids = rollout.token_ids[rows]
     logp = _teacher_forced(model, rollout.images[rows], token_ids, mask, config.temperature)
+    anchor = torch.zeros((), device=logp.device)
+    if rollout.ref_condition is not None:
+        anchor = condition_drift(model, [rollout.texts[i] for i in rows.tolist()], rollout.ref_condition[rows])
     adv = advantages.to(logp.device).unsqueeze(1)
     surrogate = clipped_surrogate(logp, rollout.old_logprobs[rows], adv, clip_low=config.clip_low, clip_high=config.clip_high)
     per_token = surrogate.loss
@@ -170,10 +184,26 @@ def g4u_loss(model: UAEModel, rollout: G4URollout, rows: torch.Tensor, advantage
         kl = kl_k3(logp, rollout.ref_logprobs[rows])
         per_token = per_token + config.beta * kl
     loss = aggregate(per_token, mask, mode=config.normalisation, max_length=config.max_caption_tokens)
+    loss = loss + config.condition_anchor * anchor
     return {
         "loss": loss,
+        "condition_drift": anchor.detach(),
         "policy_loss": aggregate(surrogate.loss, mask, mode=config.normalisation, max_length=config.max_caption_tokens).detach(),
         "kl": masked_mean(kl.detach(), mask),
         "clip_fraction": masked_mean(surrogate.clipped.float(), mask),
         "ratio": masked_mean(surrogate.ratio.detach(), mask),
     }
+
+
+def condition_hidden(model: UAEModel, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The LLM's last hidden states of each caption's ``generate`` turn (what the projector reads)."""
+    input_ids, attention_mask = model.condition_token_ids(texts)
+    hidden = model.encoder.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    return hidden, attention_mask
+
+
+def condition_drift(model: UAEModel, texts: list[str], reference: torch.Tensor) -> torch.Tensor:
+    """Mean squared change of the decoder's condition from ``reference``, over real tokens."""
+    hidden, mask = condition_hidden(model, texts)
+    weights = mask.to(hidden.dtype).unsqueeze(-1)
+    return ((hidden - reference.to(hidden)) ** 2 * weights).sum() / (weights.sum() * hidden.shape[-1]).clamp(min=1.0)
