@@ -106,22 +106,19 @@ def g4u_rollout(
     sample = model.sample_captions(list(images), seeds=seeds, temperature=config.temperature, max_new_tokens=config.max_caption_tokens)
     sample = end_at_special_tokens(model, sample)
     old = _teacher_forced(model, images, sample.token_ids, sample.mask, config.temperature)
-    ref = None
-    if config.beta > 0:
+    # the reference policy's view of the same captions: token log-probs (KL) and the decoder's
+    # condition (anchor), in one pass with the reference weights swapped in
+    ref = ref_condition = None
+    if config.beta > 0 or config.condition_anchor > 0:
         with reference(model.encoder) as encoder:
             swapped = model.encoder
             model.encoder = encoder
             try:
-                ref = _teacher_forced(model, images, sample.token_ids, sample.mask, config.temperature)
-            finally:
-                model.encoder = swapped
-    ref_condition = None
-    if config.condition_anchor > 0:
-        with reference(model.encoder) as encoder, torch.no_grad():
-            swapped = model.encoder
-            model.encoder = encoder
-            try:
-                ref_condition = condition_hidden(model, sample.texts)[0]
+                if config.beta > 0:
+                    ref = _teacher_forced(model, images, sample.token_ids, sample.mask, config.temperature)
+                if config.condition_anchor > 0:
+                    with torch.no_grad():
+                        ref_condition = condition_hidden(model, sample.texts)[0]
             finally:
                 model.encoder = swapped
     timings["seconds_sampling"] = time.perf_counter() - started
