@@ -14,12 +14,6 @@ from the encoder LLM's last hidden states of a caption:
   reach the decoder at unit scale as T5's (final-norm) features reach SD3; a freshly initialised
   two-layer MLP shrinks the LLM's unit-RMS states about eightfold, and the decoder then leans on
   its image tokens and ignores the caption for hundreds of steps;
-- optionally (``pooled_from="sequence"``, the tiny preset) the pooled vector is read from the
-  whole padded sequence rather than its mean: each position's state is projected down
-  (``pooled_token_dim``), the positions are concatenated in order and one MLP maps them to
-  the pooled vector. A mean of a two-layer LLM's states is close to a bag of words (which
-  colour goes with which position is lost); the ordered read keeps the binding, and the pooled
-  vector reaches every decoder block through the adaptive norms;
 - optionally (``max_positions > 0``, the tiny preset) a learned embedding of each token's index
   is added to the projected tokens. SD3's MMDiT gives text tokens no position of their own: it
   relies on T5's (or, in UAE, Qwen's) contextual features to say which word belongs to which
@@ -56,28 +50,14 @@ class UAEProjector(ModelMixin, ConfigMixin):
         hidden_dim: int | None = None,
         max_positions: int = 0,
         output_norm: bool = False,
-        pooled_from: str = "mean",
-        pooled_token_dim: int = 16,
     ) -> None:
         super().__init__()
-        if pooled_from not in ("mean", "sequence"):
-            raise ValueError(f"pooled_from must be 'mean' or 'sequence', got {pooled_from!r}")
-        if pooled_from == "sequence" and max_positions <= 0:
-            raise ValueError("pooled_from='sequence' reads a fixed-length sequence: set max_positions")
         hidden_dim = hidden_dim or out_dim
         layers: list[nn.Module] = [nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, out_dim)]
         if output_norm:
             layers.append(nn.LayerNorm(out_dim))
         self.token_mlp = nn.Sequential(*layers)
-        self.pooled_from = pooled_from
-        self.max_positions = max_positions
-        if pooled_from == "mean":
-            self.pooled_down = None
-            pooled_in = in_dim
-        else:
-            self.pooled_down = nn.Linear(in_dim, pooled_token_dim)
-            pooled_in = pooled_token_dim * max_positions
-        self.pooled_mlp = nn.Sequential(nn.Linear(pooled_in, hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, pooled_dim))
+        self.pooled_mlp = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, pooled_dim))
         self.positions = nn.Embedding(max_positions, out_dim) if max_positions > 0 else None
         if self.positions is not None:
             nn.init.normal_(self.positions.weight, std=0.02)
@@ -88,10 +68,5 @@ class UAEProjector(ModelMixin, ConfigMixin):
         if self.positions is not None:
             tokens = tokens + self.positions.weight[: hidden.shape[1]].to(tokens.dtype)
         tokens = tokens * mask.to(hidden.dtype).unsqueeze(-1)
-        if self.pooled_down is None:
-            pooled = self.pooled_mlp(masked_mean(hidden, mask))
-        else:  # every position's (down-projected) state, in order, through one MLP
-            slots = self.pooled_down(hidden) * mask.to(hidden.dtype).unsqueeze(-1)
-            slots = nn.functional.pad(slots, (0, 0, 0, max(0, self.max_positions - slots.shape[1])))[:, : self.max_positions]
-            pooled = self.pooled_mlp(slots.flatten(1))
+        pooled = self.pooled_mlp(masked_mean(hidden, mask))
         return tokens, pooled
