@@ -1,4 +1,4 @@
-"""The tiny recipe's plumbing: sft and vae side by side, float16 export, the ordered pooled read."""
+"""The tiny recipe's plumbing: sft and vae side by side, float16 export."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from uae_reference.projector import UAEProjector
 
 
 def _digest(path, part=None):
@@ -62,17 +61,24 @@ def test_export_stores_float16_and_loads_as_float32(tmp_path):
         torch.testing.assert_close(param, original[name].half().float(), rtol=0, atol=0)
 
 
-def test_ordered_pooled_read_sees_word_order_the_mean_does_not():
-    torch.manual_seed(0)
-    hidden = torch.randn(1, 6, 8)
-    swapped = hidden[:, [1, 0, 2, 3, 4, 5]]
-    mask = torch.ones(1, 6)
-    mean = UAEProjector(in_dim=8, out_dim=16, pooled_dim=4, max_positions=10)
-    ordered = UAEProjector(in_dim=8, out_dim=16, pooled_dim=4, max_positions=10, pooled_from="sequence")
-    torch.testing.assert_close(mean(hidden, mask)[1], mean(swapped, mask)[1])
-    assert not torch.allclose(ordered(hidden, mask)[1], ordered(swapped, mask)[1])
-    # padding contributes nothing: a masked-out tail gives the same pooled vector as no tail
-    padded = torch.cat([hidden, torch.randn(1, 3, 8)], 1)
-    torch.testing.assert_close(ordered(padded, torch.cat([mask, torch.zeros(1, 3)], 1))[1], ordered(hidden, mask)[1])
-    with pytest.raises(ValueError, match="max_positions"):
-        UAEProjector(in_dim=8, out_dim=16, pooled_dim=4, pooled_from="sequence")
+
+def test_bad_stage_arguments_fail_before_any_training(tmp_path):
+    import time
+
+    from uae_reference.config import stage_config
+    from uae_reference.trainer import load_or_build_model
+    from unified_bench.errors import WeightsNotFoundError
+
+    started = time.time()
+    proc = subprocess.run(
+        [sys.executable, "-m", "uae_reference.cli", "rl", "train", "--stage", "g4u", "--export-stages",
+         "--output-dir", str(tmp_path / "rl")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 2 and "--export-stages needs --stage all" in proc.stderr + proc.stdout
+    assert not (tmp_path / "rl").exists() and time.time() - started < 120
+    from uae_reference.rl.checkpoints import stage_checkpoint
+
+    config = stage_config("tiny", "decoder", init_from=str(stage_checkpoint("pre-rl")), vae_from=str(tmp_path))
+    with pytest.raises(WeightsNotFoundError, match="vae stage's final"):
+        load_or_build_model(config)

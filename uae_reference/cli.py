@@ -104,22 +104,27 @@ def train_cmd(
         side_vae = _start_side_stage("vae", output_dir / "vae", preset=preset, smoke=smoke, sets=set_, flags=flags)
         stages.remove("vae")
         overrides["num_threads"] = overrides["num_threads"] or 1
-    for name in stages:
-        folder = output_dir / name if stage == "all" else output_dir
-        config = stage_config(preset, name, smoke=smoke, output_dir=str(folder), init_from=previous, **overrides)
-        if side_vae is not None and name != "sft":
-            if side_vae.wait() != 0:
-                raise UnifiedBenchError(f"the vae stage failed (exit {side_vae.returncode}); its log: {output_dir / 'vae' / 'stage.log'}")
-            console.print(f"[bold]vae[/]: done in a side process; log {output_dir / 'vae' / 'log.csv'}")
-            config = config.replace(vae_from=str(output_dir / "vae" / "final"), num_threads=num_threads or 0)
-            side_vae = None
-        result = train_stage(config, show_progress=not no_progress)
-        results.append(result)
-        previous = str(result.final_dir)
-        console.print(
-            f"[bold]{name}[/]: {result.steps} steps in {result.seconds / 60:.1f} min, "
-            f"loss {result.first_loss:.4f} -> {result.last_loss:.4f}; checkpoint {result.final_dir}"
-        )
+    try:
+        for name in stages:
+            folder = output_dir / name if stage == "all" else output_dir
+            config = stage_config(preset, name, smoke=smoke, output_dir=str(folder), init_from=previous, **overrides)
+            if side_vae is not None and name != "sft":
+                if side_vae.wait() != 0:
+                    raise UnifiedBenchError(f"the vae stage failed (exit {side_vae.returncode}); its log: {output_dir / 'vae' / 'stage.log'}")
+                console.print(f"[bold]vae[/]: done in a side process; log {output_dir / 'vae' / 'log.csv'}")
+                config = config.replace(vae_from=str(output_dir / "vae" / "final"), num_threads=num_threads or 0)
+                side_vae = None
+            result = train_stage(config, show_progress=not no_progress)
+            results.append(result)
+            previous = str(result.final_dir)
+            console.print(
+                f"[bold]{name}[/]: {result.steps} steps in {result.seconds / 60:.1f} min, "
+                f"loss {result.first_loss:.4f} -> {result.last_loss:.4f}; checkpoint {result.final_dir}"
+            )
+    finally:
+        if side_vae is not None and side_vae.poll() is None:  # the main stage failed: stop the side one
+            side_vae.terminate()
+            side_vae.wait()
     console.print(f"total {(time.time() - started) / 60:.1f} min")
     if export is not None and results:
         from accelerate import PartialState
@@ -149,8 +154,8 @@ def _start_side_stage(stage: str, folder: Path, *, preset: str, smoke: bool, set
         command += [flag, str(value)] if value is not None else []
     for item in sets or []:
         command += ["--set", item]
-    log = open(folder / "stage.log", "w")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    with open(folder / "stage.log", "w") as log:  # the child keeps its own copy of the handle
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
 
 def print_dry_run(gpus: int) -> None:

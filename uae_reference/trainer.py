@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from unified_bench.errors import WeightsNotFoundError
 from uae_reference.config import TrainConfig
 from uae_reference.data import ShapesTrainingSet, batch_indices, encode_all, step_generator
 from uae_reference.model import UAEModel
@@ -81,7 +82,7 @@ def load_or_build_model(config: TrainConfig) -> UAEModel:
 
             vae_dir = Path(config.vae_from) / "vae"
             if not vae_dir.is_dir():
-                raise FileNotFoundError(f"vae_from={config.vae_from!r} has no vae/ folder (expected a vae stage's final/)")
+                raise WeightsNotFoundError(f"vae_from={config.vae_from!r} has no vae/ folder; pass a vae stage's final/ checkpoint")
             model.vae = AutoencoderKL.from_pretrained(vae_dir)
         return model.train()
     from uae_reference.presets import MODEL_PRESETS

@@ -88,6 +88,8 @@ def train_cmd(
     stages = ["g4u", "u4g"] if stage == "all" else [stage]
     if any(s not in CONFIG_CLASSES for s in stages):
         raise ConfigError(f"unknown stage {stage!r}; use g4u, u4g or all")
+    if export_stages and stage != "all":  # checked before any training, not after it
+        raise ConfigError("--export-stages needs --stage all (pre-rl, g4u and u4g)")
     if not (Path(init_from) / "uae_config.json").is_file():
         raise ConfigError(
             f"no UAE checkpoint at {init_from}; train one with `uae-reference train --preset tiny --stage all` "
@@ -134,8 +136,6 @@ def train_cmd(
     if export_stages and state.is_main_process:
         from uae_reference.rl.checkpoints import export_stages as ship
 
-        if stage != "all":
-            raise ConfigError("--export-stages needs --stage all (pre-rl, g4u and u4g)")
         targets = ship(Path(init_from), output_dir / "g4u" / "final", output_dir / "u4g" / "final")
         say("bundled stages: " + ", ".join(f"{k} -> {v}" for k, v in targets.items()))
 
