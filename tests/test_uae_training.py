@@ -135,3 +135,20 @@ def test_resume_continues_exactly(tmp_path):
     b = UAEModel.from_pretrained(tmp_path / "b" / "final").decoder.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [r["step"] for r in read_log(tmp_path / "b" / "log.csv")] == list(range(1, 7))
+
+
+def test_a_default_thread_stage_after_a_one_thread_stage_gets_the_default_back(tmp_path, monkeypatch):
+    """The recipe runs sft with one thread (vae beside it), then the decoder in the same process:
+    ``num_threads=0`` must restore torch's default, not inherit the earlier stage's one thread."""
+    import uae_reference.trainer as trainer
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(trainer, "DEFAULT_NUM_THREADS", 3)  # distinct from 1 on any machine
+    settings = dict(train_samples=8, batch_size=4, save_every=0, steps=1)
+    try:
+        train_stage(stage_config("tiny", "vae", smoke=True, output_dir=str(tmp_path / "a"), num_threads=1, **settings), show_progress=False)
+        assert torch.get_num_threads() == 1
+        train_stage(stage_config("tiny", "vae", smoke=True, output_dir=str(tmp_path / "b"), num_threads=0, **settings), show_progress=False)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)

@@ -214,7 +214,7 @@ def tiny_encoder_config(tokenizer, *, image_size: int | None = None, patch_size:
             "rms_norm_eps": 1e-6,
             # head_dim 32 -> 16 rotary frequencies split over (time, height, width)
             "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]},
-            "tie_word_embeddings": True,
+            "tie_word_embeddings": False,
             "bos_token_id": None,
             "eos_token_id": ids("<|im_end|>"),
             "pad_token_id": tokenizer.pad_token_id,
@@ -237,7 +237,7 @@ def tiny_encoder_config(tokenizer, *, image_size: int | None = None, patch_size:
         "video_token_id": ids("<|video_pad|>"),
         "vision_start_token_id": ids("<|vision_start|>"),
         "vision_end_token_id": ids("<|vision_end|>"),
-        "tie_word_embeddings": True,
+        "tie_word_embeddings": False,
     }
 
 

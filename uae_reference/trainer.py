@@ -37,6 +37,16 @@ from uae_reference.data import ShapesTrainingSet, batch_indices, encode_all, ste
 from uae_reference.model import UAEModel
 from uae_reference.stages import STAGE_TERMS, StageModule, configure_trainable, make_batch
 
+#: torch's own thread count, read before any stage changes it: ``num_threads=0`` restores it, so a
+#: stage that follows a one-thread stage in the same process (the tiny recipe's decoder after the
+#: side-by-side sft) gets every core back
+DEFAULT_NUM_THREADS = torch.get_num_threads()
+
+
+def apply_num_threads(num_threads: int) -> None:
+    """Set torch's intra-op threads for a stage: ``num_threads``, or torch's default when 0."""
+    torch.set_num_threads(num_threads if num_threads > 0 else DEFAULT_NUM_THREADS)
+
 STATE_DIR = "state"
 FINAL_DIR = "final"
 LOG_FILE = "log.csv"
@@ -187,8 +197,7 @@ def train_stage(
         mixed_precision=config.mixed_precision,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
     )
-    if config.num_threads > 0:
-        torch.set_num_threads(config.num_threads)
+    apply_num_threads(config.num_threads)
     out = Path(config.output_dir)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
