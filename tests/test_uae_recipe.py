@@ -82,3 +82,30 @@ def test_bad_stage_arguments_fail_before_any_training(tmp_path):
     config = stage_config("tiny", "decoder", init_from=str(stage_checkpoint("pre-rl")), vae_from=str(tmp_path))
     with pytest.raises(WeightsNotFoundError, match="vae stage's final"):
         load_or_build_model(config)
+
+
+def _condition_change(model, base: str, variant: str) -> float:
+    """Largest change of the LLM's last hidden states (the decoder's condition) between two
+    captions, relative to their mean norm."""
+    ids, mask = model.condition_token_ids([base, variant])
+    with torch.no_grad():
+        hidden = model.encoder.model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+    return ((hidden[1] - hidden[0]).norm(dim=-1).max() / hidden[0].norm(dim=-1).mean()).item()
+
+
+@pytest.mark.parametrize("stage", ["pre-rl", "u4g"])
+def test_the_shipped_condition_tells_small_from_large(stage):
+    """With tied word embeddings the tiny LLM gave "small" and "large" one input vector (no later
+    word depends on size), the condition moved by 5% between them and the decoder drew sizes at
+    chance. Untied, the size word must move the condition about as much as other words do."""
+    from pathlib import Path
+
+    from uae_reference.model import UAEModel
+
+    root = Path(__file__).resolve().parents[1] / "uae_reference" / "checkpoints"
+    model = UAEModel.from_pretrained(root / "uae-tiny" if stage == "u4g" else root / "uae-tiny-stages" / stage)
+    assert not model.encoder.config.get_text_config().tie_word_embeddings
+    base = "Two objects: a large red star in the top left and a small blue circle in the center."
+    size = _condition_change(model, base, base.replace("large red", "small red"))
+    colour = _condition_change(model, base, base.replace("large red", "large green"))
+    assert size > 0.15 and size > 0.2 * colour, (size, colour)
