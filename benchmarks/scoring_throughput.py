@@ -102,8 +102,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the engine's for the device (8 CPU, 16 CUDA)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--prefetch", choices=("auto", "on", "off"), default="auto",
+                        help="ours: preprocess the next batch on threads while the backbone runs (auto: CUDA only)")
     parser.add_argument("--dtype", default=None, help="metric dtype for ours (default: fp32 CPU, fp16 CUDA)")
     args = parser.parse_args()
 
@@ -111,6 +113,10 @@ def main() -> None:
 
     from unified_bench.images import load_image
     from unified_bench.scoring import ScoringConfig, score_folders
+    from unified_bench.scoring.engine import default_batch_size
+
+    if args.batch_size is None:
+        args.batch_size = default_batch_size(args.device)
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -136,6 +142,7 @@ def main() -> None:
             config = ScoringConfig(
                 metrics=["clip"], checkpoints={"clip": str(checkpoint)}, device=device, dtype=args.dtype,
                 batch_size=args.batch_size, cache_dir=cache, progress=False,
+                prefetch={"auto": None, "on": True, "off": False}[args.prefetch],
             )
             for label in ("ours cold", "ours warm"):
                 outcome = score_folders(recons, refs, root / f"out-{repeat}-{label[-4:]}", config)

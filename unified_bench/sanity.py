@@ -275,7 +275,7 @@ def run_sanity(
     photos: Sequence[Photo] | None = None,
     levels: Mapping[str, Sequence[float]] = DEFAULT_LEVELS,
     max_side: int | None = DEFAULT_MAX_SIDE,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     device: str = "cpu",
     checkpoints: Mapping[str, str] | None = None,
     keep_images: bool = False,

@@ -63,7 +63,7 @@ class EvalConfig:
     # scoring
     device: str = "cpu"
     dtype: str | None = None
-    metric_batch_size: int = 16
+    metric_batch_size: int | None = None  # None: the scoring engine's default for the device
     checkpoints: dict[str, str] = field(default_factory=dict)
     cache_dir: Path | None = None
     use_cache: bool = True

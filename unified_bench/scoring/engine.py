@@ -34,13 +34,22 @@ from unified_bench.scoring.cache import EmbeddingCache, default_cache_dir
 from unified_bench.scoring.pairing import Pair
 
 
+def default_batch_size(device: str) -> int:
+    """Images per forward when the user does not say: 16 on a GPU; 8 on a CPU, where a ViT-L/B
+    forward is fastest per image at 4-8 (benchmarks/scoring_throughput.py: ViT-B/16 on this
+    project's 2-core CPU, 221 ms per image at batch 8, 279 at batch 1, 241 at batch 16, as the
+    activations outgrow the caches)."""
+    return 16 if str(device).startswith("cuda") else 8
+
+
 @dataclass
 class ScoringConfig:
     metrics: Sequence[str]
     checkpoints: Mapping[str, str] = field(default_factory=dict)
     device: str = "cpu"
     dtype: str | None = None
-    batch_size: int = 16
+    #: images per backbone forward (None: :func:`default_batch_size` for the device)
+    batch_size: int | None = None
     cache_dir: Path | None = None  # None -> default_cache_dir()
     use_cache: bool = True
     progress: bool = True
@@ -48,6 +57,19 @@ class ScoringConfig:
     keep_decoded_pixels: int = 400_000_000
     #: threads for decoding and preprocessing (None: min(8, CPU count))
     workers: int | None = None
+    #: preprocess the next batch on worker threads while the backbone runs (None: on CUDA only;
+    #: on a CPU the backbone's own threads already use every core, and preprocessing beside
+    #: them slows both)
+    prefetch: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size is None:
+            self.batch_size = default_batch_size(self.device)
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    def overlaps(self) -> bool:
+        return self.prefetch if self.prefetch is not None else str(self.device).startswith("cuda")
 
 
 @dataclass
@@ -291,7 +313,7 @@ def _score_embedding(
         """Embed in batches through the preprocessing pipeline; isolate failures per sample."""
         out: dict[int, torch.Tensor] = {}
         batches = list(_batches(indices, config.batch_size))
-        if not metric.pipelined:
+        if not metric.pipelined or not config.overlaps():
             for batch in batches:
                 out.update(embed_indices(batch, pick))
                 if advance and progress:
