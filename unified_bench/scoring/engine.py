@@ -58,8 +58,8 @@ class ScoringConfig:
     #: threads for decoding and preprocessing (None: min(8, CPU count))
     workers: int | None = None
     #: preprocess the next batch on worker threads while the backbone runs (None: on CUDA only;
-    #: on a CPU the backbone's own threads already use every core and preprocessing is ~1% of
-    #: the time: 51.3 s scoring vs 53.1 s of bare forward for 200 ViT-B images, batch 8)
+    #: on a CPU the backbone's own threads already use every core, and preprocessing in line is
+    #: within the noise: 51.3 s to score 200 ViT-B images vs 53.1 s of their bare forward, batch 8)
     prefetch: bool | None = None
 
     def __post_init__(self) -> None:
