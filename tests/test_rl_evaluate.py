@@ -39,9 +39,11 @@ def test_paired_improvement_excludes_zero_only_for_a_real_change(runs):
 
 def test_report_markdown_lists_stages_and_changes(runs):
     low, high = runs
-    stages = [StageEval("pre-rl", "ckpt", str(low), {"effnet": 0.5}, {"effnet": [0.48, 0.52]}, 40)]
+    breakdown = {"n": 40, "caption_f1": 0.4171, "caption_attribute_f1": {}, "fully_stated": 38, "render_f1": 0.899}
+    stages = [StageEval("pre-rl", "ckpt", str(low), {"effnet": 0.5}, {"effnet": [0.48, 0.52]}, 40, breakdown)]
     report = EvaluationReport(stages, [paired_improvement(("pre-rl", low), ("g4u", high), "effnet")])
     text = report.markdown()
+    assert "| pre-rl | 0.4171 | 38 of 40 | 0.8990 |" in text
     assert "| pre-rl | 0.5000 [0.4800, 0.5200] |" in text and "| pre-rl -> g4u | effnet |" in text and "| yes, better |" in text
     assert report.to_dict()["improvements"][0]["excludes_zero"] is True
 
@@ -74,3 +76,54 @@ def test_training_curve_reaches_the_leaderboard(runs, tmp_path):
     curve = read_curve(data["run"]["training"], Path(high), warnings)
     assert not warnings
     assert curve.reward == (0.6, 0.65, 0.7, 0.71, 0.73) and curve.caption_length[:3] == (20.0, 25.0, 31.0)
+
+
+def test_round_trip_breakdown_separates_caption_errors_from_render_errors(tmp_path):
+    """Real Shapes renders read by the bundled oracle: a wrong word lowers only the caption half,
+    a wrong drawing only the render half, and a caption that leaves attributes unsaid is kept
+    out of the render half."""
+    import json
+    from dataclasses import replace
+
+    from uae_reference.rl.evaluate import round_trip_breakdown
+    from unified_bench.datasets.shapes.captions import caption
+    from unified_bench.datasets.shapes.render import render
+    from unified_bench.datasets.shapes.scene import Scene, scene_from_seed
+
+    def recolour(scene: Scene) -> Scene:
+        first, *rest = scene.objects
+        other = "red" if first.color != "red" else "blue"
+        return Scene((replace(first, color=other), *rest))
+
+    truths = [scene_from_seed(i) for i in range(12)]
+    samples = []  # (truth, caption text, scene drawn)
+    for i, truth in enumerate(truths):
+        if i % 3 == 0:  # right caption, faithful drawing
+            samples.append((truth, caption(truth, "long"), truth))
+        elif i % 3 == 1:  # wrong colour said, drawn as said
+            samples.append((truth, caption(recolour(truth), "long"), recolour(truth)))
+        else:  # right caption, wrong colour drawn
+            samples.append((truth, caption(truth, "long"), recolour(truth)))
+    samples.append((truths[0], caption(truths[0], "short"), truths[0]))  # leaves attributes unsaid
+    (tmp_path / "images").mkdir()
+    lines = []
+    for i, (truth, text, drawn) in enumerate(samples):
+        render(drawn, 128).save(tmp_path / "images" / f"s{i}.png")
+        lines.append(json.dumps({"sample_id": f"s{i}", "caption": text, "seed": i, "image": f"images/s{i}.png",
+                                 "reference": f"refs/s{i}.png", "meta": {"scene": truth.to_dict()}}))
+    (tmp_path / "captions.jsonl").write_text("\n".join(lines) + "\n")
+
+    b = round_trip_breakdown(tmp_path)
+    assert b["n"] == 13 and b["fully_stated"] == 12
+    # caption half: 4 recoloured captions lose exactly one object each (full-match F1 = 2*(k-1)/(2k))
+    expected = [1.0 if i % 3 != 1 else (len(t) - 1) / len(t) for i, t in enumerate(truths)]
+    short = json.loads(lines[-1])
+    from unified_bench.datasets.shapes.captions import parse
+    from unified_bench.datasets.shapes.compare import compare_scenes
+    expected.append(compare_scenes(truths[0], parse(short["caption"])).f1)
+    assert b["caption_f1"] == pytest.approx(sum(expected) / 13, abs=1e-9)
+    assert b["caption_attribute_f1"]["position"] == pytest.approx(sum(
+        1.0 if i < 12 else compare_scenes(truths[0], parse(short["caption"])).attribute_f1("position") for i in range(13)) / 13)
+    # render half (the oracle reads clean renders exactly): only the misdrawn third loses an object
+    expected_render = [1.0 if i % 3 != 2 else (len(t) - 1) / len(t) for i, t in enumerate(truths)]
+    assert b["render_f1"] == pytest.approx(sum(expected_render) / 12, abs=1e-9)

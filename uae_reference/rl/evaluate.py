@@ -34,6 +34,8 @@ class StageEval:
     means: dict[str, float]
     ci95: dict[str, list[float]]
     n: int
+    #: which half of the round trip loses the objects (:func:`round_trip_breakdown`)
+    breakdown: dict[str, Any] | None = None
 
 
 @dataclass
@@ -74,6 +76,16 @@ class EvaluationReport:
         for s in self.stages:
             cells = [f"{s.means[m]:.4f} [{s.ci95[m][0]:.4f}, {s.ci95[m][1]:.4f}]" for m in metrics]
             lines.append(f"| {s.name} | " + " | ".join(cells) + " |")
+        breakdowns = [(s.name, s.breakdown) for s in self.stages if s.breakdown]
+        if breakdowns:
+            lines += [
+                "",
+                "| stage | caption F1 (caption vs scene) | captions stating every attribute | render F1 on those (image vs caption) |",
+                "|---|---|---|---|",
+            ]
+            for name, b in breakdowns:
+                render = "n/a" if b["render_f1"] is None else f"{b['render_f1']:.4f}"
+                lines.append(f"| {name} | {b['caption_f1']:.4f} | {b['fully_stated']} of {b['n']} | {render} |")
         lines += ["", "| change | metric | mean paired difference | 95% CI | CI excludes 0 |", "|---|---|---|---|---|"]
         for i in self.improvements:
             if i.mean is None:
@@ -82,6 +94,52 @@ class EvaluationReport:
             verdict = "no" if not i.excludes_zero else ("yes, better" if i.low > 0 else "yes, worse")
             lines.append(f"| {i.before} -> {i.after} | {i.metric} | {i.mean:+.4f} | [{i.low:+.4f}, {i.high:+.4f}] | {verdict} |")
         return "\n".join(lines) + "\n"
+
+
+def round_trip_breakdown(run_dir: str | Path, *, oracle: Any = None) -> dict[str, Any]:
+    """Split a Shapes run's object F1 into its understanding and generation halves.
+
+    - ``caption_f1``: the caption, parsed by the caption grammar, against the true scene
+      (attributes a caption leaves unsaid count as wrong, as in ``shapes-attr``);
+    - ``render_f1``: the reconstruction, read by the Shapes oracle, against the scene the
+      *caption* describes, over the captions that state every attribute of every object they
+      name (``fully_stated`` of ``n``): how faithfully the decoder draws what it was told.
+
+    The end-to-end ``shapes-attr`` F1 is roughly their product; the larger gap says which
+    model half limits the round trip (and so which RL stage has room to improve it).
+    """
+    import numpy as np
+    from PIL import Image
+
+    from unified_bench.datasets.shapes.captions import parse
+    from unified_bench.datasets.shapes.compare import compare_scenes
+    from unified_bench.datasets.shapes.oracle import ShapesOracle
+    from unified_bench.datasets.shapes.scene import ATTRIBUTES, Scene
+    from unified_bench.runner.store import CAPTIONS_FILE, CaptionRecord, read_jsonl
+
+    run_dir = Path(run_dir)
+    records = [CaptionRecord.from_dict(row) for row in read_jsonl(run_dir / CAPTIONS_FILE)]
+    records = [r for r in records if r.meta and "scene" in r.meta]
+    if not records:
+        raise ValueError(f"{run_dir} holds no Shapes samples with ground-truth scenes")
+    truths = [Scene.from_dict(r.meta["scene"]) for r in records]
+    captions = [parse(r.caption) for r in records]
+    full = [i for i, c in enumerate(captions) if c.objects and c.is_complete]
+    render_f1 = None
+    if full:
+        oracle = oracle or ShapesOracle()
+        drawn = oracle.parse([Image.open(run_dir / records[i].image).convert("RGB") for i in full])
+        render_f1 = float(np.mean([compare_scenes(captions[i], d).f1 for i, d in zip(full, drawn)]))
+    per_attribute = {
+        a: float(np.mean([compare_scenes(t, c).attribute_f1(a) for t, c in zip(truths, captions)])) for a in ATTRIBUTES
+    }
+    return {
+        "n": len(records),
+        "caption_f1": float(np.mean([compare_scenes(t, c).f1 for t, c in zip(truths, captions)])),
+        "caption_attribute_f1": per_attribute,
+        "fully_stated": len(full),
+        "render_f1": render_f1,
+    }
 
 
 def per_sample_scores(run_dir: str | Path, metric: str) -> dict[str, float | None]:
@@ -245,6 +303,9 @@ def evaluate_stages(
                 model_args=(model_args or {}).get(name), resume=resume, progress=progress, reconstruction=reconstruction,
             )
         )
+    for stage in stages:
+        if "shapes-attr" in metrics:
+            stage.breakdown = round_trip_breakdown(stage.run_dir)
     report = EvaluationReport(stages, split=split, limit=limit)
     pairs = list(zip(stages[:-1], stages[1:]))
     if len(stages) > 2:
