@@ -82,6 +82,7 @@ def score_cmd(
     checkpoint: Annotated[Optional[list[str]], typer.Option("--checkpoint", help="Override a metric's weights: METRIC=PATH_OR_HUB_ID (repeatable).")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Reference-embedding cache (default ~/.cache/unified_bench).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the reference-embedding cache.")] = False,
+    fuse: Annotated[Optional[bool], typer.Option("--fuse/--no-fuse", help="Run CLIP/DINO backbones as a fused oneDNN graph (default: on a CPU in float32 from 64 images).")] = None,
 ) -> None:
     """Score reconstructions against references, matched by file stem."""
     from unified_bench.metrics import parse_metric_list
@@ -100,6 +101,7 @@ def score_cmd(
         batch_size=batch_size,
         cache_dir=cache_dir,
         use_cache=not no_cache,
+        fuse=fuse,
     )
     outcome = score_folders(images, refs, out, config, console=err_console)
     report_outcome(outcome)

@@ -110,6 +110,16 @@ class EmbeddingMetric(Metric):
         so the engine may preprocess on worker threads (False: it calls ``embed``)."""
         return True
 
+    def enable_fusion(self) -> bool:
+        """Run ``forward`` through a fused CPU graph from now on (see
+        :mod:`unified_bench.metrics.graph`); False when this metric or its device/dtype cannot."""
+        return False
+
+    @property
+    def execution(self) -> str:
+        """How ``forward`` ran, for the run record: 'eager' or 'fused graph (oneDNN)'."""
+        return "eager"
+
     @abstractmethod
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Images -> pixel tensor [N, 3, H, W] exactly as the official protocol prepares them."""

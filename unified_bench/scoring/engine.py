@@ -28,6 +28,7 @@ from rich.console import Console
 from unified_bench.errors import ImageLoadError, UnifiedBenchError
 from unified_bench.images import file_sha256, load_image
 from unified_bench.metrics import EmbeddingMetric, Metric, PairInput, PairMetric, build_metric
+from unified_bench.metrics.graph import FUSE_MIN_IMAGES
 from unified_bench.progress import progress_bar
 from unified_bench.results.model import MetricScores, SampleError, SampleRecord, ScoreReport
 from unified_bench.scoring.cache import EmbeddingCache, default_cache_dir
@@ -61,6 +62,9 @@ class ScoringConfig:
     #: on a CPU the backbone's own threads already use every core, and preprocessing in line is
     #: within the noise: 51.3 s to score 200 ViT-B images vs 53.1 s of their bare forward, batch 8)
     prefetch: bool | None = None
+    #: run traceable backbones through a fused oneDNN graph (unified_bench.metrics.graph)
+    #: (None: on a CPU in float32 when a metric has at least FUSE_MIN_IMAGES images to embed)
+    fuse: bool | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size is None:
@@ -70,6 +74,10 @@ class ScoringConfig:
 
     def overlaps(self) -> bool:
         return self.prefetch if self.prefetch is not None else str(self.device).startswith("cuda")
+
+    def fuses(self, n_images: int) -> bool:
+        """Whether to ask a metric for a fused graph when it has ``n_images`` to embed."""
+        return self.fuse if self.fuse is not None else n_images >= FUSE_MIN_IMAGES
 
 
 @dataclass
@@ -234,7 +242,10 @@ def score(
                 else:  # pragma: no cover - registry only holds the two kinds
                     raise TypeError(f"metric {name} is neither an EmbeddingMetric nor a PairMetric")
                 metric_scores.append(scores)
-                metric_infos.append(metric.info.to_dict())
+                info = metric.info.to_dict()
+                if isinstance(metric, EmbeddingMetric):
+                    info["execution"] = metric.execution
+                metric_infos.append(info)
             finally:
                 metric.close()
                 del metric
@@ -343,6 +354,10 @@ def _score_embedding(
             dupes[index] = unique[key]
         else:
             unique[key] = index
+    # Reconstructions to embed: at most one per live sample.
+    expected = len(unique) + sum(1 for sample in samples if sample.ok)
+    if config.fuses(expected):
+        metric.enable_fusion()
     for index, emb in embed_all(list(unique.values()), images.reference).items():
         ref_embeddings[index] = emb
         if cache and samples[index].ref_hash:
