@@ -241,7 +241,7 @@ def test_siglip_parity(tmp_path, pair_dirs):
 FUSED_TOLERANCE = 1e-5
 
 
-@pytest.mark.parametrize("name", ["clip", "dinov2", "dinov3"])
+@pytest.mark.parametrize("name", ["clip", "dinov2", "dinov3", "longclip-openai", "longclip-hf"])
 def test_fused_graph_keeps_parity(tmp_path, pair_dirs, name):
     """The traced, oneDNN-fused forward scores every pair as the official computation does,
     including the last, partial batch (5 images at batch 2), which runs eagerly. (SigLIP is
@@ -249,16 +249,21 @@ def test_fused_graph_keeps_parity(tmp_path, pair_dirs, name):
     from transformers import DINOv3ViTImageProcessor
     from transformers.models.bit.image_processing_pil_bit import BitImageProcessorPil
 
-    builders = {"clip": tiny_models.tiny_clip, "dinov2": tiny_models.tiny_dinov2, "dinov3": tiny_models.tiny_dinov3}
-    checkpoint = builders[name](tmp_path / name)
-    if name == "clip":
+    if name == "longclip-openai":
+        spec = tiny_models.OpenClipSpec()
+        checkpoint = tiny_models.tiny_longclip_pt(tmp_path / "longclip-L.pt", spec=spec)
+        encode = official_longclip_encoder(checkpoint, spec)
+    elif name in ("clip", "longclip-hf"):
+        checkpoint = tiny_models.tiny_clip(tmp_path / name)
         encode = official_clip_encoder(checkpoint)
     elif name == "dinov2":
+        checkpoint = tiny_models.tiny_dinov2(tmp_path / name)
         encode = official_dino_encoder(checkpoint, BitImageProcessorPil)
     else:
+        checkpoint = tiny_models.tiny_dinov3(tmp_path / name)
         encode = official_dino_encoder(checkpoint, DINOv3ViTImageProcessor)
     official = official_scores(encode, pair_dirs)
-    ours = engine_scores(name, checkpoint, pair_dirs, fuse=True)
+    ours = engine_scores(name.split("-")[0], checkpoint, pair_dirs, fuse=True)
     assert set(ours) == set(official)
     for sample_id, value in official.items():
         assert abs(ours[sample_id] - value) < FUSED_TOLERANCE, (sample_id, ours[sample_id], value)

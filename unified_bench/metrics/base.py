@@ -118,7 +118,8 @@ class EmbeddingMetric(Metric):
     @property
     def execution(self) -> str:
         """How ``forward`` ran, for the run record: 'eager' or 'fused graph (oneDNN)'."""
-        return "eager"
+        fused = getattr(self, "fused", None)
+        return "fused graph (oneDNN)" if fused is not None and fused.active else "eager"
 
     @abstractmethod
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:

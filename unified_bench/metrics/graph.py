@@ -39,26 +39,37 @@ def onednn_fusion() -> Iterator[None]:
 
 
 class _Traced(torch.nn.Module):
-    """``pool(model(pixel_values=x))`` as one module, so tracing sees (and freezing folds) every weight."""
+    """``pool(model(pixel_values=x))`` (or ``model(x)``) as one module, so tracing sees (and
+    freezing folds) every weight."""
 
-    def __init__(self, model: torch.nn.Module, pool: Callable[[object], torch.Tensor]) -> None:
+    def __init__(self, model: torch.nn.Module, pool: Callable[[object], torch.Tensor], keyword: str | None) -> None:
         super().__init__()
         self.model = model
         self._pool = pool
+        self._keyword = keyword
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self._pool(self.model(pixel_values=pixels))
+        output = self.model(**{self._keyword: pixels}) if self._keyword else self.model(pixels)
+        return self._pool(output)
 
 
 class FusedForward:
-    """Run ``pool(model(pixel_values=x))`` through a frozen, oneDNN-fused TorchScript graph.
+    """Run ``pool(model(pixel_values=x))`` through a frozen, oneDNN-fused TorchScript graph
+    (``keyword=None``: ``pool(model(x))``).
 
     Built lazily from the first batch it is called with (the trace's example input); later
     batches of that exact shape use the graph, any other shape the eager module.
     """
 
-    def __init__(self, model: torch.nn.Module, pool: Callable[[object], torch.Tensor], *, label: str = "backbone") -> None:
-        self.eager = _Traced(model, pool).eval()
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        pool: Callable[[object], torch.Tensor] = lambda output: output,
+        *,
+        keyword: str | None = "pixel_values",
+        label: str = "backbone",
+    ) -> None:
+        self.eager = _Traced(model, pool, keyword).eval()
         self.label = label
         self.graph: torch.jit.ScriptModule | None = None
         self.shape: tuple[int, ...] | None = None

@@ -201,10 +201,6 @@ class HFVisionMetric(EmbeddingMetric):
             self.fused = FusedForward(self.model, self._pool, label=f"metric {self.name!r}")
         return True
 
-    @property
-    def execution(self) -> str:
-        return "fused graph (oneDNN)" if self.fused is not None and self.fused.active else "eager"
-
     def close(self) -> None:
         self.model = None
         self.processor = None

@@ -36,6 +36,7 @@ from torch.nn import functional as F
 
 from unified_bench.errors import ConfigError
 from unified_bench.metrics.base import EmbeddingMetric, MetricInfo
+from unified_bench.metrics.graph import FusedForward
 from unified_bench.metrics.hf import ClipMetric
 from unified_bench.metrics.runtime import dtype_name, resolve_dtype
 from unified_bench.metrics.weights import ResolvedCheckpoint, resolve_checkpoint
@@ -219,6 +220,7 @@ class LongClipMetric(EmbeddingMetric):
         resolved = resolve_checkpoint(self.name, checkpoint)
         self._hf: _HFLongClip | None = None
         self.tower: OpenAIVisionTransformer | None = None
+        self.fused: FusedForward | None = None
         if resolved.path.is_dir() and (resolved.path / "config.json").exists():
             self._hf = _HFLongClip(checkpoint, device, dtype, resolved=resolved)
             self._info = self._hf.info
@@ -284,10 +286,25 @@ class LongClipMetric(EmbeddingMetric):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         if self._hf is not None:
             return self._hf.forward(pixels)
-        return self.tower(pixels.to(self.device, self.torch_dtype))
+        pixels = pixels.to(self.device, self.torch_dtype)
+        return self.fused(pixels) if self.fused is not None else self.tower(pixels)
+
+    def enable_fusion(self) -> bool:
+        if self._hf is not None:
+            return self._hf.enable_fusion()
+        if self.device.type != "cpu" or self.torch_dtype != torch.float32:
+            return False
+        if self.fused is None:
+            self.fused = FusedForward(self.tower, keyword=None, label="metric 'longclip'")
+        return True
+
+    @property
+    def execution(self) -> str:
+        return self._hf.execution if self._hf is not None else super().execution
 
     def close(self) -> None:
         if self._hf is not None:
             self._hf.close()
         self._hf = None
         self.tower = None
+        self.fused = None
