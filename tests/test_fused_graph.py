@@ -54,3 +54,11 @@ def test_untraceable_backbone_stays_eager_with_a_warning():
         with pytest.raises(RuntimeError):
             fused(torch.ones(2, 3))  # the eager module is what fails, as it would without fusion
     assert "cannot trace this" in fused.failure and not fused.active
+
+
+def test_fusion_is_only_for_float32_on_a_cpu(tmp_path):
+    checkpoint = str(tiny_models.tiny_clip(tmp_path / "clip"))
+    half = build_metric("clip", checkpoint=checkpoint, dtype="bfloat16")
+    assert not half.enable_fusion() and half.fused is None and half.execution == "eager"
+    siglip = build_metric("siglip", checkpoint=str(tiny_models.tiny_siglip(tmp_path / "siglip")))
+    assert not siglip.enable_fusion()  # SiglipMetric.fusable: its numbers moved when fused

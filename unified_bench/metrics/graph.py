@@ -27,6 +27,17 @@ import torch
 FUSE_MIN_IMAGES = 64
 
 
+def can_fuse(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether a fused graph applies: float32 on a CPU, with TorchScript's oneDNN Graph pass
+    in this torch build."""
+    return (
+        device.type == "cpu"
+        and dtype == torch.float32
+        and hasattr(torch.jit, "enable_onednn_fusion")
+        and torch.backends.mkldnn.is_available()
+    )
+
+
 @contextmanager
 def onednn_fusion() -> Iterator[None]:
     """Enable oneDNN Graph fusion of TorchScript graphs, restoring the caller's setting."""

@@ -30,7 +30,7 @@ from PIL import Image
 
 from unified_bench.errors import ConfigError
 from unified_bench.metrics.base import EmbeddingMetric, MetricInfo
-from unified_bench.metrics.graph import FusedForward
+from unified_bench.metrics.graph import FusedForward, can_fuse
 from unified_bench.metrics.runtime import dtype_name, quiet_transformers, resolve_dtype
 from unified_bench.metrics.weights import ResolvedCheckpoint, load_errors, resolve_checkpoint
 
@@ -195,7 +195,7 @@ class HFVisionMetric(EmbeddingMetric):
         raise NotImplementedError
 
     def enable_fusion(self) -> bool:
-        if not self.fusable or self.device.type != "cpu" or self.torch_dtype != torch.float32 or not self.pipelined:
+        if not self.fusable or not self.pipelined or not can_fuse(self.device, self.torch_dtype):
             return False
         if self.fused is None:
             self.fused = FusedForward(self.model, self._pool, label=f"metric {self.name!r}")

@@ -36,7 +36,7 @@ from torch.nn import functional as F
 
 from unified_bench.errors import ConfigError
 from unified_bench.metrics.base import EmbeddingMetric, MetricInfo
-from unified_bench.metrics.graph import FusedForward
+from unified_bench.metrics.graph import FusedForward, can_fuse
 from unified_bench.metrics.hf import ClipMetric
 from unified_bench.metrics.runtime import dtype_name, resolve_dtype
 from unified_bench.metrics.weights import ResolvedCheckpoint, resolve_checkpoint
@@ -292,7 +292,7 @@ class LongClipMetric(EmbeddingMetric):
     def enable_fusion(self) -> bool:
         if self._hf is not None:
             return self._hf.enable_fusion()
-        if self.device.type != "cpu" or self.torch_dtype != torch.float32:
+        if not can_fuse(self.device, self.torch_dtype):
             return False
         if self.fused is None:
             self.fused = FusedForward(self.tower, keyword=None, label="metric 'longclip'")
