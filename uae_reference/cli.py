@@ -196,7 +196,7 @@ def evaluate_cmd(
     checkpoint: Annotated[Path, typer.Option(help="Checkpoint folder (e.g. uae_reference/checkpoints/uae-tiny).")],
     n: Annotated[int, typer.Option(min=1, help="Test-split samples.")] = 1000,
     split: Annotated[str, typer.Option(help="Shapes split.")] = "test",
-    what: Annotated[str, typer.Option(help="decoder, encoder or both.")] = "both",
+    what: Annotated[str, typer.Option(help="decoder, encoder, both, or probe (what the vision tower sees: probes trained on 3000 train scenes).")] = "both",
     out: Annotated[Optional[Path], typer.Option(help="Write the figures as JSON here.")] = None,
     guidance_scale: Annotated[Optional[float], typer.Option(help="Override the checkpoint's guidance scale.")] = None,
     num_steps: Annotated[Optional[int], typer.Option(help="Override the checkpoint's denoising steps.")] = None,
@@ -206,11 +206,17 @@ def evaluate_cmd(
     from uae_reference.evaluate import decoder_quality, encoder_quality, test_samples
     from uae_reference.model import UAEModel
 
-    if what not in ("decoder", "encoder", "both"):
-        raise ConfigError("--what is decoder, encoder or both")
+    if what not in ("decoder", "encoder", "both", "probe"):
+        raise ConfigError("--what is decoder, encoder, both or probe")
     model = UAEModel.from_pretrained(checkpoint)
     samples = test_samples(n, split=split)
     report: dict = {"checkpoint": str(checkpoint), "split": split, "n": n}
+    if what == "probe":
+        from uae_reference.evaluate import vision_probe
+
+        report["vision_probe"] = vision_probe(model, test_samples(3000, split="train"), samples)
+        for attribute, acc in report["vision_probe"].items():
+            console.print(f"vision tower -> {attribute}: held-out probe accuracy {acc['mean']:.3f} (majority class {acc['chance']:.3f})")
     if what in ("decoder", "both"):
         started = time.time()
         q = decoder_quality(model, samples, guidance_scale=guidance_scale, num_steps=num_steps)
