@@ -86,7 +86,8 @@ def test_round_trip_breakdown_separates_caption_errors_from_render_errors(tmp_pa
     from dataclasses import replace
 
     from uae_reference.rl.evaluate import round_trip_breakdown
-    from unified_bench.datasets.shapes.captions import caption
+    from unified_bench.datasets.shapes.captions import caption, parse
+    from unified_bench.datasets.shapes.compare import compare_scenes
     from unified_bench.datasets.shapes.render import render
     from unified_bench.datasets.shapes.scene import Scene, scene_from_seed
 
@@ -118,8 +119,6 @@ def test_round_trip_breakdown_separates_caption_errors_from_render_errors(tmp_pa
     # caption half: 4 recoloured captions lose exactly one object each (full-match F1 = 2*(k-1)/(2k))
     expected = [1.0 if i % 3 != 1 else (len(t) - 1) / len(t) for i, t in enumerate(truths)]
     short = json.loads(lines[-1])
-    from unified_bench.datasets.shapes.captions import parse
-    from unified_bench.datasets.shapes.compare import compare_scenes
     expected.append(compare_scenes(truths[0], parse(short["caption"])).f1)
     assert b["caption_f1"] == pytest.approx(sum(expected) / 13, abs=1e-9)
     assert b["caption_attribute_f1"]["position"] == pytest.approx(sum(

@@ -130,13 +130,11 @@ def round_trip_breakdown(run_dir: str | Path, *, oracle: Any = None) -> dict[str
         oracle = oracle or ShapesOracle()
         drawn = oracle.parse([Image.open(run_dir / records[i].image).convert("RGB") for i in full])
         render_f1 = float(np.mean([compare_scenes(captions[i], d).f1 for i, d in zip(full, drawn)]))
-    per_attribute = {
-        a: float(np.mean([compare_scenes(t, c).attribute_f1(a) for t, c in zip(truths, captions)])) for a in ATTRIBUTES
-    }
+    said = [compare_scenes(t, c) for t, c in zip(truths, captions)]
     return {
         "n": len(records),
-        "caption_f1": float(np.mean([compare_scenes(t, c).f1 for t, c in zip(truths, captions)])),
-        "caption_attribute_f1": per_attribute,
+        "caption_f1": float(np.mean([c.f1 for c in said])),
+        "caption_attribute_f1": {a: float(np.mean([c.attribute_f1(a) for c in said])) for a in ATTRIBUTES},
         "fully_stated": len(full),
         "render_f1": render_f1,
     }
@@ -303,9 +301,12 @@ def evaluate_stages(
                 model_args=(model_args or {}).get(name), resume=resume, progress=progress, reconstruction=reconstruction,
             )
         )
-    for stage in stages:
-        if "shapes-attr" in metrics:
-            stage.breakdown = round_trip_breakdown(stage.run_dir)
+    if "shapes-attr" in metrics:
+        from unified_bench.datasets.shapes.oracle import ShapesOracle
+
+        oracle = ShapesOracle()  # one load for every stage
+        for stage in stages:
+            stage.breakdown = round_trip_breakdown(stage.run_dir, oracle=oracle)
     report = EvaluationReport(stages, split=split, limit=limit)
     pairs = list(zip(stages[:-1], stages[1:]))
     if len(stages) > 2:

@@ -24,6 +24,8 @@ from typing import Any, ClassVar
 import torch
 from PIL import Image
 
+from unified_bench.metrics.graph import FusedForward
+
 
 @dataclass(frozen=True)
 class MetricInfo:
@@ -100,6 +102,8 @@ class Metric(ABC):
 
 class EmbeddingMetric(Metric):
     kind = "embedding"
+    #: the fused CPU graph that ``forward`` runs through, once ``enable_fusion`` made one
+    fused: FusedForward | None = None
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)
@@ -118,8 +122,7 @@ class EmbeddingMetric(Metric):
     @property
     def execution(self) -> str:
         """How ``forward`` ran, for the run record: 'eager' or 'fused graph (oneDNN)'."""
-        fused = getattr(self, "fused", None)
-        return "fused graph (oneDNN)" if fused is not None and fused.active else "eager"
+        return "fused graph (oneDNN)" if self.fused is not None and self.fused.active else "eager"
 
     @abstractmethod
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:

@@ -10,9 +10,10 @@ run.
 The fused graph computes the same function; its results differ from eager only at float
 rounding (tested to 1e-5 for every traceable metric). It is specialised to one input shape:
 a batch of another shape (the last, partial batch of a run) runs eagerly, as does everything
-when tracing fails (with a one-line note). The engine turns it on for float32 on a CPU when a
-metric has enough images to repay the one extra forward that tracing costs
-(:data:`FUSE_MIN_IMAGES`).
+when tracing fails (with a one-line note). Tracing reuses its own run's output for the first
+batch, but tracing, freezing and the graph's first (profiling) call still cost about a batch's
+time, so the engine turns it on for float32 on a CPU only when a metric has enough images to
+repay that (:data:`FUSE_MIN_IMAGES`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from contextlib import contextmanager
 
 import torch
 
-#: below this many images for one metric, tracing (about one batch's forward) is not repaid
+#: below this many images for one metric, building the graph (about a batch's time) is not repaid
 FUSE_MIN_IMAGES = 64
 
 
@@ -104,7 +105,7 @@ class FusedForward:
             return None
         finally:
             handle.remove()
-        return captured[0].detach().clone() if captured else None
+        return captured[0].detach() if captured else None
 
     @property
     def active(self) -> bool:

@@ -123,7 +123,6 @@ class HFVisionMetric(EmbeddingMetric):
     ) -> None:
         super().__init__(device)
         self.torch_dtype = resolve_dtype(dtype, self.device)
-        self.fused: FusedForward | None = None
         self.resolved = resolved or resolve_checkpoint(self.name, checkpoint)
         self.model, self.processor = self._load(self.resolved)
         self._info = MetricInfo(

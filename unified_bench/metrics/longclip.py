@@ -220,7 +220,6 @@ class LongClipMetric(EmbeddingMetric):
         resolved = resolve_checkpoint(self.name, checkpoint)
         self._hf: _HFLongClip | None = None
         self.tower: OpenAIVisionTransformer | None = None
-        self.fused: FusedForward | None = None
         if resolved.path.is_dir() and (resolved.path / "config.json").exists():
             self._hf = _HFLongClip(checkpoint, device, dtype, resolved=resolved)
             self._info = self._hf.info
