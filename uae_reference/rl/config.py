@@ -244,9 +244,10 @@ TINY_RL: dict[str, RLConfig] = {
     "u4g": U4GConfig(
         # Many images at a small learning rate. The within-group reward spread is mostly where
         # objects sit inside their cells (unknowable from the caption), so a small batch's
-        # gradient is mostly noise: 120 steps of 4 x 8 at lr 1e-3 left the render F1 where it
-        # was (-0.007), larger learning rates made it worse; 200 steps of 4 x 16 at 3e-4 raised
-        # it by +0.016 on 500 val scenes (docs/unified-grpo.md). ~33 minutes on one core.
+        # gradient is mostly noise: 120 steps of 4 x 8 at lr 1e-3 lowered the render F1 on the
+        # test split (-0.007), larger learning rates made it worse. This preset raises it
+        # (+0.003 on test; +0.003 and +0.012 on val over two seeds), too little to move the
+        # end-to-end F1 detectably (docs/unified-grpo.md). ~32 minutes on one core.
         steps=300,
         prompts_per_step=4,
         group_size=16,
