@@ -107,13 +107,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=None, help="default: the engine's for the device (8 CPU, 16 CUDA)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the engine's for the device (8 CPU, 64 CUDA)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--prefetch", choices=("auto", "on", "off"), default="auto",
                         help="ours: preprocess the next batch on threads while the backbone runs (auto: CUDA only)")
     parser.add_argument("--dtype", default=None, help="metric dtype for ours (default: fp32 CPU, fp16 CUDA)")
     parser.add_argument("--fuse", choices=("auto", "on", "off"), default="auto",
                         help="ours: fused oneDNN graph of the backbone (auto: CPU float32 from 64 images)")
+    parser.add_argument("--device-preprocessing", choices=("auto", "none", "normalize", "resize"), default="auto",
+                        help="ours: preprocessing steps run on the device (auto: resize on a GPU, none on a CPU)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="ours: decoding and preprocessing threads (default: the engine's)")
     args = parser.parse_args()
 
     from transformers import CLIPImageProcessorPil, CLIPModel
@@ -152,6 +156,8 @@ def main() -> None:
                 batch_size=args.batch_size, cache_dir=cache, progress=False,
                 prefetch={"auto": None, "on": True, "off": False}[args.prefetch],
                 fuse={"auto": None, "on": True, "off": False}[args.fuse],
+                device_preprocessing=None if args.device_preprocessing == "auto" else args.device_preprocessing,
+                workers=args.workers,
             )
             runs = [("ours cold", config), ("ours warm", config)]
             if device == "cpu" and args.fuse == "auto":

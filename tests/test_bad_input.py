@@ -476,3 +476,26 @@ def test_one_pixel_images_with_the_real_pixel_metrics(tmp_path):
     assert (error["sample_id"], error["stage"], error["metric"]) == ("dot", "metric", "ssim")
     assert results["similarities_by_model"]["ssim"]["control"] == pytest.approx(1.0)
     assert results["similarities_by_model"]["psnr"]["dot"] == pytest.approx(10 * np.log10(255**2 / (100 / 3)))
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 16])
+def test_streamed_decoding_reports_the_same_as_decoding_first(tmp_path, monkeypatch, batch_size):
+    """On a GPU the first metric embeds images while later files still decode (prefetch on);
+    bad files must come out exactly as when every file is decoded first: the same load
+    errors, in sample order and ahead of metric errors, and the same scores."""
+    toy_metrics.register(monkeypatch, "toy-embed", "toy-pair")
+    recons, refs = build_run(tmp_path, sorted(CASES))
+    results = {}
+    for prefetch in (False, True):
+        config = ScoringConfig(
+            metrics=["toy-embed", "toy-pair"], progress=False, use_cache=False, prefetch=prefetch, batch_size=batch_size
+        )
+        score_folders(recons, refs, tmp_path / f"out-{prefetch}", config)
+        results[prefetch] = json.loads((tmp_path / f"out-{prefetch}" / "results.json").read_text())
+    first, streamed = results[False], results[True]
+    assert streamed["errors"] == first["errors"]
+    assert [err["sample_id"] for err in streamed["errors"]] == sorted(set(ERROR_CASES) | {"broken_reference"})
+    assert streamed["similarities_by_model"] == first["similarities_by_model"]
+    assert streamed["run"]["timings"]["decode_s"] > 0
+    scores = streamed["similarities_by_model"]["toy-embed"]
+    assert scores["control"] == pytest.approx(1.0, abs=1e-6) and all(scores[name] is None for name in ERROR_CASES)

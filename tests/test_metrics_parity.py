@@ -57,7 +57,13 @@ def pair_dirs(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def engine_scores(
-    name: str, checkpoint: Path, pair_dirs, cache_dir: Path | None = None, *, fuse: bool | None = None
+    name: str,
+    checkpoint: Path,
+    pair_dirs,
+    cache_dir: Path | None = None,
+    *,
+    fuse: bool | None = None,
+    device_preprocessing: str | None = None,
 ) -> dict[str, float]:
     """Our batched engine (batch 2, so batches mix image sizes), per sample id."""
     refs, recons = pair_dirs
@@ -70,11 +76,14 @@ def engine_scores(
         cache_dir=cache_dir,
         progress=False,
         fuse=fuse,
+        device_preprocessing=device_preprocessing,
     )
     report, failures, _ = score(pairing.pairs, config)
     assert not failures and not report.errors, (failures, report.errors)
     execution = report.run["metrics"][0]["execution"]
     assert execution == ("fused graph (oneDNN)" if fuse else "eager"), execution
+    if device_preprocessing is None:  # on a CPU all preprocessing stays on the threads by default
+        assert report.run["metrics"][0]["device_preprocessing"] == "none"
     values = report.metric(name).values
     return {sample.sample_id: value for sample, value in zip(report.samples, values)}
 
@@ -267,3 +276,77 @@ def test_fused_graph_keeps_parity(tmp_path, pair_dirs, name):
     assert set(ours) == set(official)
     for sample_id, value in official.items():
         assert abs(ours[sample_id] - value) < FUSED_TOLERANCE, (sample_id, ours[sample_id], value)
+
+
+#: what each checkpoint's preprocessing can move to the device: DINOv3 has only a torchvision
+#: processor, which folds rescale into normalise (other arithmetic), so it keeps all of it
+ON_DEVICE = {
+    "clip": "resize, crop, normalise",
+    "dinov2": "resize, crop, normalise",
+    "dinov3": "",
+    "siglip": "resize, crop, normalise",
+    "longclip-openai": "resize, crop, normalise",
+    "longclip-hf": "resize, crop, normalise",
+}
+
+
+@pytest.mark.parametrize("mode", ["normalize", "resize"])
+@pytest.mark.parametrize("name", sorted(ON_DEVICE))
+def test_preprocessing_on_device_keeps_parity(tmp_path, pair_dirs, name, mode):
+    """The GPU default: threads only decode (resize) or stop at uint8 pixels (normalize); the
+    device does the rest with Pillow's and the processor's own arithmetic. Forced on here on
+    the CPU: every pixel is bit-identical to the processor's, so embeddings are equal, and
+    scores keep the official parity."""
+    from transformers import DINOv3ViTImageProcessor, SiglipModel
+    from transformers.models.bit.image_processing_pil_bit import BitImageProcessorPil
+
+    from unified_bench.images import load_image
+    from unified_bench.metrics import build_metric
+    from unified_bench.metrics.device_resize import PackedImages
+
+    if name == "longclip-openai":
+        spec = tiny_models.OpenClipSpec()
+        checkpoint = tiny_models.tiny_longclip_pt(tmp_path / "longclip-L.pt", spec=spec)
+        encode = official_longclip_encoder(checkpoint, spec)
+    elif name in ("clip", "longclip-hf"):
+        checkpoint = tiny_models.tiny_clip(tmp_path / name)
+        encode = official_clip_encoder(checkpoint)
+    elif name == "siglip":
+        from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+        checkpoint = tiny_models.tiny_siglip(tmp_path / name)
+        model = SiglipModel.from_pretrained(checkpoint).eval()
+        processor = SiglipImageProcessorPil.from_pretrained(checkpoint)
+
+        def encode(image):
+            features = model.get_image_features(**processor(images=image, return_tensors="pt"))
+            return F.normalize(getattr(features, "pooler_output", features), p=2, dim=1)
+    elif name == "dinov2":
+        checkpoint = tiny_models.tiny_dinov2(tmp_path / name)
+        encode = official_dino_encoder(checkpoint, BitImageProcessorPil)
+    else:
+        checkpoint = tiny_models.tiny_dinov3(tmp_path / name)
+        encode = official_dino_encoder(checkpoint, DINOv3ViTImageProcessor)
+    metric_name = name.split("-")[0]
+    expected = ON_DEVICE[name] if mode == "resize" or not ON_DEVICE[name] else "normalise"
+
+    images = [load_image(p) for folder in pair_dirs for p in sorted(folder.iterdir())]
+    plain = build_metric(metric_name, checkpoint=str(checkpoint))
+    moved = build_metric(metric_name, checkpoint=str(checkpoint))
+    assert moved.preprocess_on_device(resize=mode == "resize") == expected
+    assert moved.device_steps == (expected or "none")
+    pixels, raw = plain.preprocess(images), moved.preprocess(images)
+    if expected == "resize, crop, normalise":
+        assert isinstance(raw, PackedImages) and len(raw) == len(images)
+        assert torch.equal(moved.normalization(raw.resize(moved.device)), pixels)
+    elif expected == "normalise":
+        assert raw.dtype == torch.uint8 and raw.shape == pixels.shape
+        assert torch.equal(moved.normalization(raw), pixels)
+    else:
+        assert moved.normalization is None and torch.equal(raw, pixels)
+    assert torch.equal(moved.embed_pixels(raw), plain.embed_pixels(pixels))
+    with pytest.raises(ValueError, match="uint8"):
+        plain.embed_pixels(pixels.to(torch.uint8))
+
+    ours = engine_scores(metric_name, checkpoint, pair_dirs, device_preprocessing=mode)
+    assert_parity(ours, official_scores(encode, pair_dirs))

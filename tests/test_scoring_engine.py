@@ -88,6 +88,13 @@ def test_cli_lists_unmatched_files(tmp_path, monkeypatch, capsys):
 # ---------------------------------------------------------------- embedding engine and cache
 
 
+@pytest.fixture(params=[False, True], ids=["decode-first", "streaming"])
+def prefetch(request) -> bool:
+    """The engine's two paths: every file decoded before the first metric (the CPU default),
+    or decoding streamed into the first metric's preprocessing pipeline (the GPU default)."""
+    return request.param
+
+
 def make_run(root: Path, n: int = 5) -> tuple[Path, Path]:
     """n references; reconstruction i is reference i with a little noise (0 has identical
     pixels, written with other PNG settings so that its file differs from the reference's)."""
@@ -114,44 +121,44 @@ def run(recons: Path, refs: Path, out: Path, cache: Path | None, **config) -> di
     return json.loads((out / "results.json").read_text())
 
 
-def test_identical_images_score_one_and_batching_changes_nothing(tmp_path, monkeypatch):
+def test_identical_images_score_one_and_batching_changes_nothing(tmp_path, monkeypatch, prefetch):
     toy_metrics.register(monkeypatch, "toy-embed")
     recons, refs = make_run(tmp_path, 7)
-    one = run(recons, refs, tmp_path / "b1", None, batch_size=1)["similarities_by_model"]["toy-embed"]
-    many = run(recons, refs, tmp_path / "b3", None, batch_size=3)["similarities_by_model"]["toy-embed"]
+    one = run(recons, refs, tmp_path / "b1", None, batch_size=1, prefetch=prefetch)["similarities_by_model"]["toy-embed"]
+    many = run(recons, refs, tmp_path / "b3", None, batch_size=3, prefetch=prefetch)["similarities_by_model"]["toy-embed"]
     assert one["s0"] == pytest.approx(1.0, abs=1e-6)
     assert one == pytest.approx(many, abs=1e-6)
     assert one["s6"] < one["s1"] < 1.0  # more noise, lower similarity: the toy metric is not constant
     assert toy_metrics.ToyEmbedding.calls == [1] * 14 + [3, 3, 1] * 2
 
 
-def test_second_run_encodes_only_reconstructions_and_scores_identically(tmp_path, monkeypatch):
+def test_second_run_encodes_only_reconstructions_and_scores_identically(tmp_path, monkeypatch, prefetch):
     toy_metrics.register(monkeypatch, "toy-embed")
     recons, refs = make_run(tmp_path, 5)
     cache = tmp_path / "cache"
-    cold = run(recons, refs, tmp_path / "cold", cache, batch_size=4)
+    cold = run(recons, refs, tmp_path / "cold", cache, batch_size=4, prefetch=prefetch)
     assert sum(toy_metrics.ToyEmbedding.calls) == 10  # 5 references + 5 reconstructions
     (cache_file,) = (cache / "ref_embeddings").glob("toy-embed-*.safetensors")
     assert len(load_file(str(cache_file))) == 5
 
     toy_metrics.ToyEmbedding.calls.clear()
-    warm = run(recons, refs, tmp_path / "warm", cache, batch_size=4)
+    warm = run(recons, refs, tmp_path / "warm", cache, batch_size=4, prefetch=prefetch)
     assert sum(toy_metrics.ToyEmbedding.calls) == 5  # reconstructions only
     assert warm["similarities_by_model"] == cold["similarities_by_model"]
 
-    no_cache = run(recons, refs, tmp_path / "none", None, batch_size=4)
+    no_cache = run(recons, refs, tmp_path / "none", None, batch_size=4, prefetch=prefetch)
     assert no_cache["similarities_by_model"] == cold["similarities_by_model"]
 
 
-def test_cache_is_keyed_by_reference_bytes(tmp_path, monkeypatch):
+def test_cache_is_keyed_by_reference_bytes(tmp_path, monkeypatch, prefetch):
     toy_metrics.register(monkeypatch, "toy-embed")
     recons, refs = make_run(tmp_path, 4)
     cache = tmp_path / "cache"
-    before = run(recons, refs, tmp_path / "r1", cache)["similarities_by_model"]["toy-embed"]
+    before = run(recons, refs, tmp_path / "r1", cache, prefetch=prefetch)["similarities_by_model"]["toy-embed"]
 
     noise_image(99).save(refs / "s2.png")  # new content under the same name
     toy_metrics.ToyEmbedding.calls.clear()
-    after = run(recons, refs, tmp_path / "r2", cache)["similarities_by_model"]["toy-embed"]
+    after = run(recons, refs, tmp_path / "r2", cache, prefetch=prefetch)["similarities_by_model"]["toy-embed"]
     assert sum(toy_metrics.ToyEmbedding.calls) == 4 + 1  # reconstructions + the changed reference
     assert after["s2"] != pytest.approx(before["s2"], abs=1e-3)
     assert {k: v for k, v in after.items() if k != "s2"} == {k: v for k, v in before.items() if k != "s2"}
@@ -160,7 +167,7 @@ def test_cache_is_keyed_by_reference_bytes(tmp_path, monkeypatch):
     (refs / "s3.png").rename(refs / "t3.png")
     (recons / "s3.png").rename(recons / "t3.png")
     toy_metrics.ToyEmbedding.calls.clear()
-    renamed = run(recons, refs, tmp_path / "r3", cache)["similarities_by_model"]["toy-embed"]
+    renamed = run(recons, refs, tmp_path / "r3", cache, prefetch=prefetch)["similarities_by_model"]["toy-embed"]
     assert sum(toy_metrics.ToyEmbedding.calls) == 4
     assert renamed["t3"] == before["s3"]
 
@@ -176,17 +183,17 @@ def test_cache_is_keyed_by_checkpoint(tmp_path, monkeypatch):
     assert len(list((cache / "ref_embeddings").glob("toy-embed-*.safetensors"))) == 2
 
 
-def test_identical_reference_bytes_are_encoded_once(tmp_path, monkeypatch):
+def test_identical_reference_bytes_are_encoded_once(tmp_path, monkeypatch, prefetch):
     toy_metrics.register(monkeypatch, "toy-embed")
     for seed, name in enumerate(("a", "b", "c")):
         touch_image(tmp_path / "refs" / f"{name}.png", 5)  # three copies of one file
         touch_image(tmp_path / "images" / f"{name}.png", 10 + seed)
-    scores = run(tmp_path / "images", tmp_path / "refs", tmp_path / "out", None)["similarities_by_model"]["toy-embed"]
+    scores = run(tmp_path / "images", tmp_path / "refs", tmp_path / "out", None, prefetch=prefetch)["similarities_by_model"]["toy-embed"]
     assert sum(toy_metrics.ToyEmbedding.calls) == 1 + 3
     assert len(set(scores.values())) == 3
 
 
-def test_repeated_reconstruction_files_are_encoded_once(tmp_path, monkeypatch):
+def test_repeated_reconstruction_files_are_encoded_once(tmp_path, monkeypatch, prefetch):
     """A file already embedded (as a reference or another reconstruction) is reused."""
     toy_metrics.register(monkeypatch, "toy-embed")
     refs, recons = tmp_path / "refs", tmp_path / "images"
@@ -195,11 +202,11 @@ def test_repeated_reconstruction_files_are_encoded_once(tmp_path, monkeypatch):
     touch_image(recons / "p.png", 1)  # the same bytes as reference q
     touch_image(recons / "q.png", 9)
     touch_image(recons / "r.png", 9)  # the same bytes as reconstruction q
-    scores = run(recons, refs, tmp_path / "out", None)["similarities_by_model"]["toy-embed"]
+    scores = run(recons, refs, tmp_path / "out", None, prefetch=prefetch)["similarities_by_model"]["toy-embed"]
     assert sum(toy_metrics.ToyEmbedding.calls) == 3 + 1  # three references, one new reconstruction
 
     toy_metrics.ToyEmbedding.calls.clear()
-    alone = run(recons, refs, tmp_path / "out1", None, batch_size=1)["similarities_by_model"]["toy-embed"]
+    alone = run(recons, refs, tmp_path / "out1", None, batch_size=1, prefetch=prefetch)["similarities_by_model"]["toy-embed"]
     assert alone == pytest.approx(scores, abs=1e-6)  # batch size 1: same embeddings up to float32 rounding
     metric = toy_metrics.ToyEmbedding()
     q_ref, p_ref = metric.embed([noise_image(1)]), metric.embed([noise_image(0)])
@@ -232,11 +239,11 @@ def test_unwritable_cache_does_not_fail_the_run(tmp_path, monkeypatch):
     assert results["similarities_by_model"]["toy-embed"]["s0"] == pytest.approx(1.0, abs=1e-6)
 
 
-def test_one_bad_sample_does_not_sink_its_batch(tmp_path, monkeypatch):
+def test_one_bad_sample_does_not_sink_its_batch(tmp_path, monkeypatch, prefetch):
     toy_metrics.register(monkeypatch, "toy-fragile")
     recons, refs = make_run(tmp_path, 4)
     Image.new("RGB", (1, 1)).save(recons / "s1.png")
-    results = run(recons, refs, tmp_path / "out", None, metrics=["toy-fragile"], batch_size=4)
+    results = run(recons, refs, tmp_path / "out", None, metrics=["toy-fragile"], batch_size=4, prefetch=prefetch)
     scores = results["similarities_by_model"]["toy-fragile"]
     assert scores["s1"] is None and all(scores[k] is not None for k in ("s0", "s2", "s3"))
     (error,) = results["errors"]
@@ -270,7 +277,7 @@ def test_metrics_run_one_at_a_time(tmp_path, monkeypatch):
     assert events == ["build clip", "close clip", "build dinov2", "close dinov2"]
 
 
-def test_every_copy_of_a_failing_file_gets_its_own_error(tmp_path, monkeypatch):
+def test_every_copy_of_a_failing_file_gets_its_own_error(tmp_path, monkeypatch, prefetch):
     # Two references with the same (unscorable) bytes: the shared embedding fails, and each
     # sample must say so instead of silently having no score.
     toy_metrics.register(monkeypatch, "toy-fragile")
@@ -280,6 +287,6 @@ def test_every_copy_of_a_failing_file_gets_its_own_error(tmp_path, monkeypatch):
         touch_image(tmp_path / "images" / f"{name}.png", 3)
     touch_image(tmp_path / "refs" / "c.png", 4)
     touch_image(tmp_path / "images" / "c.png", 4)
-    results = run(tmp_path / "images", tmp_path / "refs", tmp_path / "out", None, metrics=["toy-fragile"])
+    results = run(tmp_path / "images", tmp_path / "refs", tmp_path / "out", None, metrics=["toy-fragile"], prefetch=prefetch)
     assert sorted(err["sample_id"] for err in results["errors"]) == ["a", "b"]
     assert results["similarities_by_model"]["toy-fragile"]["c"] == pytest.approx(1.0, abs=1e-6)

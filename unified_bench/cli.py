@@ -76,13 +76,14 @@ def score_cmd(
     refs: Annotated[Path, typer.Option("--refs", help="Folder of reference images.")],
     out: Annotated[Path, typer.Option("--out", help="Output directory for results.json and scores.csv.")],
     metrics: Annotated[str, typer.Option("--metrics", help="Comma-separated metrics; 'paper' and 'extended' expand.")] = "paper",
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per forward (default: 8 on CPU, 16 on CUDA).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per forward (default: 8 on CPU, 64 on CUDA).")] = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="float32, float16 or bfloat16 (default: fp32 on CPU, half on CUDA).")] = None,
     checkpoint: Annotated[Optional[list[str]], typer.Option("--checkpoint", help="Override a metric's weights: METRIC=PATH_OR_HUB_ID (repeatable).")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Reference-embedding cache (default ~/.cache/unified_bench).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the reference-embedding cache.")] = False,
     fuse: Annotated[Optional[bool], typer.Option("--fuse/--no-fuse", help="Run CLIP/DINO backbones as a fused oneDNN graph (default: on a CPU in float32 from 64 images).")] = None,
+    device_preprocessing: Annotated[Optional[str], typer.Option("--device-preprocessing", help="Preprocessing steps run on the metric's device, bit-identical to the CPU's: none, normalize, or resize (resize, crop and normalise; default on CUDA; none on CPU).")] = None,
 ) -> None:
     """Score reconstructions against references, matched by file stem."""
     from unified_bench.metrics import parse_metric_list
@@ -102,6 +103,7 @@ def score_cmd(
         cache_dir=cache_dir,
         use_cache=not no_cache,
         fuse=fuse,
+        device_preprocessing=device_preprocessing,
     )
     outcome = score_folders(images, refs, out, config, console=err_console)
     report_outcome(outcome)
@@ -214,7 +216,7 @@ def sanity_cmd(
     out: Annotated[Path, typer.Option("--out", help="Folder for sanity.json, sanity.md and the per-pair scores.")] = Path("runs/sanity"),
     photos: Annotated[Optional[str], typer.Option("--photos", help="Comma-separated photo ids (default: the whole offline set).")] = None,
     max_side: Annotated[int, typer.Option("--max-side", min=16, help="Score photos resized to this long side (px).")] = 512,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per forward (default: 8 on CPU, 16 on CUDA).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per forward (default: 8 on CPU, 64 on CUDA).")] = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
     checkpoint: Annotated[Optional[list[str]], typer.Option("--checkpoint", help="Override a metric's weights: METRIC=PATH_OR_HUB_ID (repeatable).")] = None,
     keep_images: Annotated[bool, typer.Option("--keep-images", help="Keep the degraded copies under OUT/images.")] = False,

@@ -12,7 +12,15 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 
 from unified_bench.errors import ConfigError
-from unified_bench.metrics.base import EmbeddingMetric, Metric, MetricInfo, PairInput, PairMetric, PairScore
+from unified_bench.metrics.base import (
+    EmbeddingMetric,
+    Metric,
+    MetricInfo,
+    PairInput,
+    PairMetric,
+    PairScore,
+    PixelNormalization,
+)
 
 __all__ = [
     "EmbeddingMetric",
@@ -22,6 +30,7 @@ __all__ = [
     "PairInput",
     "PairMetric",
     "PairScore",
+    "PixelNormalization",
     "PAPER_METRICS",
     "EXTENDED_METRICS",
     "build_metric",

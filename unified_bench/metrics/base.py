@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import torch
 from PIL import Image
 
+from unified_bench.metrics.device_resize import DeviceResize, PackedImages
 from unified_bench.metrics.graph import FusedForward
 
 
@@ -62,6 +63,38 @@ class MetricInfo:
             "preprocessing": dict(self.preprocessing),
             "dtype": self.dtype,
         }
+
+
+@dataclass(frozen=True)
+class PixelNormalization:
+    """The last step of a processor, ``(pixels / 255 - mean) / std``, run on the metric's device.
+
+    ``arithmetic`` reproduces the CPU processor's own float steps so the pixels are bit for bit
+    the same: ``"numpy"`` (transformers' PIL processors: ``x.astype(float64) * rescale_factor``
+    rounded to float32, then float32 ``(x - mean) / std``) or ``"torchvision"`` (``ToTensor``:
+    float32 ``x / 255``, then ``Normalize``).
+    """
+
+    arithmetic: str  # "numpy" | "torchvision"
+    scale: float  # rescale factor ("numpy") or divisor ("torchvision")
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if self.arithmetic not in ("numpy", "torchvision"):
+            raise ValueError(f"unknown pixel arithmetic {self.arithmetic!r}")
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 [N, C, H, W] -> normalised float32 on ``pixels``' device."""
+        if self.arithmetic == "numpy":
+            x = (pixels.to(torch.float64) * self.scale).to(torch.float32)
+        else:
+            # A tensor divisor, not a Python number: CUDA divides by a scalar as a multiply by
+            # its reciprocal, which can differ from the CPU's division in the last bit.
+            x = pixels.to(torch.float32) / torch.tensor(self.scale, dtype=torch.float32, device=pixels.device)
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).reshape(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32, device=x.device).reshape(-1, 1, 1)
+        return (x - mean) / std
 
 
 @dataclass(frozen=True)
@@ -104,6 +137,12 @@ class EmbeddingMetric(Metric):
     kind = "embedding"
     #: the fused CPU graph that ``forward`` runs through, once ``enable_fusion`` made one
     fused: FusedForward | None = None
+    #: set by ``preprocess_on_device``: ``preprocess`` stops at uint8 pixels, ``embed_pixels``
+    #: finishes them with this on the metric's device
+    normalization: PixelNormalization | None = None
+    #: set by ``preprocess_on_device(resize=True)``: ``preprocess`` only packs the decoded
+    #: images, ``embed_pixels`` resizes and crops them on the device first
+    device_resize: DeviceResize | None = None
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)
@@ -119,14 +158,50 @@ class EmbeddingMetric(Metric):
         :mod:`unified_bench.metrics.graph`); False when this metric or its device/dtype cannot."""
         return False
 
+    def preprocess_on_device(self, resize: bool = True) -> str:
+        """Move the end of preprocessing from the CPU threads to the metric's device without
+        changing a pixel, and say what moved: "" (nothing: this metric cannot), "normalise",
+        or "resize, crop, normalise".
+
+        - normalise: ``preprocess`` returns the resized, cropped pixels as uint8 and
+          ``embed_pixels`` rescales and normalises them on the device
+          (:class:`PixelNormalization`, the processor's own float arithmetic);
+        - resize (when asked and the metric's resize is one :mod:`device_resize` reproduces):
+          ``preprocess`` only packs the decoded images and the device also resizes and crops.
+
+        On a GPU the threads' per-image Pillow work is what limits scoring; on a CPU this only
+        moves work from one place to another.
+        """
+        if not self.defer_normalization():
+            return ""
+        self.device_resize = self.resize_plan() if resize else None
+        return "resize, crop, normalise" if self.device_resize is not None else "normalise"
+
+    def defer_normalization(self) -> bool:
+        """Set ``normalization`` (see ``preprocess_on_device``); False when this metric's
+        preprocessing cannot be split before its float steps."""
+        return False
+
+    def resize_plan(self) -> DeviceResize | None:
+        """This metric's resize + crop as a :class:`DeviceResize`, or None when not reproducible."""
+        return None
+
+    @property
+    def device_steps(self) -> str:
+        """For the run record: which preprocessing steps ran on the metric's device."""
+        if self.normalization is None:
+            return "none"
+        return "resize, crop, normalise" if self.device_resize is not None else "normalise"
+
     @property
     def execution(self) -> str:
         """How ``forward`` ran, for the run record: 'eager' or 'fused graph (oneDNN)'."""
         return "fused graph (oneDNN)" if self.fused is not None and self.fused.active else "eager"
 
     @abstractmethod
-    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """Images -> pixel tensor [N, 3, H, W] exactly as the official protocol prepares them."""
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor | PackedImages:
+        """Images -> pixel tensor [N, 3, H, W] exactly as the official protocol prepares them
+        (uint8 or packed images after ``preprocess_on_device``)."""
 
     @abstractmethod
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -137,12 +212,21 @@ class EmbeddingMetric(Metric):
         return self.embed_pixels(self.preprocess(images))
 
     @torch.inference_mode()
-    def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+    def embed_pixels(self, pixels: torch.Tensor | PackedImages) -> torch.Tensor:
         """Preprocessed pixels -> L2-normalised float32 embeddings [N, D] on the CPU.
 
         Split from ``embed`` so the engine can preprocess the next batch on worker threads
-        while the backbone runs this one.
+        while the backbone runs this one. uint8 pixels and packed images
+        (``preprocess_on_device``) are finished on the device first.
         """
+        if isinstance(pixels, PackedImages):
+            if self.normalization is None:
+                raise ValueError(f"metric {self.name!r} got packed images but does not preprocess on the device")
+            pixels = self.normalization(pixels.resize(self.device))
+        elif pixels.dtype == torch.uint8:
+            if self.normalization is None:
+                raise ValueError(f"metric {self.name!r} got uint8 pixels but does not normalise on the device")
+            pixels = self.normalization(pixels.to(self.device, non_blocking=True))
         features = self.forward(pixels).float()
         return torch.nn.functional.normalize(features, p=2, dim=-1).cpu()
 

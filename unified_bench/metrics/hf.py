@@ -29,7 +29,8 @@ import torch
 from PIL import Image
 
 from unified_bench.errors import ConfigError
-from unified_bench.metrics.base import EmbeddingMetric, MetricInfo
+from unified_bench.metrics.base import EmbeddingMetric, MetricInfo, PixelNormalization
+from unified_bench.metrics.device_resize import FILTERS, DeviceResize, PackedImages, hf_geometry
 from unified_bench.metrics.graph import FusedForward, can_fuse
 from unified_bench.metrics.runtime import dtype_name, quiet_transformers, resolve_dtype
 from unified_bench.metrics.weights import ResolvedCheckpoint, load_errors, resolve_checkpoint
@@ -181,8 +182,41 @@ class HFVisionMetric(EmbeddingMetric):
     def info(self) -> MetricInfo:
         return self._info
 
-    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor | PackedImages:
+        if self.device_resize is not None and self.device_resize.supports(images):
+            return self.device_resize.pack(images)
+        if self.normalization is not None:
+            return self.processor(
+                images=list(images), do_rescale=False, do_normalize=False, return_tensors="pt"
+            )["pixel_values"]
         return self.processor(images=list(images), return_tensors="pt")["pixel_values"]
+
+    def defer_normalization(self) -> bool:
+        """PIL processors (resize and crop in uint8, then NumPy float steps) can stop before
+        the float steps; transformers' torchvision processors fold rescale into normalise,
+        different arithmetic, so they keep theirs."""
+        processor = self.processor
+        if (
+            not self.pipelined
+            or processor_backend(processor) != "pil"
+            or not (processor.do_rescale and processor.do_normalize)
+        ):
+            return False
+        mean, std = processor.image_mean, processor.image_std
+        self.normalization = PixelNormalization(
+            "numpy",
+            float(processor.rescale_factor),
+            tuple(float(v) for v in (mean if isinstance(mean, (list, tuple)) else [mean])),
+            tuple(float(v) for v in (std if isinstance(std, (list, tuple)) else [std])),
+        )
+        return True
+
+    def resize_plan(self) -> DeviceResize | None:
+        resample = self.processor.resample
+        geometry = hf_geometry(self.processor)
+        if geometry is None or resample is None or int(resample) not in FILTERS:
+            return None
+        return DeviceResize(int(resample), geometry)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         pixels = pixels.to(self.device, self.torch_dtype)
@@ -204,6 +238,8 @@ class HFVisionMetric(EmbeddingMetric):
         self.model = None
         self.processor = None
         self.fused = None
+        self.normalization = None
+        self.device_resize = None
 
 
 class ClipMetric(HFVisionMetric):

@@ -35,7 +35,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from unified_bench.errors import ConfigError
-from unified_bench.metrics.base import EmbeddingMetric, MetricInfo
+from unified_bench.metrics.base import EmbeddingMetric, MetricInfo, PixelNormalization
+from unified_bench.metrics.device_resize import DeviceResize, PackedImages, torchvision_geometry
 from unified_bench.metrics.graph import FusedForward, can_fuse
 from unified_bench.metrics.hf import ClipMetric
 from unified_bench.metrics.runtime import dtype_name, resolve_dtype
@@ -184,19 +185,23 @@ def visual_weights(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return {key[len("visual.") :]: value for key, value in state.items() if key.startswith("visual.")}
 
 
-def openai_clip_transform(resolution: int):
-    """LongCLIP's / OpenAI CLIP's image transform for a tower of input size ``resolution``."""
+def openai_clip_transform(resolution: int, *, normalize: bool = True):
+    """LongCLIP's / OpenAI CLIP's image transform for a tower of input size ``resolution``;
+    ``normalize=False`` stops at uint8 pixels (:data:`OPENAI_CLIP_NORMALIZATION` finishes them)."""
     from torchvision import transforms
 
-    return transforms.Compose(
-        [
-            transforms.Resize(resolution, interpolation=transforms.InterpolationMode.BICUBIC),
-            transforms.CenterCrop(resolution),
-            lambda image: image.convert("RGB"),
-            transforms.ToTensor(),
-            transforms.Normalize(CLIP_MEAN, CLIP_STD),
-        ]
-    )
+    resize_crop = [
+        transforms.Resize(resolution, interpolation=transforms.InterpolationMode.BICUBIC),
+        transforms.CenterCrop(resolution),
+        lambda image: image.convert("RGB"),
+    ]
+    if not normalize:
+        return transforms.Compose([*resize_crop, transforms.PILToTensor()])
+    return transforms.Compose([*resize_crop, transforms.ToTensor(), transforms.Normalize(CLIP_MEAN, CLIP_STD)])
+
+
+#: ``ToTensor`` + ``Normalize`` of the transform above, for pixels normalised on the device
+OPENAI_CLIP_NORMALIZATION = PixelNormalization("torchvision", 255.0, CLIP_MEAN, CLIP_STD)
 
 
 # --------------------------------------------------------------------------- the metric
@@ -277,10 +282,28 @@ class LongClipMetric(EmbeddingMetric):
     def info(self) -> MetricInfo:
         return self._info
 
-    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor | PackedImages:
         if self._hf is not None:
             return self._hf.preprocess(images)
+        if self.device_resize is not None and self.device_resize.supports(images):
+            return self.device_resize.pack(images)
         return torch.stack([self.transform(image) for image in images])
+
+    def preprocess_on_device(self, resize: bool = True) -> str:
+        if self._hf is None:
+            return super().preprocess_on_device(resize)
+        steps = self._hf.preprocess_on_device(resize)
+        self.normalization, self.device_resize = self._hf.normalization, self._hf.device_resize
+        return steps
+
+    def defer_normalization(self) -> bool:  # the OpenAI format; the HF one delegates above
+        self.transform = openai_clip_transform(self.tower.shape.resolution, normalize=False)
+        self.normalization = OPENAI_CLIP_NORMALIZATION
+        return True
+
+    def resize_plan(self) -> DeviceResize:
+        resolution = self.tower.shape.resolution
+        return DeviceResize(int(Image.Resampling.BICUBIC), torchvision_geometry(resolution, resolution))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         if self._hf is not None:
@@ -307,3 +330,5 @@ class LongClipMetric(EmbeddingMetric):
         self._hf = None
         self.tower = None
         self.fused = None
+        self.normalization = None
+        self.device_resize = None

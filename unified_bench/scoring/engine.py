@@ -2,8 +2,11 @@
 
 Order of work, chosen for memory and repeated work:
 
-1. decode every image once (a bad file becomes a per-sample ``load`` error, never a crash);
-   decoded images stay in memory when they fit ``keep_decoded_pixels``, else are re-read;
+1. the first metric's backbone loads; then every pair is decoded on a thread pool, in order
+   (a bad file becomes a per-sample ``load`` error, never a crash). With the preprocessing
+   pipeline (a GPU, by default) the first metric embeds the images already decoded while
+   later files still decode; otherwise decoding finishes first. Decoded images stay in
+   memory when they fit ``keep_decoded_pixels``, else are re-read;
 2. for each metric in turn: load its backbone, embed references that are not in the on-disk
    cache, embed reconstructions, take cosines, free the backbone before the next one
    (peak memory ~ the largest single backbone);
@@ -15,17 +18,19 @@ from __future__ import annotations
 import gc
 import math
 import os
+import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 import torch
 from PIL import Image
 from rich.console import Console
 
-from unified_bench.errors import ImageLoadError, UnifiedBenchError
+from unified_bench.errors import ConfigError, ImageLoadError, UnifiedBenchError
 from unified_bench.images import file_sha256, load_image
 from unified_bench.metrics import EmbeddingMetric, Metric, PairInput, PairMetric, build_metric
 from unified_bench.metrics.graph import FUSE_MIN_IMAGES
@@ -36,11 +41,12 @@ from unified_bench.scoring.pairing import Pair
 
 
 def default_batch_size(device: str) -> int:
-    """Images per forward when the user does not say: 16 on a GPU; 8 on a CPU, where a ViT-L/B
-    forward is fastest per image at 4-8 (benchmarks/scoring_throughput.py: ViT-B/16 on this
-    project's 2-core CPU, 221 ms per image at batch 8, 279 at batch 1, 241 at batch 16, as the
-    activations outgrow the caches)."""
-    return 16 if str(device).startswith("cuda") else 8
+    """Images per forward when the user does not say: 64 on a GPU, where fewer, larger
+    forwards cut launch overhead (benchmarks/scoring_throughput.py on an H100, ViT-B/16, 100
+    pairs: 0.31 s at 16, 0.27 s at 32, 0.22-0.27 s at 64 and 128); 8 on a CPU, where a ViT-L/B
+    forward is fastest per image at 4-8 (ViT-B/16 on this project's 2-core CPU: 221 ms per
+    image at batch 8, 279 at batch 1, 241 at batch 16, as the activations outgrow the caches)."""
+    return 64 if str(device).startswith("cuda") else 8
 
 
 @dataclass
@@ -56,7 +62,8 @@ class ScoringConfig:
     progress: bool = True
     #: keep decoded images in memory up to this many pixels (refs + recons), ~1.2 GB of RGB
     keep_decoded_pixels: int = 400_000_000
-    #: threads for decoding and preprocessing (None: min(8, CPU count))
+    #: threads for decoding and preprocessing (None: min(16, CPU count); on a 16-core GPU
+    #: machine 16 decoded 1.2x faster than 8)
     workers: int | None = None
     #: preprocess the next batch on worker threads while the backbone runs (None: on CUDA only;
     #: on a CPU the backbone's own threads already use every core, and preprocessing in line is
@@ -65,15 +72,28 @@ class ScoringConfig:
     #: run traceable backbones through a fused oneDNN graph (unified_bench.metrics.graph)
     #: (None: on a CPU in float32 when a metric has at least FUSE_MIN_IMAGES images to embed)
     fuse: bool | None = None
+    #: which preprocessing steps run on the metric's device, with the same arithmetic
+    #: (EmbeddingMetric.preprocess_on_device): "none", "normalize" (threads stop at uint8
+    #: pixels) or "resize" (threads only decode; the device resizes, crops and normalises)
+    #: (None: "resize" on a GPU, where the threads' Pillow work is the bottleneck; "none" on a
+    #: CPU, where it would only move work)
+    device_preprocessing: str | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size is None:
             self.batch_size = default_batch_size(self.device)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.device_preprocessing not in (None, "none", "normalize", "resize"):
+            raise ConfigError(f"--device-preprocessing must be none, normalize or resize, got {self.device_preprocessing!r}")
 
     def overlaps(self) -> bool:
         return self.prefetch if self.prefetch is not None else str(self.device).startswith("cuda")
+
+    def device_steps(self) -> str:
+        if self.device_preprocessing is not None:
+            return self.device_preprocessing
+        return "none" if str(self.device).startswith("cpu") else "resize"
 
     def fuses(self, n_images: int) -> bool:
         """Whether to ask a metric for a fused graph when it has ``n_images`` to embed."""
@@ -97,10 +117,58 @@ class _Sample:
 
 
 class _Images:
-    """Decoded images with a memory budget; re-reads from disk past the budget."""
+    """The samples' decoded images, decoded on a thread pool in sample order.
 
-    def __init__(self, samples: list[_Sample]) -> None:
+    ``start`` submits every sample; ``resolve(i)`` waits for samples up to ``i`` in order and
+    records each outcome: a file that fails to decode becomes a ``load`` error and the sample
+    is dropped from every metric. So the first metric can embed the first images while later
+    ones still decode. Decoded images stay in memory up to ``budget`` pixels; past it they
+    are re-read from disk when needed.
+    """
+
+    def __init__(self, samples: list[_Sample], pool: ThreadPoolExecutor, budget: int) -> None:
         self.samples = samples
+        self.pool = pool
+        self.budget = budget
+        self.load_errors: list[SampleError] = []
+        self._futures: list | None = None
+        self._resolved = 0
+        self._lock = threading.Lock()
+        self.started = 0.0
+        self.finished = 0.0  # when the last decode ended
+
+    def start(self) -> None:
+        if self._futures is None:
+            self.started = time.perf_counter()
+            self._futures = [self.pool.submit(_decode, sample) for sample in self.samples]
+
+    def resolve(self, index: int) -> bool:
+        """Wait for samples 0..index to decode; whether sample ``index`` is usable."""
+        self.start()
+        with self._lock:
+            while self._resolved <= index:
+                k = self._resolved
+                outcome, ended = self._futures[k].result()
+                self._futures[k] = None
+                self.finished = max(self.finished, ended)
+                sample = self.samples[k]
+                if isinstance(outcome, SampleError):
+                    self.load_errors.append(outcome)
+                    sample.ok = False
+                else:
+                    ref, recon = outcome
+                    pixels = ref.width * ref.height + recon.width * recon.height
+                    if pixels <= self.budget:
+                        sample.ref_image, sample.recon_image = ref, recon
+                        self.budget -= pixels
+                self._resolved += 1
+        return self.samples[index].ok
+
+    def resolve_all(self) -> None:
+        if self.samples:
+            self.resolve(len(self.samples) - 1)
+        else:
+            self.start()
 
     def reference(self, sample: _Sample) -> Image.Image:
         return sample.ref_image if sample.ref_image is not None else load_image(sample.pair.reference)
@@ -109,31 +177,38 @@ class _Images:
         return sample.recon_image if sample.recon_image is not None else load_image(sample.pair.reconstruction)
 
 
-def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    """Consecutive lists of ``size`` items (the last may be shorter), drawn lazily."""
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _workers(config: "ScoringConfig") -> int:
-    return max(1, config.workers or min(8, os.cpu_count() or 1))
+    return max(1, config.workers or min(16, os.cpu_count() or 1))
 
 
-def _decode(sample: "_Sample") -> tuple[Image.Image, Image.Image] | SampleError:
-    """Decode and hash one pair; a bad file becomes a per-sample ``load`` error."""
+def _decode(sample: "_Sample") -> tuple[tuple[Image.Image, Image.Image] | SampleError, float]:
+    """Decode and hash one pair; a bad file becomes a per-sample ``load`` error. Also returns
+    when it ended."""
     try:
         # Decode first: load_image refuses pipes and directories, which hashing would
         # block on or fail at with a less helpful message.
         ref = load_image(sample.pair.reference)
         sample.ref_hash = file_sha256(sample.pair.reference)
     except (ImageLoadError, OSError) as err:
-        return SampleError(sample.pair.sample_id, "load", f"reference: {err}")
+        return SampleError(sample.pair.sample_id, "load", f"reference: {err}"), time.perf_counter()
     try:
         recon = load_image(sample.pair.reconstruction)
         sample.recon_hash = file_sha256(sample.pair.reconstruction)
     except (ImageLoadError, OSError) as err:
-        return SampleError(sample.pair.sample_id, "load", f"reconstruction: {err}")
-    return ref, recon
+        return SampleError(sample.pair.sample_id, "load", f"reconstruction: {err}"), time.perf_counter()
+    return (ref, recon), time.perf_counter()
 
 
 class _Pipeline:
@@ -146,6 +221,8 @@ class _Pipeline:
     def __init__(self, metric: EmbeddingMetric, workers: int) -> None:
         self.metric = metric
         self.workers = workers
+        # Page-locked batches let the copy to a GPU run without a staging copy.
+        self.pin = metric.device.type == "cuda"
         self.pool = ThreadPoolExecutor(max_workers=workers)
         self.prefetch = ThreadPoolExecutor(max_workers=1)
         self.wait_s = 0.0  # time the backbone waited for preprocessing
@@ -154,31 +231,49 @@ class _Pipeline:
     def _prepare(self, images: list[Image.Image]) -> torch.Tensor:
         size = max(1, -(-len(images) // self.workers))
         chunks = [images[i : i + size] for i in range(0, len(images), size)]
-        if len(chunks) == 1:
-            return self.metric.preprocess(chunks[0])
-        return torch.cat(list(self.pool.map(self.metric.preprocess, chunks)))
+        if len(chunks) == 1 or self.metric.device_resize is not None:
+            # Packing for a device resize is a copy per image: no need for the pool.
+            pixels = self.metric.preprocess(images)
+        else:
+            pixels = torch.cat(list(self.pool.map(self.metric.preprocess, chunks)))
+        return pixels.pin_memory() if self.pin else pixels
 
-    def run(self, batches: Sequence[Sequence[int]], pick) -> Iterator[tuple[Sequence[int], torch.Tensor | Exception]]:
-        """Yield (indices, embeddings) per batch, or (indices, exception) when it failed."""
-        if not batches:
-            return
-        def submit(batch):
-            return self.prefetch.submit(lambda: self._prepare([pick(i) for i in batch]))
-        pending = submit(batches[0])
-        for k, batch in enumerate(batches):
-            future = pending
-            pending = submit(batches[k + 1]) if k + 1 < len(batches) else None
+    def run(self, batches: Iterable[list[int]], pick) -> Iterator[tuple[list[int], torch.Tensor | Exception]]:
+        """Yield (indices, embeddings) per batch, or (indices, exception) when it failed.
+
+        ``batches`` is drawn on the prefetch thread, one batch ahead of the backbone, so it
+        may be lazy (and wait for decoding)."""
+        batches = iter(batches)
+
+        def prepare_next() -> tuple[list[int] | None, Any]:
+            batch = next(batches, None)
+            if batch is None:
+                return None, None
             try:
-                t0 = time.perf_counter()
-                pixels = future.result()
-                t1 = time.perf_counter()
+                return batch, self._prepare([pick(i) for i in batch])
+            except (ImageLoadError, RuntimeError, ValueError) as err:
+                return batch, err
+
+        pending = self.prefetch.submit(prepare_next)
+        while True:
+            t0 = time.perf_counter()
+            batch, pixels = pending.result()
+            t1 = time.perf_counter()
+            if batch is None:
+                return
+            pending = self.prefetch.submit(prepare_next)
+            self.wait_s += t1 - t0
+            if isinstance(pixels, Exception):
+                yield batch, pixels
+                continue
+            try:
                 embeddings = self.metric.embed_pixels(pixels)
-                self.wait_s += t1 - t0
-                self.forward_s += time.perf_counter() - t1
             except (ImageLoadError, RuntimeError, ValueError) as err:
                 yield batch, err
             else:
                 yield batch, embeddings
+            finally:
+                self.forward_s += time.perf_counter() - t1
 
     def close(self) -> None:
         self.prefetch.shutdown(wait=True, cancel_futures=True)
@@ -197,66 +292,40 @@ def score(
     be loaded, and wall-clock timings in seconds.
     """
     timings: dict[str, float] = {}
-    errors: list[SampleError] = []
+    errors: list[SampleError] = []  # the metrics' own; load errors come first in the report
     samples = [_Sample(pair) for pair in pairs]
     started = time.perf_counter()
-    budget = config.keep_decoded_pixels
-    with ThreadPoolExecutor(max_workers=_workers(config)) as pool:
-        # Pillow releases the GIL while decoding, so threads decode files in parallel.
-        decoded = list(pool.map(_decode, samples))
-    for sample, outcome in zip(samples, decoded):
-        if isinstance(outcome, SampleError):
-            errors.append(outcome)
-            sample.ok = False
-            continue
-        ref, recon = outcome
-        pixels = ref.width * ref.height + recon.width * recon.height
-        if pixels <= budget:
-            sample.ref_image, sample.recon_image = ref, recon
-            budget -= pixels
-    timings["decode_s"] = time.perf_counter() - started
-    images = _Images(samples)
+    # Pillow releases the GIL while decoding, so threads decode files in parallel. Decoding
+    # starts once the first backbone is loaded (so load time stays apart) and, on a GPU, runs
+    # while that metric embeds the images already decoded.
+    pool = ThreadPoolExecutor(max_workers=_workers(config))
+    images = _Images(samples, pool, config.keep_decoded_pixels)
     cache_root = config.cache_dir or default_cache_dir()
 
     metric_scores: list[MetricScores] = []
     failures: list[MetricFailure] = []
     metric_infos: list[dict] = []
-    with progress_bar(config.progress, console) as progress:
-        for name in config.metrics:
-            t0 = time.perf_counter()
-            try:
-                metric = build_metric(
-                    name, checkpoint=config.checkpoints.get(name), device=config.device, dtype=config.dtype
-                )
-            except UnifiedBenchError as err:
-                failures.append(MetricFailure(name, str(err)))
-                continue
-            timings[f"{name}.load_s"] = time.perf_counter() - t0
-            t1 = time.perf_counter()
-            task = progress.add_task(name, total=len(samples)) if progress else None
-            try:
-                if isinstance(metric, EmbeddingMetric):
-                    scores = _score_embedding(metric, images, config, cache_root, errors, progress, task, timings)
-                elif isinstance(metric, PairMetric):
-                    scores = _score_pairwise(metric, images, config, errors, progress, task)
-                else:  # pragma: no cover - registry only holds the two kinds
-                    raise TypeError(f"metric {name} is neither an EmbeddingMetric nor a PairMetric")
-                metric_scores.append(scores)
-                info = metric.info.to_dict()
-                if isinstance(metric, EmbeddingMetric):
-                    info["execution"] = metric.execution
-                metric_infos.append(info)
-            finally:
-                metric.close()
-                del metric
+    try:
+        with progress_bar(config.progress, console) as progress:
+            for name in config.metrics:
+                outcome = _run_metric(name, config, images, cache_root, errors, progress, timings)
+                if isinstance(outcome, MetricFailure):
+                    failures.append(outcome)
+                else:
+                    metric_scores.append(outcome[0])
+                    metric_infos.append(outcome[1])
                 if name != config.metrics[-1]:
                     # Free this backbone before the next loads (peak memory ~ the largest
                     # one). A full collection costs ~0.3 s, so the last metric skips it.
                     gc.collect()
                     if torch.cuda.is_available():
                         torch.cuda.empty_cache()
-            timings[f"{name}.score_s"] = time.perf_counter() - t1
+        images.resolve_all()  # every file is checked, even when no metric could run
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    timings["decode_s"] = images.finished - images.started if samples else 0.0
     timings["total_s"] = time.perf_counter() - started
+    errors = [*images.load_errors, *errors]
 
     report = ScoreReport(
         samples=[
@@ -268,6 +337,44 @@ def score(
         run={"metrics": metric_infos},
     )
     return report, failures, timings
+
+
+def _run_metric(
+    name: str,
+    config: ScoringConfig,
+    images: _Images,
+    cache_root: Path,
+    errors: list[SampleError],
+    progress,
+    timings: dict[str, float],
+) -> tuple[MetricScores, dict] | MetricFailure:
+    """Load one metric, score every live sample with it, release it."""
+    t0 = time.perf_counter()
+    try:
+        metric = build_metric(name, checkpoint=config.checkpoints.get(name), device=config.device, dtype=config.dtype)
+    except UnifiedBenchError as err:
+        return MetricFailure(name, str(err))
+    finally:
+        images.start()  # no-op after the first metric
+    timings[f"{name}.load_s"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    task = progress.add_task(name, total=len(images.samples)) if progress else None
+    try:
+        if isinstance(metric, EmbeddingMetric):
+            scores = _score_embedding(metric, images, config, cache_root, errors, progress, task, timings)
+        elif isinstance(metric, PairMetric):
+            scores = _score_pairwise(metric, images, config, errors, progress, task)
+        else:  # pragma: no cover - registry only holds the two kinds
+            raise TypeError(f"metric {name} is neither an EmbeddingMetric nor a PairMetric")
+        info = metric.info.to_dict()
+        if isinstance(metric, EmbeddingMetric):
+            info["execution"] = metric.execution
+            info["device_preprocessing"] = metric.device_steps
+    finally:
+        metric.close()
+        del metric
+    timings[f"{name}.score_s"] = time.perf_counter() - t1
+    return scores, info
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -296,15 +403,25 @@ def _score_embedding(
     samples = images.samples
     values: list[float | None] = [None] * len(samples)
     ref_embeddings: dict[int, torch.Tensor] = {}
-    todo_refs: list[int] = []
-    for index, sample in enumerate(samples):
-        if not sample.ok:
-            continue
-        cached = cache.get(sample.ref_hash) if cache and sample.ref_hash else None
-        if cached is not None:
-            ref_embeddings[index] = cached
-        else:
-            todo_refs.append(index)
+    unique: dict[str, int] = {}  # reference bytes -> the sample whose reference is embedded
+    dupes: dict[int, int] = {}  # sample -> the sample with a byte-identical reference
+
+    def references_to_embed() -> Iterator[int]:
+        """Live samples whose reference is neither cached nor a byte-identical copy of an
+        earlier one (one embedding serves all copies), in order, each once it has decoded."""
+        for index, sample in enumerate(samples):
+            if not images.resolve(index):
+                continue
+            cached = cache.get(sample.ref_hash) if cache and sample.ref_hash else None
+            if cached is not None:
+                ref_embeddings[index] = cached
+                continue
+            key = sample.ref_hash or f"#{index}"
+            if key in unique:
+                dupes[index] = unique[key]
+            else:
+                unique[key] = index
+                yield index
 
     def embed_indices(indices: Sequence[int], pick) -> dict[int, torch.Tensor]:
         """Embed a batch; if the batch fails, retry one by one to isolate the bad sample."""
@@ -320,11 +437,11 @@ def _score_embedding(
                 out.update(embed_indices([i], pick))
         return out
 
-    def embed_all(indices: list[int], pick, advance: bool = False) -> dict[int, torch.Tensor]:
+    def embed_all(indices: Iterable[int], pick, advance: bool = False) -> dict[int, torch.Tensor]:
         """Embed in batches through the preprocessing pipeline; isolate failures per sample."""
         out: dict[int, torch.Tensor] = {}
-        batches = list(_batches(indices, config.batch_size))
-        if not metric.pipelined or not config.overlaps():
+        batches = _batches(indices, config.batch_size)
+        if not streaming:
             for batch in batches:
                 out.update(embed_indices(batch, pick))
                 if advance and progress:
@@ -345,20 +462,22 @@ def _score_embedding(
                 timings[f"{metric.name}.{key}"] = timings.get(f"{metric.name}.{key}", 0.0) + value
         return out
 
-    # Deduplicate references with identical bytes (one embedding serves all of them).
-    unique: dict[str, int] = {}
-    dupes: dict[int, int] = {}
-    for index in todo_refs:
-        key = samples[index].ref_hash or f"#{index}"
-        if key in unique:
-            dupes[index] = unique[key]
-        else:
-            unique[key] = index
-    # Reconstructions to embed: at most one per live sample.
-    expected = len(unique) + sum(1 for sample in samples if sample.ok)
+    # With the pipeline (a GPU by default), references are embedded while later files still
+    # decode; otherwise every file is decoded first, in parallel, and the work counted.
+    streaming = metric.pipelined and config.overlaps()
+    if streaming:
+        references: Iterable[int] = references_to_embed()
+        expected = 2 * len(samples)  # at most
+    else:
+        images.resolve_all()
+        references = list(references_to_embed())
+        # Reconstructions to embed: at most one per live sample.
+        expected = len(references) + sum(1 for sample in samples if sample.ok)
     if config.fuses(expected):
         metric.enable_fusion()
-    for index, emb in embed_all(list(unique.values()), images.reference).items():
+    if config.device_steps() != "none":
+        metric.preprocess_on_device(resize=config.device_steps() == "resize")
+    for index, emb in embed_all(references, images.reference).items():
         ref_embeddings[index] = emb
         if cache and samples[index].ref_hash:
             cache.put(samples[index].ref_hash, emb)
@@ -370,6 +489,7 @@ def _score_embedding(
     if cache:
         cache.flush()
 
+    images.resolve_all()
     # Reconstructions get the same treatment: a file whose bytes were already embedded (as
     # a reference, or as another sample's reconstruction) is not embedded again. Real runs
     # rarely repeat a file; the sanity report compares every photo with every other.
@@ -411,6 +531,7 @@ def _score_pairwise(
     progress,
     task,
 ) -> MetricScores:
+    images.resolve_all()
     samples = images.samples
     values: list[float | None] = [None] * len(samples)
     subs: dict[str, list[float | None]] = {}
