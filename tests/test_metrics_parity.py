@@ -193,6 +193,44 @@ def official_longclip_encoder(pt_file: Path, spec: tiny_models.OpenClipSpec):
     return encode
 
 
+def official_siglip_encoder(checkpoint: Path):
+    """Not in the paper; the same recipe with SiglipModel.get_image_features (pooled)."""
+    from transformers import SiglipModel
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    model = SiglipModel.from_pretrained(checkpoint).eval()
+    processor = SiglipImageProcessorPil.from_pretrained(checkpoint)
+
+    def encode(image):
+        features = model.get_image_features(**processor(images=image, return_tensors="pt"))
+        return F.normalize(getattr(features, "pooler_output", features), p=2, dim=1)
+
+    return encode
+
+
+def checkpoint_and_official(name: str, root: Path):
+    """(tiny checkpoint, official per-image encoder) for a parametrised metric name, with
+    LongCLIP as 'longclip-openai' (the original .pt format) or 'longclip-hf'."""
+    from transformers import DINOv3ViTImageProcessor
+    from transformers.models.bit.image_processing_pil_bit import BitImageProcessorPil
+
+    if name == "longclip-openai":
+        spec = tiny_models.OpenClipSpec()
+        checkpoint = tiny_models.tiny_longclip_pt(root / "longclip-L.pt", spec=spec)
+        return checkpoint, official_longclip_encoder(checkpoint, spec)
+    if name in ("clip", "longclip-hf"):
+        checkpoint = tiny_models.tiny_clip(root / name)
+        return checkpoint, official_clip_encoder(checkpoint)
+    if name == "siglip":
+        checkpoint = tiny_models.tiny_siglip(root / name)
+        return checkpoint, official_siglip_encoder(checkpoint)
+    if name == "dinov2":
+        checkpoint = tiny_models.tiny_dinov2(root / name)
+        return checkpoint, official_dino_encoder(checkpoint, BitImageProcessorPil)
+    checkpoint = tiny_models.tiny_dinov3(root / name)
+    return checkpoint, official_dino_encoder(checkpoint, DINOv3ViTImageProcessor)
+
+
 # --------------------------------------------------------------------------- tests
 
 
@@ -230,18 +268,7 @@ def test_longclip_hf_format_parity(tmp_path, pair_dirs):
 
 
 def test_siglip_parity(tmp_path, pair_dirs):
-    """Not in the paper; same recipe with SiglipModel.get_image_features (pooled)."""
-    from transformers import SiglipModel
-    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
-
-    checkpoint = tiny_models.tiny_siglip(tmp_path / "siglip")
-    model = SiglipModel.from_pretrained(checkpoint).eval()
-    processor = SiglipImageProcessorPil.from_pretrained(checkpoint)
-
-    def encode(image):
-        features = model.get_image_features(**processor(images=image, return_tensors="pt"))
-        return F.normalize(getattr(features, "pooler_output", features), p=2, dim=1)
-
+    checkpoint, encode = checkpoint_and_official("siglip", tmp_path)
     check("siglip", checkpoint, encode, pair_dirs)
 
 
@@ -255,22 +282,7 @@ def test_fused_graph_keeps_parity(tmp_path, pair_dirs, name):
     """The traced, oneDNN-fused forward scores every pair as the official computation does,
     including the last, partial batch (5 images at batch 2), which runs eagerly. (SigLIP is
     not fused: it moved by up to 6e-5; see SiglipMetric.fusable.)"""
-    from transformers import DINOv3ViTImageProcessor
-    from transformers.models.bit.image_processing_pil_bit import BitImageProcessorPil
-
-    if name == "longclip-openai":
-        spec = tiny_models.OpenClipSpec()
-        checkpoint = tiny_models.tiny_longclip_pt(tmp_path / "longclip-L.pt", spec=spec)
-        encode = official_longclip_encoder(checkpoint, spec)
-    elif name in ("clip", "longclip-hf"):
-        checkpoint = tiny_models.tiny_clip(tmp_path / name)
-        encode = official_clip_encoder(checkpoint)
-    elif name == "dinov2":
-        checkpoint = tiny_models.tiny_dinov2(tmp_path / name)
-        encode = official_dino_encoder(checkpoint, BitImageProcessorPil)
-    else:
-        checkpoint = tiny_models.tiny_dinov3(tmp_path / name)
-        encode = official_dino_encoder(checkpoint, DINOv3ViTImageProcessor)
+    checkpoint, encode = checkpoint_and_official(name, tmp_path)
     official = official_scores(encode, pair_dirs)
     ours = engine_scores(name.split("-")[0], checkpoint, pair_dirs, fuse=True)
     assert set(ours) == set(official)
@@ -297,36 +309,11 @@ def test_preprocessing_on_device_keeps_parity(tmp_path, pair_dirs, name, mode):
     device does the rest with Pillow's and the processor's own arithmetic. Forced on here on
     the CPU: every pixel is bit-identical to the processor's, so embeddings are equal, and
     scores keep the official parity."""
-    from transformers import DINOv3ViTImageProcessor, SiglipModel
-    from transformers.models.bit.image_processing_pil_bit import BitImageProcessorPil
-
     from unified_bench.images import load_image
     from unified_bench.metrics import build_metric
     from unified_bench.metrics.device_resize import PackedImages
 
-    if name == "longclip-openai":
-        spec = tiny_models.OpenClipSpec()
-        checkpoint = tiny_models.tiny_longclip_pt(tmp_path / "longclip-L.pt", spec=spec)
-        encode = official_longclip_encoder(checkpoint, spec)
-    elif name in ("clip", "longclip-hf"):
-        checkpoint = tiny_models.tiny_clip(tmp_path / name)
-        encode = official_clip_encoder(checkpoint)
-    elif name == "siglip":
-        from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
-
-        checkpoint = tiny_models.tiny_siglip(tmp_path / name)
-        model = SiglipModel.from_pretrained(checkpoint).eval()
-        processor = SiglipImageProcessorPil.from_pretrained(checkpoint)
-
-        def encode(image):
-            features = model.get_image_features(**processor(images=image, return_tensors="pt"))
-            return F.normalize(getattr(features, "pooler_output", features), p=2, dim=1)
-    elif name == "dinov2":
-        checkpoint = tiny_models.tiny_dinov2(tmp_path / name)
-        encode = official_dino_encoder(checkpoint, BitImageProcessorPil)
-    else:
-        checkpoint = tiny_models.tiny_dinov3(tmp_path / name)
-        encode = official_dino_encoder(checkpoint, DINOv3ViTImageProcessor)
+    checkpoint, encode = checkpoint_and_official(name, tmp_path)
     metric_name = name.split("-")[0]
     expected = ON_DEVICE[name] if mode == "resize" or not ON_DEVICE[name] else "normalise"
 
