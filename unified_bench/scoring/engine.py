@@ -23,8 +23,8 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
@@ -63,7 +63,7 @@ class ScoringConfig:
     #: keep decoded images in memory up to this many pixels (refs + recons), ~1.2 GB of RGB
     keep_decoded_pixels: int = 400_000_000
     #: threads for decoding and preprocessing (None: min(16, CPU count); on a 16-core GPU
-    #: machine 16 decoded 1.2x faster than 8)
+    #: machine 200 PNG files decoded in 0.14-0.15 s on 8 threads, 0.12-0.135 s on 12 or 16)
     workers: int | None = None
     #: preprocess the next batch on worker threads while the backbone runs (None: on CUDA only;
     #: on a CPU the backbone's own threads already use every core, and preprocessing in line is
