@@ -86,7 +86,11 @@ def test_unsupported_settings_keep_the_processor():
     assert hf_geometry(CLIPImageProcessorPil(do_resize=False)) is None
     assert hf_geometry(CLIPImageProcessorPil(size={"shortest_edge": 20}, crop_size={"height": 32, "width": 32})) is None
     assert hf_geometry(CLIPImageProcessorPil(size={"shortest_edge": 20, "longest_edge": 40})) is None
-    assert not DeviceResize(3, torchvision_geometry(8, 8)).supports([Image.new("L", (9, 9))])
+    plan = DeviceResize(3, torchvision_geometry(8, 8), max_batch_bytes=2 * 30 * 30 * 3)
+    assert plan.supports([Image.new("RGB", (30, 30))] * 2)
+    assert not plan.supports([Image.new("L", (9, 9))])  # the processor converts other modes
+    assert not plan.supports([Image.new("RGB", (30, 30))] * 3)  # over the packing budget
+    assert not plan.supports([Image.new("RGB", (9, 9)), Image.new("RGB", (31, 30))])  # padding counts
 
 
 def test_device_memory_is_bounded_by_working_in_pieces():

@@ -64,6 +64,7 @@ def engine_scores(
     *,
     fuse: bool | None = None,
     device_preprocessing: str | None = None,
+    prefetch: bool | None = None,
 ) -> dict[str, float]:
     """Our batched engine (batch 2, so batches mix image sizes), per sample id."""
     refs, recons = pair_dirs
@@ -77,6 +78,7 @@ def engine_scores(
         progress=False,
         fuse=fuse,
         device_preprocessing=device_preprocessing,
+        prefetch=prefetch,
     )
     report, failures, _ = score(pairing.pairs, config)
     assert not failures and not report.errors, (failures, report.errors)
@@ -335,5 +337,7 @@ def test_preprocessing_on_device_keeps_parity(tmp_path, pair_dirs, name, mode):
     with pytest.raises(ValueError, match="uint8"):
         plain.embed_pixels(pixels.to(torch.uint8))
 
-    ours = engine_scores(metric_name, checkpoint, pair_dirs, device_preprocessing=mode)
-    assert_parity(ours, official_scores(encode, pair_dirs))
+    official = official_scores(encode, pair_dirs)
+    assert_parity(engine_scores(metric_name, checkpoint, pair_dirs, device_preprocessing=mode), official)
+    # the GPU's whole path: decoding streamed into the pipeline, which packs on its thread
+    assert_parity(engine_scores(metric_name, checkpoint, pair_dirs, device_preprocessing=mode, prefetch=True), official)

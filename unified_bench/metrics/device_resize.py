@@ -185,9 +185,17 @@ class DeviceResize:
 
     resample: int
     geometry: Geometry
+    #: largest padded uint8 batch to pack (page-locked host memory, two batches in flight);
+    #: a batch of larger images keeps the threads' Pillow resize
+    max_batch_bytes: int = 1 << 30
 
     def supports(self, images: Sequence[Image.Image]) -> bool:
-        return all(image.mode == "RGB" for image in images)
+        """Whether ``pack`` takes these images: RGB, and a padded batch within the budget."""
+        if not images or any(image.mode != "RGB" for image in images):
+            return False
+        height = max(image.height for image in images)
+        width = max(image.width for image in images)
+        return len(images) * height * width * 3 <= self.max_batch_bytes
 
     def pack(self, images: Sequence[Image.Image]) -> PackedImages:
         """Images -> one padded uint8 batch and each image's resampling windows (cheap: a copy

@@ -33,6 +33,7 @@ from rich.console import Console
 from unified_bench.errors import ConfigError, ImageLoadError, UnifiedBenchError
 from unified_bench.images import file_sha256, load_image
 from unified_bench.metrics import EmbeddingMetric, Metric, PairInput, PairMetric, build_metric
+from unified_bench.metrics.device_resize import PackedImages
 from unified_bench.metrics.graph import FUSE_MIN_IMAGES
 from unified_bench.progress import progress_bar
 from unified_bench.results.model import MetricScores, SampleError, SampleRecord, ScoreReport
@@ -215,7 +216,8 @@ class _Pipeline:
     """Preprocess batch k+1 on worker threads while the backbone runs batch k.
 
     Preprocessing (resize, crop, normalise) is per image, so splitting a batch across
-    threads gives the same pixels as one call; on a GPU machine it is most of the time.
+    threads gives the same pixels as one call. When the metric resizes on its device
+    (``preprocess_on_device``), preparing a batch is only packing the decoded images.
     """
 
     def __init__(self, metric: EmbeddingMetric, workers: int) -> None:
@@ -228,10 +230,11 @@ class _Pipeline:
         self.wait_s = 0.0  # time the backbone waited for preprocessing
         self.forward_s = 0.0
 
-    def _prepare(self, images: list[Image.Image]) -> torch.Tensor:
+    def _prepare(self, images: list[Image.Image]) -> torch.Tensor | PackedImages:
         size = max(1, -(-len(images) // self.workers))
         chunks = [images[i : i + size] for i in range(0, len(images), size)]
-        if len(chunks) == 1 or self.metric.device_resize is not None:
+        packs = self.metric.device_resize is not None and self.metric.device_resize.supports(images)
+        if len(chunks) == 1 or packs:
             # Packing for a device resize is a copy per image: no need for the pool.
             pixels = self.metric.preprocess(images)
         else:
