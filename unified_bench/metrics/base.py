@@ -160,8 +160,8 @@ class EmbeddingMetric(Metric):
 
     def preprocess_on_device(self, resize: bool = True) -> str:
         """Move the end of preprocessing from the CPU threads to the metric's device without
-        changing a pixel, and say what moved: "" (nothing: this metric cannot), "normalise",
-        or "resize, crop, normalise".
+        changing a pixel, and say what moved (``device_steps``): "none" (this metric cannot),
+        "normalise", or "resize, crop, normalise".
 
         - normalise: ``preprocess`` returns the resized, cropped pixels as uint8 and
           ``embed_pixels`` rescales and normalises them on the device
@@ -172,10 +172,9 @@ class EmbeddingMetric(Metric):
         On a GPU the threads' per-image Pillow work is what limits scoring; on a CPU this only
         moves work from one place to another.
         """
-        if not self.defer_normalization():
-            return ""
-        self.device_resize = self.resize_plan() if resize else None
-        return "resize, crop, normalise" if self.device_resize is not None else "normalise"
+        if self.defer_normalization():
+            self.device_resize = self.resize_plan() if resize else None
+        return self.device_steps
 
     def defer_normalization(self) -> bool:
         """Set ``normalization`` (see ``preprocess_on_device``); False when this metric's

@@ -116,6 +116,15 @@ def _dense(first: torch.Tensor, weights: torch.Tensor, padded: int) -> torch.Ten
     return matrix.view(n, padded, count)
 
 
+def shortest_edge_size(height: int, width: int, edge: int) -> tuple[int, int]:
+    """(height, width) with the shorter side scaled to ``edge`` and the longer truncated, the
+    rule of both transformers' get_resize_output_image_size(default_to_square=False) and
+    torchvision's Resize(int)."""
+    short, long = (width, height) if width <= height else (height, width)
+    new_long = int(edge * long / short)
+    return (new_long, edge) if width <= height else (edge, new_long)
+
+
 def hf_geometry(processor) -> Geometry | None:
     """The resize-then-crop geometry of a transformers PIL image processor, or None when its
     settings are not ones reproduced here (then the processor runs as usual)."""
@@ -126,10 +135,7 @@ def hf_geometry(processor) -> Geometry | None:
         edge = int(size["shortest_edge"])
 
         def resized(height: int, width: int) -> tuple[int, int]:
-            # transformers' get_resize_output_image_size(default_to_square=False)
-            short, long = (width, height) if width <= height else (height, width)
-            new_long = int(edge * long / short)
-            return (new_long, edge) if width <= height else (edge, new_long)
+            return shortest_edge_size(height, width, edge)
     elif set(size) == {"height", "width"}:
         fixed = (int(size["height"]), int(size["width"]))
 
@@ -155,7 +161,12 @@ def hf_geometry(processor) -> Geometry | None:
             return (rh, rw), ((rh - crop_h) // 2, (rw - crop_w) // 2, crop_h, crop_w)
 
         return geometry
-    return lambda height, width: (resized(height, width), (0, 0, *resized(height, width)))
+
+    def uncropped(height: int, width: int):
+        rh, rw = resized(height, width)
+        return (rh, rw), (0, 0, rh, rw)
+
+    return uncropped
 
 
 def _entries(size) -> dict:
@@ -170,9 +181,7 @@ def torchvision_geometry(edge: int, crop: int) -> Geometry:
     """``Resize(edge)`` + ``CenterCrop(crop)`` of torchvision on PIL images (crop <= edge)."""
 
     def geometry(height: int, width: int):
-        short, long = (width, height) if width <= height else (height, width)
-        new_long = int(edge * long / short)
-        rh, rw = (new_long, edge) if width <= height else (edge, new_long)
+        rh, rw = shortest_edge_size(height, width, edge)
         # torchvision's center_crop: round half to even
         return (rh, rw), (int(round((rh - crop) / 2.0)), int(round((rw - crop) / 2.0)), crop, crop)
 

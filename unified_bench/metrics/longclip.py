@@ -292,9 +292,9 @@ class LongClipMetric(EmbeddingMetric):
     def preprocess_on_device(self, resize: bool = True) -> str:
         if self._hf is None:
             return super().preprocess_on_device(resize)
-        steps = self._hf.preprocess_on_device(resize)
+        self._hf.preprocess_on_device(resize)
         self.normalization, self.device_resize = self._hf.normalization, self._hf.device_resize
-        return steps
+        return self.device_steps
 
     def defer_normalization(self) -> bool:  # the OpenAI format; the HF one delegates above
         self.transform = openai_clip_transform(self.tower.shape.resolution, normalize=False)

@@ -91,7 +91,8 @@ class ScoringConfig:
     def overlaps(self) -> bool:
         return self.prefetch if self.prefetch is not None else str(self.device).startswith("cuda")
 
-    def device_steps(self) -> str:
+    def device_mode(self) -> str:
+        """``device_preprocessing`` resolved for the device: none, normalize or resize."""
         if self.device_preprocessing is not None:
             return self.device_preprocessing
         return "none" if str(self.device).startswith("cpu") else "resize"
@@ -478,8 +479,8 @@ def _score_embedding(
         expected = len(references) + sum(1 for sample in samples if sample.ok)
     if config.fuses(expected):
         metric.enable_fusion()
-    if config.device_steps() != "none":
-        metric.preprocess_on_device(resize=config.device_steps() == "resize")
+    if config.device_mode() != "none":
+        metric.preprocess_on_device(resize=config.device_mode() == "resize")
     for index, emb in embed_all(references, images.reference).items():
         ref_embeddings[index] = emb
         if cache and samples[index].ref_hash:
