@@ -425,8 +425,14 @@ class UAEModel(nn.Module):
         guidance_scale: float | None = None,
         step_fn: StepFn = euler_step_fn,
         keep_steps: bool = False,
+        initial_noise: torch.Tensor | None = None,
     ) -> LatentTrajectory:
-        """Integrate from noise (sigma = 1) to a sample (sigma = 0), one ``step_fn`` per step."""
+        """Integrate from noise (sigma = 1) to a sample (sigma = 0), one ``step_fn`` per step.
+
+        ``seeds`` seed each row's starting noise and its stochastic steps' generator;
+        ``initial_noise`` [B, C, h, w] replaces the starting noise (the generators still come
+        from ``seeds``).
+        """
         num_steps = num_steps or self.settings.num_inference_steps
         guidance_scale = self.settings.guidance_scale if guidance_scale is None else guidance_scale
         uncond = None
@@ -434,7 +440,7 @@ class UAEModel(nn.Module):
             uncond = self.encode_condition([self.settings.negative_caption] * len(seeds))
         sigmas = self.sigma_schedule(num_steps)
         generators = [torch.Generator().manual_seed(int(s) + 1) for s in seeds]  # for stochastic steps
-        x = self.initial_noise(seeds)
+        x = self.initial_noise(seeds) if initial_noise is None else initial_noise
         steps, logprobs = ([x] if keep_steps else []), []
         for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
             v = self.guided_velocity(x, sigma, cond, uncond, guidance_scale)

@@ -199,6 +199,11 @@ class U4GConfig(RLConfig):
     sde_steps: int = 10
     #: noise level a of sigma_t = a sqrt(t / (1 - t)). [FG-code] 0.7 (``noise_level``)
     noise_level: float = 0.7
+    #: start every trajectory of a group from the same initial noise (the SDE increments still
+    #: differ), as DanceGRPO does; False: each its own, as [FG-code]. Measured on Shapes (144
+    #: rollout groups, the G4U checkpoint): the within-group correlation of the `effnet` reward
+    #: with the oracle's render F1 rises from 0.27 to 0.33 when shared
+    shared_initial_noise: bool = False
     #: fraction of the rollout's denoising steps trained on per update (drawn per update; the
     #: final hop to sigma = 0 is never trained on). [FG-code] 0.99 (``timestep_fraction``: 9 of 10)
     train_fraction: float = 1.0

@@ -122,8 +122,12 @@ def u4g_rollout(
     sigmas = model.sigma_schedule(config.sde_steps)
     step_fn = sde_step_fn(config.noise_level, schedule_t_cap(sigmas), config.logprob_reduce)
     noise_seeds = [rollout_seed(config.seed, step, i, g, NOISE_STREAM) for i in indices for g in range(group)]
+    start = None
+    if config.shared_initial_noise:  # one starting point per group; the SDE increments still differ
+        start = model.initial_noise(noise_seeds[::group]).repeat_interleave(group, dim=0)
     trajectory = model.sample_latents(
-        cond, seeds=noise_seeds, num_steps=config.sde_steps, guidance_scale=guidance, step_fn=step_fn, keep_steps=True
+        cond, seeds=noise_seeds, num_steps=config.sde_steps, guidance_scale=guidance, step_fn=step_fn, keep_steps=True,
+        initial_noise=start,
     )
     reconstructions = tensor_to_images(model.decode_latents(trajectory.latents))
     timings["seconds_sampling"] = time.perf_counter() - started
