@@ -178,6 +178,22 @@ def test_u4g_rescoring_a_stored_transition_gives_its_rollout_log_prob(tiny_check
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
 
 
+def test_u4g_shared_initial_noise_starts_a_group_together_and_lets_it_diverge(tiny_checkpoint, reward, data):
+    from uae_reference.rl.u4g import u4g_rollout
+
+    model = UAEModel.from_pretrained(tiny_checkpoint)
+    config = U4GConfig(prompts_per_step=2, group_size=3, updates_per_step=1, sde_steps=3, shared_initial_noise=True)
+    shared = u4g_rollout(model, reward, data, [1, 2], config, step=0)
+    start = shared.states[:, 0]
+    assert torch.equal(start[0], start[1]) and torch.equal(start[0], start[2])  # one start per group
+    assert not torch.allclose(start[0], start[3])  # groups start apart
+    assert not torch.allclose(shared.states[0, 1], shared.states[1, 1])  # the SDE increments differ
+    independent = u4g_rollout(model, reward, data, [1, 2], config.replace(shared_initial_noise=False), step=0)
+    # the group's first member is the same trajectory either way; the others start elsewhere
+    assert torch.equal(independent.states[0], shared.states[0]) and torch.equal(independent.states[3], shared.states[3])
+    assert not torch.allclose(independent.states[1, 0], shared.states[1, 0])
+
+
 # --- the CI smoke run ------------------------------------------------------------------------------------
 
 
