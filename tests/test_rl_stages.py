@@ -194,6 +194,36 @@ def test_u4g_shared_initial_noise_starts_a_group_together_and_lets_it_diverge(ti
     assert not torch.allclose(independent.states[1, 0], shared.states[1, 0])
 
 
+
+def test_u4g_sde_window_is_the_only_randomness_and_the_only_trained_steps(tiny_checkpoint, reward, data):
+    from uae_reference.rl.u4g import sde_window, u4g_rollout
+
+    assert sde_window(U4GConfig(sde_steps=10), step=0) == list(range(9))  # no window: all but the last hop
+    config = U4GConfig(
+        prompts_per_step=2, group_size=3, updates_per_step=1, sde_steps=6, sde_window_size=2, sde_window_range=(1, 5), shared_initial_noise=True
+    )
+    windows = [sde_window(config, step) for step in range(20)]
+    assert all(len(w) == 2 and w[1] == w[0] + 1 and 1 <= w[0] and w[1] < 5 for w in windows)
+    assert len({w[0] for w in windows}) > 1 and windows == [sde_window(config, step) for step in range(20)]
+    model = UAEModel.from_pretrained(tiny_checkpoint)
+    rollout = u4g_rollout(model, reward, data, [1, 2], config, step=3)
+    first, last = rollout.train_steps
+    assert rollout.train_steps == windows[3]
+    states = rollout.states  # [B * G, K + 1, ...]; a group shares its start, so it stays together until the window
+    for k in range(first + 1):
+        assert torch.equal(states[0, k], states[1, k]) and torch.equal(states[0, k], states[2, k])
+    assert not torch.allclose(states[0, first + 1], states[1, first + 1])
+    outside = [k for k in range(config.sde_steps) if k not in rollout.train_steps]
+    assert torch.all(rollout.old_logprobs[:, outside] == 0) and torch.all(rollout.old_logprobs[:, [first, last]] != 0)
+    # outside the window a step is the Euler step of the decoder's velocity
+    k = last + 1
+    with torch.no_grad():
+        v = model.velocity(states[:, k], torch.tensor([rollout.sigmas[k]]), rollout.cond)
+    euler = states[:, k] + (rollout.sigmas[k + 1] - rollout.sigmas[k]) * v
+    assert torch.allclose(states[:, k + 1], euler, atol=1e-5)
+    with pytest.raises(ConfigError):
+        U4GConfig(sde_window_size=2, sde_window_range=(3, 3))
+
 # --- the CI smoke run ------------------------------------------------------------------------------------
 
 

@@ -204,6 +204,14 @@ class U4GConfig(RLConfig):
     #: rollout groups, the G4U checkpoint): the within-group correlation of the `effnet` reward
     #: with the oracle's render F1 rises from 0.27 to 0.33 when shared
     shared_initial_noise: bool = False
+    #: SDE window (Flow-GRPO's ``sde_window_size``): only this many consecutive denoising steps
+    #: are stochastic and trained on, the rest are the deterministic ODE, so the spread of a
+    #: group's rewards comes from those steps alone. 0: every step stochastic. [FG-code] 0 in
+    #: ``config/base.py``'s defaults (2 in its later "fast" recipes)
+    sde_window_size: int = 0
+    #: [low, high) denoising steps the window's start is drawn from, once per rollout step
+    #: (None: all but the last). [FG-code] (0, 10)
+    sde_window_range: tuple[int, int] | None = None
     #: fraction of the rollout's denoising steps trained on per update (drawn per update; the
     #: final hop to sigma = 0 is never trained on). [FG-code] 0.99 (``timestep_fraction``: 9 of 10)
     train_fraction: float = 1.0
@@ -220,6 +228,13 @@ class U4GConfig(RLConfig):
             raise ConfigError("train_fraction must be in (0, 1]")
         if self.noise_level <= 0:
             raise ConfigError("noise_level must be > 0 (a = 0 is the deterministic ODE, which has no log-probability)")
+        if self.sde_window_range is not None:
+            self.sde_window_range = tuple(self.sde_window_range)
+            low, high = self.sde_window_range
+            if not 0 <= low < high:
+                raise ConfigError("sde_window_range must be (low, high) with 0 <= low < high")
+        if self.sde_window_size < 0:
+            raise ConfigError("sde_window_size must be >= 0")
         if self.logprob_reduce not in ("mean", "sum"):
             raise ConfigError("logprob_reduce must be 'mean' or 'sum'")
 

@@ -48,8 +48,9 @@ def rollout_seed(seed: int, step: int, index: int, member: int, stream: int = 0)
     return int(mixed) % 2**63
 
 
-#: independent streams of one (step, sample, member): caption sampling, decoder noise
-CAPTION_STREAM, NOISE_STREAM = 1, 2
+#: independent streams of one (step, sample, member): caption sampling, decoder noise, and the
+#: U4G SDE window's position (one per step)
+CAPTION_STREAM, NOISE_STREAM, WINDOW_STREAM = 1, 2, 3
 
 
 @contextmanager

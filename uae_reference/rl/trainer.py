@@ -288,11 +288,12 @@ def _update(accelerator, loss_module, optimizer, params, rollout, rows, advantag
     """One optimiser step on the rollout rows ``rows``; returns the step's loss terms."""
     terms: dict[str, float] = {}
     if isinstance(config, U4GConfig):
-        # Never the last hop (sigma_min ~ 1e-3 -> 0): its Gaussian is so narrow that the ratio is
-        # noise. Flow-GRPO's timestep_fraction = 0.99 of 10 steps drops it the same way.
-        candidates = max(1, len(rollout.sigmas) - 2)
-        n_train = max(1, round(config.train_fraction * candidates))
-        train_steps = sorted(torch.randperm(candidates, generator=generator)[:n_train].tolist())
+        # The rollout's stochastic steps (its SDE window), never the last hop (sigma_min ~ 1e-3
+        # -> 0): its Gaussian is so narrow that the ratio is noise. Flow-GRPO's
+        # timestep_fraction = 0.99 of 10 steps drops it the same way.
+        candidates = rollout.train_steps
+        n_train = max(1, round(config.train_fraction * len(candidates)))
+        train_steps = sorted(candidates[i] for i in torch.randperm(len(candidates), generator=generator)[:n_train].tolist())
         for i, k in enumerate(train_steps):
             last = i == len(train_steps) - 1
             # gradients of every denoising step are summed locally and all-reduced once

@@ -35,6 +35,7 @@ from uae_reference.rl.rewards import ReconstructionReward
 from uae_reference.rl.rollout import (
     CAPTION_STREAM,
     NOISE_STREAM,
+    WINDOW_STREAM,
     ReferencePolicy,
     caption_lengths,
     caption_stats,
@@ -58,6 +59,7 @@ class U4GRollout:
     old_logprobs: torch.Tensor  # [B * G, K]
     sigmas: list[float]  # K + 1 values
     rewards: torch.Tensor  # [B, G]
+    train_steps: list[int] = field(default_factory=list)  # the stochastic steps (the SDE window)
     stats: dict[str, float] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     reconstructions: list = field(default_factory=list)
@@ -77,15 +79,39 @@ def _index_condition(cond: Condition, rows: torch.Tensor) -> Condition:
     return Condition(cond.tokens[rows], cond.pooled[rows], cond.mask[rows])
 
 
-def sde_step_fn(noise_level: float, t_cap: float, reduce: str):
-    """A :data:`uae_reference.model.StepFn` drawing each row's increment from its own generator."""
+def sde_step_fn(noise_level: float, t_cap: float, reduce: str, stochastic: Sequence[bool] | None = None):
+    """A :data:`uae_reference.model.StepFn` drawing each row's increment from its own generator.
+
+    ``stochastic[k]`` False makes the k-th call a deterministic Euler step (log-probability 0,
+    never trained on): the SDE window. None: every step is stochastic.
+    """
+    calls = iter(range(1 << 62))
 
     def step(x, v, sigma, sigma_next, generators: Sequence[torch.Generator]):
+        k = next(calls)
+        if stochastic is not None and not stochastic[k]:
+            return x + (sigma_next - sigma) * v, torch.zeros(x.shape[0], device=x.device)
         noise = per_sample_noise(x.shape, generators, device=x.device, dtype=torch.float32)
         out = sde_step(x, v, sigma, sigma_next, noise_level=noise_level, t_cap=t_cap, noise=noise, reduce=reduce)
         return out.sample.to(x.dtype), out.log_prob
 
     return step
+
+
+def sde_window(config: U4GConfig, step: int) -> list[int]:
+    """The denoising steps that are stochastic (and trained on) in rollout ``step``.
+
+    Every step but the last hop to sigma = 0 without a window; with ``sde_window_size`` = w, w
+    consecutive steps starting at a seeded draw in ``sde_window_range`` (the same on every rank).
+    """
+    trainable = config.sde_steps - 1  # the last hop's Gaussian is too narrow to train on
+    if not config.sde_window_size:
+        return list(range(max(1, trainable)))
+    low, high = config.sde_window_range or (0, trainable)
+    high = min(high, trainable)
+    starts = max(1, high - low - config.sde_window_size + 1)
+    start = low + rollout_seed(config.seed, step, 0, 0, WINDOW_STREAM) % starts
+    return list(range(start, min(start + config.sde_window_size, high)))
 
 
 @torch.no_grad()
@@ -120,7 +146,9 @@ def u4g_rollout(
     # 2. G stochastic trajectories per caption
     started = time.perf_counter()
     sigmas = model.sigma_schedule(config.sde_steps)
-    step_fn = sde_step_fn(config.noise_level, schedule_t_cap(sigmas), config.logprob_reduce)
+    window = sde_window(config, step)
+    stochastic = [k in window for k in range(config.sde_steps)] if config.sde_window_size else None
+    step_fn = sde_step_fn(config.noise_level, schedule_t_cap(sigmas), config.logprob_reduce, stochastic)
     noise_seeds = [rollout_seed(config.seed, step, i, g, NOISE_STREAM) for i in indices for g in range(group)]
     start = None
     if config.shared_initial_noise:  # one starting point per group; the SDE increments still differ
@@ -154,6 +182,7 @@ def u4g_rollout(
         old_logprobs=trajectory.logprobs,
         sigmas=sigmas,
         rewards=scores.view(len(indices), group),
+        train_steps=window,
         stats=stats,
         timings=timings,
         reconstructions=reconstructions,
