@@ -7,9 +7,12 @@ For each training image, read top to bottom:
    draws a group of ``G`` images with the SDE sampler (:func:`uae_reference.rl.sde.sde_step`,
    noise level ``a``) in ``sde_steps`` steps — fewer than at evaluation, Flow-GRPO's
    "denoising reduction" — keeping every state ``x_k`` and each transition's log-probability;
-   the reward is the metric's similarity of each image with the original.
+   the reward is the metric's similarity of each image with the original. Two options narrow
+   where a group's spread comes from: ``shared_initial_noise`` (one starting noise per group)
+   and the SDE window (``sde_window_size``: only a few consecutive steps are stochastic, the
+   rest follow the ODE, and only those steps are trained on).
 2. **Advantages** per caption group (batch std by default, Flow-GRPO's ``global_std``).
-3. **Update** (:func:`u4g_loss`): for a random ``train_fraction`` of the denoising steps, the
+3. **Update** (:func:`u4g_step_loss`): for a random ``train_fraction`` of the stochastic steps, the
    current decoder's velocity at ``(x_k, t_k)`` gives the Gaussian of step k; the stored
    ``x_{k+1}`` is scored under it (``sde_step(prev_sample=...)``), the clipped surrogate of its
    ratio to the rollout's log-probability is the policy loss, and the KL between the policy's
