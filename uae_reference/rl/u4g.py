@@ -23,6 +23,7 @@ For each training image, read top to bottom:
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -88,7 +89,7 @@ def sde_step_fn(noise_level: float, t_cap: float, reduce: str, stochastic: Seque
     ``stochastic[k]`` False makes the k-th call a deterministic Euler step (log-probability 0,
     never trained on): the SDE window. None: every step is stochastic.
     """
-    calls = iter(range(1 << 62))
+    calls = itertools.count()
 
     def step(x, v, sigma, sigma_next, generators: Sequence[torch.Generator]):
         k = next(calls)
