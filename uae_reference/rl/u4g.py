@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import torch
 
 from uae_reference.data import ShapesTrainingSet
-from uae_reference.flow import classifier_free_guidance
+from uae_reference.flow import euler_step
 from uae_reference.model import Condition, UAEModel, tensor_to_images
 from uae_reference.rl.config import U4GConfig
 from uae_reference.rl.grpo import clipped_surrogate, gaussian_mean_kl
@@ -69,16 +69,6 @@ class U4GRollout:
     reconstructions: list = field(default_factory=list)
 
 
-def guided_velocity(model: UAEModel, x: torch.Tensor, sigma: float, cond: Condition, uncond: Condition | None, scale: float) -> torch.Tensor:
-    """The decoder's velocity for a batch whose rows have their own conditions (CFG when ``uncond``)."""
-    sigmas = torch.tensor([sigma], device=x.device)
-    if uncond is None or scale == 1.0:
-        return model.velocity(x, sigmas, cond)
-    both = Condition(torch.cat([cond.tokens, uncond.tokens]), torch.cat([cond.pooled, uncond.pooled]), torch.cat([cond.mask, uncond.mask]))
-    v_cond, v_uncond = model.velocity(torch.cat([x, x]), sigmas, both).chunk(2)
-    return classifier_free_guidance(v_uncond, v_cond, scale)
-
-
 def _index_condition(cond: Condition, rows: torch.Tensor) -> Condition:
     return Condition(cond.tokens[rows], cond.pooled[rows], cond.mask[rows])
 
@@ -94,7 +84,7 @@ def sde_step_fn(noise_level: float, t_cap: float, reduce: str, stochastic: Seque
     def step(x, v, sigma, sigma_next, generators: Sequence[torch.Generator]):
         k = next(calls)
         if stochastic is not None and not stochastic[k]:
-            return x + (sigma_next - sigma) * v, torch.zeros(x.shape[0], device=x.device)
+            return euler_step(x, v, sigma, sigma_next), torch.zeros(x.shape[0], device=x.device)
         noise = per_sample_noise(x.shape, generators, device=x.device, dtype=torch.float32)
         out = sde_step(x, v, sigma, sigma_next, noise_level=noise_level, t_cap=t_cap, noise=noise, reduce=reduce)
         return out.sample.to(x.dtype), out.log_prob
@@ -210,7 +200,7 @@ def u4g_step_loss(
     cond = _index_condition(rollout.cond, rows)
     uncond = None if rollout.uncond is None else _index_condition(rollout.uncond, rows)
     step = sde_step(
-        x, guided_velocity(model, x, t, cond, uncond, guidance), t, t_next,
+        x, model.guided_velocity(x, t, cond, uncond, guidance), t, t_next,
         noise_level=config.noise_level, t_cap=t_cap, prev_sample=x_next, reduce=config.logprob_reduce,
     )
     adv = advantages.to(step.log_prob.device)
@@ -223,7 +213,7 @@ def u4g_step_loss(
             swapped = model.decoder
             model.decoder = decoder
             try:
-                v_ref = guided_velocity(model, x, t, cond, uncond, guidance)
+                v_ref = model.guided_velocity(x, t, cond, uncond, guidance)
             finally:
                 model.decoder = swapped
         mean_ref = sde_step(
