@@ -77,6 +77,9 @@ class TrainConfig:
     train_samples: int = 20_000
     #: SFT: fraction of targets that are long captions (the rest are short)
     sft_long_fraction: float = 0.2
+    #: SFT: the first this many steps use long captions only (a curriculum: sizes and positions,
+    #: which only long captions state, are learned first; the mixture follows)
+    sft_long_first_steps: int = 0
     #: fraction of captions replaced by a seeded paraphrase of the same detail level
     paraphrase_fraction: float = 0.0
     #: decoder/coldstart: fraction of captions replaced by the empty caption (enables guidance)

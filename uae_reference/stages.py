@@ -9,7 +9,8 @@ network also gives the unconditional velocity used by classifier-free guidance.
 
 **Captioning SFT** (``sft``): cross-entropy of the caption tokens (and the closing
 ``<|im_end|>``) given the image and the instruction, teacher-forced; targets are short
-captions with probability ``1 - sft_long_fraction`` and long captions otherwise.
+captions with probability ``1 - sft_long_fraction`` and long captions otherwise (only long
+ones during the first ``sft_long_first_steps`` steps).
 
 **Cold start** (``coldstart``): three terms,
 
@@ -77,7 +78,7 @@ def make_batch(data: ShapesTrainingSet, indices: list[int], config: TrainConfig,
         long = data.long_caption(i, generator, config.paraphrase_fraction)
         drop = torch.rand((), generator=generator).item() < config.caption_dropout
         condition.append("" if drop else long)
-        is_long = torch.rand((), generator=generator).item() < config.sft_long_fraction
+        is_long = torch.rand((), generator=generator).item() < config.sft_long_fraction or step < config.sft_long_first_steps
         target.append(long if is_long else data.short_caption(i, generator, config.paraphrase_fraction, config.short_caption_order))
     seeds = [config.seed * 1_000_003 + step * 65_537 + i for i in indices]
     latents = data.latents[indices] if data.latents is not None else None
