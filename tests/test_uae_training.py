@@ -31,6 +31,25 @@ def test_batches_are_seeded_per_step_and_disjoint_across_ranks():
         batch_indices(10, 8, seed=0, step=0, world_size=2)
 
 
+def test_sft_long_first_steps_is_a_long_captions_first_curriculum():
+    from uae_reference.data import ShapesTrainingSet
+    from uae_reference.stages import make_batch
+
+    data = ShapesTrainingSet.load("train", 16, 64)
+    plain = stage_config("tiny", "sft", sft_long_fraction=0.2, sft_long_first_steps=0)
+    curriculum = plain.replace(sft_long_first_steps=5)
+    indices = list(range(64))
+
+    def targets(config, step):
+        return make_batch(data, indices, config, step_generator(0, step), step).target_captions
+
+    longs = [data.long_caption(i, step_generator(0, 0)) for i in indices]
+    assert targets(curriculum, 4) == longs  # before the switch: every target is the long caption
+    mixed = targets(plain, 5)
+    assert targets(curriculum, 5) == mixed  # from the switch on: the plain mixture, the same draws
+    assert 0 < sum(t == long for t, long in zip(mixed, longs)) < len(indices)
+
+
 def test_learning_rate_schedule():
     lr = lambda s: lr_lambda(s, warmup=10, total=110, min_ratio=0.1)  # noqa: E731
     assert lr(0) == pytest.approx(0.1) and lr(9) == pytest.approx(1.0)

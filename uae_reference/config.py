@@ -161,7 +161,7 @@ class TrainConfig:
 
 #: Tiny stage settings, chosen to fit the 2-core CPU budget (see docs/reference-model.md).
 TINY_STAGES: dict[str, TrainConfig] = {
-    "sft": TrainConfig(stage="sft", steps=3000, batch_size=32, learning_rate=2e-3, warmup_steps=50),
+    "sft": TrainConfig(stage="sft", steps=4500, batch_size=32, learning_rate=2e-3, warmup_steps=50, sft_long_first_steps=500),
     "vae": TrainConfig(stage="vae", steps=1200, batch_size=32, learning_rate=3e-3, warmup_steps=20),
     "decoder": TrainConfig(
         stage="decoder", steps=10_000, batch_size=32, learning_rate=1.5e-3, warmup_steps=100, flow_loss_space="sample",
