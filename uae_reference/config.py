@@ -7,7 +7,8 @@ Stages (``--stage``):
   and a minority of long ones (every attribute), ``sft_long_fraction`` = 0.2. A mostly-short
   captioner is what RL (Generation-for-Understanding) later has something to improve on: long
   captions are in its distribution but rarely sampled, and the reconstruction reward is what
-  should make it prefer them.
+  should make it prefer them. The tiny recipe starts with ``sft_long_first_steps`` = 500
+  steps of long captions only: from the mix alone the tiny LLM never learns to read sizes out.
 - ``vae`` — (tiny scale only) the small AutoencoderKL whose latent space the decoder works
   in: reconstruction MSE plus a tiny KL term; at the end its latents' mean and standard
   deviation become the VAE's ``shift_factor`` and ``scaling_factor``, as SD3's are.
@@ -215,7 +216,8 @@ def stage_config(preset: str, stage: str, *, smoke: bool = False, **overrides: A
         raise ValueError(f"unknown preset {preset!r}; choose tiny or paper")
     config = table[stage]
     if smoke:
-        config = config.replace(**SMOKE_OVERRIDES)
+        # the SFT curriculum's long-only phase scaled down too, so a smoke run sees both phases
+        config = config.replace(**SMOKE_OVERRIDES, sft_long_first_steps=min(config.sft_long_first_steps, 2))
     return config.replace(preset=preset, **{k: v for k, v in overrides.items() if v is not None})
 
 
