@@ -254,7 +254,8 @@ class UAEModel(nn.Module):
             images = [img if isinstance(img, torch.Tensor) else resize_image(img.convert("RGB"), (size, size)) for img in images]
         text = self.caption_prompt_text(prompt)
         batch = self.processor(
-            text=[text] * len(images), images=list(images), return_tensors="pt", padding=True, padding_side="left"
+            text=[text] * len(images), images=list(images), return_tensors="pt", padding=True, padding_side="left",
+            max_length=None,  # saved tokenizer configs carry the condition's max_length; it does not apply here
         )
         return {k: v.to(self.device) for k, v in batch.items()}
 
