@@ -8,7 +8,8 @@ Stages (``--stage``):
   captioner is what RL (Generation-for-Understanding) later has something to improve on: long
   captions are in its distribution but rarely sampled, and the reconstruction reward is what
   should make it prefer them. The tiny recipe starts with ``sft_long_first_steps`` = 500
-  steps of long captions only: from the mix alone the tiny LLM never learns to read sizes out.
+  steps of long captions only: from the mix alone the tiny LLM did not learn to read sizes out
+  in 4500 steps (docs/reference-model.md).
 - ``vae`` — (tiny scale only) the small AutoencoderKL whose latent space the decoder works
   in: reconstruction MSE plus a tiny KL term; at the end its latents' mean and standard
   deviation become the VAE's ``shift_factor`` and ``scaling_factor``, as SD3's are.
