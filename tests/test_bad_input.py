@@ -8,8 +8,11 @@ import os
 import shutil
 import struct
 import tempfile
+import threading
+import warnings
 import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -309,8 +312,49 @@ def test_pixel_budget_is_ours_not_pillows(tmp_path, monkeypatch):
     with pytest.raises(ImageLoadError, match="decompression-bomb"):
         load_image(path)
     monkeypatch.setattr(images_module, "MAX_PIXELS", 40 * 40)
+    pillows = Image.MAX_IMAGE_PIXELS
     assert load_image(path).size == (40, 40)
-    assert Image.MAX_IMAGE_PIXELS != 40 * 40  # Pillow's global is restored
+    assert Image.MAX_IMAGE_PIXELS == pillows  # Pillow's global is restored
+
+
+def test_guards_hold_while_other_threads_load_and_filter_warnings(tmp_path, monkeypatch):
+    """Decoding runs in worker threads next to code that enters ``warnings.catch_warnings``.
+
+    Saving and restoring Pillow's globals (or a warnings filter) per call let one thread's
+    restore land inside another's decode, and a warning-zone bomb then decoded as a truncated
+    file (seen in CI). Every load must give its own outcome, and the globals come back after.
+    """
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # as another library may
+    for name in ("bomb_warning_zone", "truncated_png", "gray_png"):
+        CASES[name].write(tmp_path / CASES[name].filename)
+    expected = {"bomb_warning_zone": "decompression-bomb", "truncated_png": "truncated", "gray_png": None}
+    pillows = Image.MAX_IMAGE_PIXELS
+    stop = threading.Event()
+
+    def filter_warnings() -> None:
+        while not stop.is_set():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+
+    def load(name: str) -> str | None:
+        try:
+            load_image(tmp_path / CASES[name].filename)
+        except ImageLoadError as err:
+            return next((key for key in ("decompression-bomb", "truncated") if key in str(err)), str(err))
+        return None
+
+    names = list(expected) * 40
+    noise = threading.Thread(target=filter_warnings)
+    noise.start()
+    try:
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            outcomes = list(pool.map(load, names))
+    finally:
+        stop.set()
+        noise.join()
+    assert outcomes == [expected[name] for name in names]
+    assert Image.MAX_IMAGE_PIXELS == pillows
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True
 
 
 def test_directory_named_like_an_image(tmp_path):

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import stat
-import warnings
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +46,44 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+class _TooLarge(Exception):
+    """Raised inside :func:`load_image` when the header declares more than ``MAX_PIXELS``."""
+
+
+_pillow_lock = threading.Lock()
+_pillow_users = 0
+_pillow_saved: tuple[int | None, bool] = (None, False)
+
+
+@contextmanager
+def _strict_pillow() -> Iterator[None]:
+    """Hold Pillow's two process-wide settings at our values while any load is in flight.
+
+    Decoding runs in worker threads. Saving and restoring the globals per call (or filtering
+    Pillow's bomb warning with ``warnings.catch_warnings``, which is process-wide too) lets one
+    thread's restore land in the middle of another's decode, so a file could slip past the
+    guards. Instead the first loader in saves and sets them, the last one out restores them.
+
+    - ``MAX_IMAGE_PIXELS = None``: Pillow's own bomb check (warn, then refuse at twice its
+      limit) is off; :func:`load_image` checks ``MAX_PIXELS`` itself on the header.
+    - ``LOAD_TRUNCATED_IMAGES = False``: another library may have switched it on; a truncated
+      file would then decode silently with grey padding and get a wrong score.
+    """
+    global _pillow_users, _pillow_saved
+    with _pillow_lock:
+        if _pillow_users == 0:
+            _pillow_saved = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
+            Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = None, False
+        _pillow_users += 1
+    try:
+        yield
+    finally:
+        with _pillow_lock:
+            _pillow_users -= 1
+            if _pillow_users == 0:
+                Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = _pillow_saved
+
+
 def load_image(path: str | Path) -> Image.Image:
     """Open ``path`` and return a fully decoded RGB image, or raise ImageLoadError."""
     path = Path(path)
@@ -57,24 +97,16 @@ def load_image(path: str | Path) -> Image.Image:
     if info.st_size == 0:
         raise ImageLoadError(f"{path}: empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; treat it as an error.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            previous = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
-            Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-            # Another library may have switched this on process-wide; a truncated file
-            # would then decode silently with grey padding and get a wrong score.
-            ImageFile.LOAD_TRUNCATED_IMAGES = False
-            try:
-                with Image.open(path) as image:
-                    if getattr(image, "is_animated", False):
-                        image.seek(0)
-                    image.load()
-                    image = ImageOps.exif_transpose(image)
-                    return to_rgb(image)
-            finally:
-                Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = previous
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        with _strict_pillow(), Image.open(path) as image:
+            if image.width * image.height > MAX_PIXELS:
+                # Checked on the header, before any pixel is decoded.
+                raise _TooLarge
+            if getattr(image, "is_animated", False):
+                image.seek(0)
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return to_rgb(image)
+    except (_TooLarge, Image.DecompressionBombError) as err:
         raise ImageLoadError(
             f"{path}: image is larger than {MAX_PIXELS} pixels (decompression-bomb guard); "
             "downscale it before scoring"
