@@ -167,6 +167,27 @@ def test_save_and_load_round_trip(model, tmp_path, images):
     assert model.caption(images[:1], seeds=[1]) == loaded.caption(images[:1], seeds=[1])
 
 
+def test_saved_tokenizer_keeps_no_call_settings(model, tmp_path, images):
+    """The fast tokenizer remembers the last call's truncation and padding (the condition's
+    fixed length); saved, they became every later call's default max_length, and transformers
+    warned on each captioning batch. A checkpoint must not carry them."""
+    import json
+    import warnings
+
+    model.condition_token_ids(CAPTIONS[:1])  # leaves truncation and padding at condition_length
+    model.save_pretrained(tmp_path / "ckpt")
+    saved = json.loads((tmp_path / "ckpt" / "processor" / "tokenizer.json").read_text())
+    assert saved["truncation"] is None and saved["padding"] is None
+    loaded = UAEModel.from_pretrained(tmp_path / "ckpt")
+    assert "max_length" not in loaded.processor.tokenizer.init_kwargs
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        inputs = loaded.caption_prompt_inputs(images[:2])
+    assert inputs["input_ids"].shape[0] == 2
+    ids, _ = loaded.condition_token_ids(CAPTIONS)  # the condition still pads to its fixed length
+    assert ids.shape == (len(CAPTIONS), loaded.settings.condition_length)
+
+
 def test_tokenizer_round_trips_the_caption_grammar(model):
     from unified_bench.datasets.shapes.captions import caption, paraphrase, parse
     from unified_bench.datasets.shapes.splits import shapes_samples

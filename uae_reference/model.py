@@ -164,6 +164,21 @@ def first_eos_mask(token_ids: torch.Tensor, eos_id: int) -> torch.Tensor:
     return seen_before.eq(0).long()
 
 
+def _forget_call_settings(tokenizer: Any) -> None:
+    """Clear what the last tokenizer call left behind before the tokenizer is saved.
+
+    A fast tokenizer keeps the truncation and padding of its last call in its backend (here the
+    condition's fixed ``condition_length``); saved, they come back as every later call's default
+    ``max_length``, and transformers warns on each padded captioning batch. Each call sets its
+    own settings, so a saved tokenizer needs none.
+    """
+    tokenizer.init_kwargs.pop("max_length", None)  # already loaded from an older checkpoint
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        backend.no_truncation()
+        backend.no_padding()
+
+
 class _PerRowSampler:
     """Logits processor that draws row i's next token from softmax(logits / T) with generator i.
 
@@ -254,8 +269,7 @@ class UAEModel(nn.Module):
             images = [img if isinstance(img, torch.Tensor) else resize_image(img.convert("RGB"), (size, size)) for img in images]
         text = self.caption_prompt_text(prompt)
         batch = self.processor(
-            text=[text] * len(images), images=list(images), return_tensors="pt", padding=True, padding_side="left",
-            max_length=None,  # saved tokenizer configs carry the condition's max_length; it does not apply here
+            text=[text] * len(images), images=list(images), return_tensors="pt", padding=True, padding_side="left"
         )
         return {k: v.to(self.device) for k, v in batch.items()}
 
@@ -504,6 +518,7 @@ class UAEModel(nn.Module):
         path.mkdir(parents=True, exist_ok=True)
         merge_lora(self)  # a shipped checkpoint is plain weights; LoRA is a training-time device
         self.encoder.save_pretrained(path / "encoder")
+        _forget_call_settings(self.processor.tokenizer)
         self.processor.save_pretrained(path / "processor")
         self.projector.save_pretrained(path / "projector")
         self.decoder.save_pretrained(path / "decoder")
