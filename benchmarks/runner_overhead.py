@@ -24,9 +24,10 @@ import numpy as np
 from PIL import Image
 
 from unified_bench.adapters.mock import MockAdapter, MockConfig
-from unified_bench.images import file_sha256, load_image
+from unified_bench.core.images import file_sha256, load_image
 from unified_bench.runner.eval import EvalConfig, run_eval
-from unified_bench.runner.protocol import OFFICIAL_CAPTION_PROMPT, seed_for
+from unified_bench.core.protocol import OFFICIAL_CAPTION_PROMPT
+from unified_bench.core.seeds import seed_for
 
 
 def make_references(folder: Path, count: int, size: int) -> None:

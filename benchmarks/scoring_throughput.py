@@ -122,7 +122,7 @@ def main() -> None:
 
     from transformers import CLIPImageProcessorPil, CLIPModel
 
-    from unified_bench.images import load_image
+    from unified_bench.core.images import load_image
     from unified_bench.scoring import ScoringConfig, score_folders
     from unified_bench.scoring.engine import default_batch_size
 

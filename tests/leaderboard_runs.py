@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from unified_bench.images import file_sha256
-from unified_bench.provenance import new_run_record
+from unified_bench.core.images import file_sha256
+from unified_bench.core.provenance import new_run_record
 from unified_bench.results import MetricScores, SampleError, SampleRecord, ScoreReport, write_report
 
 REPO = Path(__file__).resolve().parents[1]

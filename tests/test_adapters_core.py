@@ -21,7 +21,7 @@ from runner_helpers import LAUNCHER, cli_env, essentials, make_images, read_capt
 from unified_bench.adapters.http import HttpError, RetryPolicy, parse_retry_after, request_json
 from unified_bench.adapters.mock import MockAdapter, MockConfig
 from unified_bench.adapters.registry import build_adapter
-from unified_bench.errors import ConfigError
+from unified_bench.core.errors import ConfigError
 from unified_bench.runner.eval import EvalConfig, run_eval
 
 
@@ -60,8 +60,10 @@ def test_precomputed_replays_a_run(toys, tmp_path):
     assert essentials(second) == essentials(first)
     with pytest.raises(ConfigError, match="captions.jsonl not found"):
         build_adapter("precomputed", {"path": str(tmp_path)})
-    wrong_seed = evaluate(data, tmp_path / "third", model="precomputed", path=str(first), seed=5)
-    assert {e.stage for e in wrong_seed.errors} == {"caption"} and "no precomputed sample" in wrong_seed.errors[0].message
+    more = make_images(tmp_path / "more", 3)  # img02: a sample the first run never saw
+    missing = evaluate(more, tmp_path / "third", model="precomputed", path=str(first))
+    assert [(e.sample_id, e.stage) for e in missing.errors] == [("img02", "caption")]
+    assert "no precomputed caption for sample img02" in missing.errors[0].message
 
 
 # --- HTTP client ---------------------------------------------------------------------------

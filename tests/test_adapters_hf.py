@@ -37,7 +37,7 @@ from unified_bench.adapters.hf_common import (
     seeded,
 )
 from unified_bench.adapters.registry import build_adapter
-from unified_bench.errors import ConfigError, GatedCheckpointError, WeightsNotFoundError
+from unified_bench.core.errors import ConfigError, GatedCheckpointError, WeightsNotFoundError
 
 PROMPT = "describe the image"
 SEEDS = [11, 22]

@@ -22,10 +22,10 @@ import pytest
 from PIL import Image, ImageFile
 
 import toy_metrics
-from unified_bench import images as images_module
+from unified_bench.core import images as images_module
 from unified_bench.cli import main
-from unified_bench.errors import ImageLoadError
-from unified_bench.images import load_image
+from unified_bench.core.errors import ImageLoadError
+from unified_bench.core.images import load_image
 from unified_bench.scoring import ScoringConfig, score_folders
 
 RUNNING_AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0

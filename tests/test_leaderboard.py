@@ -22,12 +22,12 @@ from leaderboard_runs import (
 from PIL import Image
 
 from unified_bench.cli import main
-from unified_bench.errors import ConfigError
+from unified_bench.core.errors import ConfigError
 from unified_bench.leaderboard import build_site, load_entries
 from unified_bench.leaderboard.builder import SITE_MARKER
 from unified_bench.leaderboard.tracks import check_protocol, check_run, get_track, tracks_for
 from unified_bench.leaderboard.views import script_json, slug
-from unified_bench.scoring.stats import paired_difference_ci
+from unified_bench.core.stats import paired_difference_ci
 
 
 def page_data(html: str) -> dict:

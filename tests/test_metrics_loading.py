@@ -19,8 +19,8 @@ from PIL import Image, ImageFilter
 import tiny_models
 from fake_hub import COMMIT, fake_hub
 from unified_bench.cli import main
-from unified_bench.errors import ConfigError, GatedCheckpointError, WeightsNotFoundError
-from unified_bench.images import file_sha256
+from unified_bench.core.errors import ConfigError, GatedCheckpointError, WeightsNotFoundError
+from unified_bench.core.images import file_sha256
 from unified_bench.metrics import build_metric, get_spec
 from unified_bench.scoring import ScoringConfig, score_folders
 

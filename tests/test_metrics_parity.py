@@ -114,7 +114,7 @@ def assert_parity(ours: dict[str, float], official: dict[str, float]) -> None:
 
 def assert_embedding_parity(name: str, checkpoint: Path, encode, pair_dirs) -> None:
     """Every image embedded in one mixed-size batch by us == one at a time the official way."""
-    from unified_bench.images import load_image
+    from unified_bench.core.images import load_image
     from unified_bench.metrics import build_metric
 
     files = sorted(p for folder in pair_dirs for p in folder.iterdir())
@@ -311,7 +311,7 @@ def test_preprocessing_on_device_keeps_parity(tmp_path, pair_dirs, name, mode):
     device does the rest with Pillow's and the processor's own arithmetic. Forced on here on
     the CPU: every pixel is bit-identical to the processor's, so embeddings are equal, and
     scores keep the official parity."""
-    from unified_bench.images import load_image
+    from unified_bench.core.images import load_image
     from unified_bench.metrics import build_metric
     from unified_bench.metrics.device_resize import PackedImages
 

@@ -18,7 +18,7 @@ from unified_bench.datasets.photos import (
     photo_set,
     pixel_sha256,
 )
-from unified_bench.errors import DatasetError
+from unified_bench.core.errors import DatasetError
 
 CARD = Path(__file__).resolve().parents[1] / "data_cards" / "photos.md"
 SMALL = ["chelsea", "coins", "china"]

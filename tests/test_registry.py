@@ -23,7 +23,7 @@ from unified_bench.adapters.registry import (
     resolve,
     unregister_adapter,
 )
-from unified_bench.errors import ConfigError
+from unified_bench.core.errors import ConfigError
 
 EXPECTED = {"mock", "precomputed", "openai", "remote", "pair", "janus-pro", "emu3", "uae", "shapes-oracle", "blank"}
 
@@ -48,8 +48,8 @@ def test_targets_point_where_the_issue_says():
     assert specs["janus-pro"].target == "unified_bench.adapters.janus:JanusProAdapter"
     assert specs["emu3"].target == "unified_bench.adapters.emu3:Emu3Adapter"
     assert specs["uae"].target == "unified_bench.adapters.uae:UaeAdapter"
-    assert specs["shapes-oracle"].target == "unified_bench.adapters.shapes:ShapesOracleAdapter"
-    assert specs["blank"].target == "unified_bench.adapters.shapes:BlankAdapter"
+    assert specs["shapes-oracle"].target == "unified_bench.tracks.shapes.adapters:ShapesOracleAdapter"
+    assert specs["blank"].target == "unified_bench.tracks.shapes.adapters:BlankAdapter"
     assert "diffusers" in specs["pair"].needs and "peft" in specs["uae"].needs
 
 
@@ -109,10 +109,10 @@ class _Toy(Adapter):
     def __init__(self, scale: float = 1.0, mode: str = "a", device_map: str | None = None) -> None:
         self.scale, self.mode, self.device_map = scale, mode, device_map
 
-    def caption(self, images, *, prompt, seeds):
+    def caption(self, images, *, prompt, seeds, sample_ids=None):
         return ["x"] * len(images)
 
-    def generate(self, prompts, *, seeds, size):
+    def generate(self, prompts, *, seeds, size, sample_ids=None):
         return []
 
 
@@ -140,10 +140,10 @@ def test_signature_style_and_required_arguments():
         def __init__(self, path: str, steps: int = 4) -> None:
             self.path, self.steps = path, steps
 
-        def caption(self, images, *, prompt, seeds):
+        def caption(self, images, *, prompt, seeds, sample_ids=None):
             return []
 
-        def generate(self, prompts, *, seeds, size):
+        def generate(self, prompts, *, seeds, size, sample_ids=None):
             return []
 
     try:

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 import toy_metrics
-from unified_bench.errors import ResultsValidationError
+from unified_bench.core.errors import ResultsValidationError
 from unified_bench.results import load_results, validate_results
 from unified_bench.scoring import ScoringConfig, score_folders
 

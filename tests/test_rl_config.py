@@ -20,7 +20,7 @@ from uae_reference.rl.config import (
     load_rl_config,
     rl_config,
 )
-from unified_bench.errors import ConfigError
+from unified_bench.core.errors import ConfigError
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "unified-grpo.md"
 #: plumbing, not hyperparameters: not in the doc's table

@@ -86,10 +86,10 @@ def test_round_trip_breakdown_separates_caption_errors_from_render_errors(tmp_pa
     from dataclasses import replace
 
     from uae_reference.rl.evaluate import round_trip_breakdown
-    from unified_bench.datasets.shapes.captions import caption, parse
-    from unified_bench.datasets.shapes.compare import compare_scenes
-    from unified_bench.datasets.shapes.render import render
-    from unified_bench.datasets.shapes.scene import Scene, scene_from_seed
+    from unified_bench.tracks.shapes.captions import caption, parse
+    from unified_bench.tracks.shapes.compare import compare_scenes
+    from unified_bench.tracks.shapes.render import render
+    from unified_bench.tracks.shapes.scene import Scene, scene_from_seed
 
     def recolour(scene: Scene) -> Scene:
         first, *rest = scene.objects

@@ -12,7 +12,7 @@ import torch
 
 from uae_reference.model import CaptionSample, UAEModel
 from uae_reference.rl.config import G4UConfig, RewardSettings, U4GConfig, rl_config
-from unified_bench.errors import ConfigError
+from unified_bench.core.errors import ConfigError
 
 SMOKE_SETS = dict(max_caption_tokens=12)  # a random encoder never says EOS: keep its captions short
 
@@ -271,7 +271,7 @@ def test_smoke_g4u_then_u4g(tiny_checkpoint, tmp_path):
 def test_uae_tiny_stage_argument_selects_a_bundled_stage(tiny_checkpoint, tmp_path, monkeypatch):
     import uae_reference.rl.checkpoints as checkpoints
     from uae_reference.adapter import UAETinyAdapter, UAETinyConfig
-    from unified_bench.errors import WeightsNotFoundError
+    from unified_bench.core.errors import WeightsNotFoundError
 
     monkeypatch.setattr(checkpoints, "BUNDLED", tmp_path / "uae-tiny")
     monkeypatch.setattr(checkpoints, "STAGES_DIR", tmp_path / "uae-tiny-stages")

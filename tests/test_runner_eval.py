@@ -15,13 +15,14 @@ from runner_helpers import caption_ids_in_file, essentials, make_images, read_ca
 
 from unified_bench.datasets.base import Sample
 from unified_bench.datasets.registry import load_eval_dataset
-from unified_bench.errors import ConfigError, DatasetError
+from unified_bench.core.errors import ConfigError, DatasetError
 from unified_bench.metrics import MetricInfo, PairMetric, PairScore
 from unified_bench.metrics import _BUILTIN as METRIC_TABLE
 from unified_bench.metrics import MetricSpec
 from unified_bench.results import load_results
 from unified_bench.runner.eval import EvalConfig, run_eval
-from unified_bench.runner.protocol import OFFICIAL_CAPTION_PROMPT, seed_for
+from unified_bench.core.protocol import OFFICIAL_CAPTION_PROMPT
+from unified_bench.core.seeds import seed_for
 from unified_bench.runner.store import CAPTIONS_FILE, CaptionRecord, RunStore
 
 
@@ -42,7 +43,7 @@ def config(data, out, **kw) -> EvalConfig:
 def test_run_directory_and_record(toys, tmp_path):
     data = make_images(tmp_path / "data", 4)
     out = tmp_path / "run"
-    outcome = run_eval(config(data, out, seed=3, model_args={"size": 32, "seed": 3}))
+    outcome = run_eval(config(data, out, seed=3, model_args={"size": 32}))
     assert outcome.ok and outcome.finished == 4
     rows = read_captions(out)
     assert sorted(rows) == ["img00", "img01", "img02", "img03"]
@@ -53,10 +54,15 @@ def test_run_directory_and_record(toys, tmp_path):
         assert "quadrant colours" in row["caption"]
     results = load_results(out)  # validates against the schema
     run = results["run"]
-    assert run["model"]["name"] == "mock" and run["model"]["args"] == {"size": 32, "seed": 3}
+    assert run["model"]["name"] == "mock" and run["model"]["args"] == {"size": 32}
     assert run["model"]["adapter"]["describe"]["kind"] == "mock"
     assert run["protocol"]["caption_prompt"] == OFFICIAL_CAPTION_PROMPT
     assert run["protocol"]["generation"]["width"] == 32  # mock's native size, recorded
+    # what ran, as the adapter reports it: the mock ignores the instruction and samples nothing
+    executed = run["protocol_executed"]
+    assert executed["caption"]["prompt"] == "" and executed["caption"]["do_sample"] is False
+    assert executed["generation"]["width"] == 32 and executed["generation"]["num_inference_steps"] == 0
+    assert executed["varied"] == [] and run["record_version"] == 2
     assert run["seeds"]["global_seed"] == 3 and run["seeds"]["per_sample"]["img01"] == seed_for(3, "img01")
     assert len(run["dataset"]["reference_sha256"]) == 4 and all(len(h) == 64 for h in run["dataset"]["reference_sha256"].values())
     assert run["timings"]["runner.total_s"] > 0 and "toy-pair.score_s" in run["timings"]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 
-from unified_bench.runner.protocol import OFFICIAL_CAPTION_PROMPT, PAPER_PROTOCOL, seed_for, shard_of
+from unified_bench.core.protocol import OFFICIAL_CAPTION_PROMPT, PAPER_PROTOCOL
+from unified_bench.core.seeds import seed_for, shard_of
 
 
 def test_official_prompt_is_verbatim_with_its_whitespace():

@@ -13,7 +13,7 @@ import toy_metrics
 from unified_bench.cli import main
 from unified_bench.datasets.photos import photo_set
 from unified_bench.results import load_results
-from unified_bench.sanity import (
+from unified_bench.tracks.sanity import (
     DEFAULT_LEVELS,
     Degradation,
     analyse,

@@ -8,10 +8,10 @@ import pytest
 
 from unified_bench.adapters.base import check_captions, check_images
 from unified_bench.adapters.registry import build_adapter
-from unified_bench.adapters.shapes import BlankAdapter, BlankConfig, ShapesOracleAdapter, ShapesOracleConfig
-from unified_bench.datasets.shapes import shapes_samples
-from unified_bench.datasets.shapes.oracle import ShapesAttrMetric
-from unified_bench.errors import ConfigError
+from unified_bench.tracks.shapes.adapters import BlankAdapter, BlankConfig, ShapesOracleAdapter, ShapesOracleConfig
+from unified_bench.tracks.shapes import shapes_samples
+from unified_bench.tracks.shapes.oracle import ShapesAttrMetric
+from unified_bench.core.errors import ConfigError
 from unified_bench.metrics import PairInput
 
 N = 40
@@ -82,7 +82,7 @@ def test_adapters_build_through_the_registry():
 
 @pytest.mark.slow
 def test_calibration_table_via_the_scoring_engine(tmp_path):
-    from unified_bench.datasets.shapes.calibration import calibrate, markdown_table
+    from unified_bench.tracks.shapes.calibration import calibrate, markdown_table
 
     rows = calibrate(tmp_path, split="test", limit=16, size=128, metrics=["shapes-attr"], log=lambda _: None)
     by_label = {row.label: row for row in rows}

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from unified_bench.datasets.shapes import (
+from unified_bench.tracks.shapes import (
     COLOR_NAMES,
     COLORS,
     POSITIONS,
@@ -25,10 +25,10 @@ from unified_bench.datasets.shapes import (
     render,
     shapes_samples,
 )
-from unified_bench.datasets.shapes.captions import vocabulary
-from unified_bench.datasets.shapes.render import BACKGROUND, EXTENT, layout
-from unified_bench.datasets.shapes.splits import make_sample, split_of, split_scene
-from unified_bench.errors import DatasetError
+from unified_bench.tracks.shapes.captions import vocabulary
+from unified_bench.tracks.shapes.render import BACKGROUND, EXTENT, layout
+from unified_bench.tracks.shapes.splits import make_sample, split_of, split_scene
+from unified_bench.core.errors import DatasetError
 
 # sha256 of the raw RGB bytes of pinned samples, recorded when the generator was written.
 # A change here means every published Shapes number is stale: bump the track's version.

@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from unified_bench.datasets.shapes import Scene, ShapeObject, blank_image, render, shapes_samples
-from unified_bench.datasets.shapes.compare import compare_scenes, match_objects
-from unified_bench.datasets.shapes.oracle import (
+from unified_bench.tracks.shapes import Scene, ShapeObject, blank_image, render, shapes_samples
+from unified_bench.tracks.shapes.compare import compare_scenes, match_objects
+from unified_bench.tracks.shapes.oracle import (
     BUNDLED_CHECKPOINT,
     OracleTrainConfig,
     ShapesAttrMetric,
@@ -16,7 +16,7 @@ from unified_bench.datasets.shapes.oracle import (
     evaluate_oracle,
     train_oracle,
 )
-from unified_bench.errors import ConfigError, WeightsNotFoundError
+from unified_bench.core.errors import ConfigError, WeightsNotFoundError
 from unified_bench.metrics import PairInput, build_metric
 
 RED_CIRCLE = ShapeObject("circle", "red", "large", "top left")

@@ -11,7 +11,7 @@ import pytest
 import toy_metrics
 from runner_helpers import LAUNCHER, VENV_BIN, cli_env, essentials, make_images, read_captions
 
-from unified_bench.errors import ConfigError
+from unified_bench.core.errors import ConfigError
 from unified_bench.runner.distributed import ShardSpec, detect_process_group, parse_shard
 from unified_bench.runner.eval import EvalConfig, run_eval
 from unified_bench.runner.merge import merge_shards

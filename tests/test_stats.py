@@ -1,4 +1,4 @@
-"""unified_bench.scoring.stats: the bootstrap intervals behind every reported number."""
+"""unified_bench.core.stats: the bootstrap intervals behind every reported number."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from unified_bench.scoring.stats import (
+from unified_bench.core.stats import (
     bootstrap_joint_ci,
     bootstrap_mean_ci,
     finite,

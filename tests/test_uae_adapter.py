@@ -8,7 +8,7 @@ import torch
 
 from unified_bench.adapters.base import check_captions, check_images
 from unified_bench.adapters.registry import build, resolve
-from unified_bench.errors import ConfigError, WeightsNotFoundError
+from unified_bench.core.errors import ConfigError, WeightsNotFoundError
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def refs():
-    from unified_bench.datasets.shapes.splits import shapes_samples
+    from unified_bench.tracks.shapes.splits import shapes_samples
 
     return [s.image for s in shapes_samples("val", size=256, limit=3)]
 
@@ -69,7 +69,7 @@ def test_shipped_tiny_checkpoint(refs):
     size = sum(p.stat().st_size for p in BUNDLED_TINY.rglob("*") if p.is_file())
     assert size <= 20 * 1024 * 1024
     adapter = build("uae-tiny", {"num_steps": "4"}).adapter
-    from unified_bench.datasets.shapes.captions import parse
+    from unified_bench.tracks.shapes.captions import parse
 
     captions = adapter.caption(refs, prompt="", seeds=[0, 1, 2])
     assert all(parse(c).objects for c in captions), captions  # it speaks the Shapes grammar

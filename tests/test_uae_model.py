@@ -31,7 +31,7 @@ def model() -> UAEModel:
 
 @pytest.fixture(scope="module")
 def images():
-    from unified_bench.datasets.shapes.splits import shapes_samples
+    from unified_bench.tracks.shapes.splits import shapes_samples
 
     return [s.image for s in shapes_samples("val", size=256, limit=3)]
 
@@ -189,8 +189,8 @@ def test_saved_tokenizer_keeps_no_call_settings(model, tmp_path, images):
 
 
 def test_tokenizer_round_trips_the_caption_grammar(model):
-    from unified_bench.datasets.shapes.captions import caption, paraphrase, parse
-    from unified_bench.datasets.shapes.splits import shapes_samples
+    from unified_bench.tracks.shapes.captions import caption, paraphrase, parse
+    from unified_bench.tracks.shapes.splits import shapes_samples
 
     tok = model.tokenizer
     for sample in shapes_samples("val", size=32, limit=20):

@@ -67,7 +67,7 @@ def test_bad_stage_arguments_fail_before_any_training(tmp_path):
 
     from uae_reference.config import stage_config
     from uae_reference.trainer import load_or_build_model
-    from unified_bench.errors import WeightsNotFoundError
+    from unified_bench.core.errors import WeightsNotFoundError
 
     started = time.time()
     proc = subprocess.run(

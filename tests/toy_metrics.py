@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from unified_bench import metrics as registry
-from unified_bench.errors import WeightsNotFoundError
+from unified_bench.core.errors import WeightsNotFoundError
 from unified_bench.metrics import EmbeddingMetric, MetricInfo, MetricSpec, PairInput, PairMetric, PairScore
 
 EMBED_SIZE = 16

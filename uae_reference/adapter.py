@@ -24,7 +24,7 @@ from typing import Any
 from PIL import Image
 
 from unified_bench.adapters.base import Adapter, Capabilities
-from unified_bench.errors import ConfigError, WeightsNotFoundError
+from unified_bench.core.errors import ConfigError, WeightsNotFoundError
 from uae_reference.model import resize_image
 
 BUNDLED_TINY = Path(__file__).parent / "checkpoints" / "uae-tiny"
@@ -90,7 +90,7 @@ class UAEReferenceAdapter(Adapter):
 
     # --- the contract ------------------------------------------------------------------------
 
-    def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int]) -> list[str]:
+    def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int], sample_ids: list[str] | None = None) -> list[str]:
         resized = [img.convert("RGB") for img in images]  # the model resizes to its encoder's size
         instruction = prompt if self.config.prompt == "runner" else None
         temperature = None if self.config.temperature < 0 else self.config.temperature
@@ -100,7 +100,7 @@ class UAEReferenceAdapter(Adapter):
             out += self.model.sample_captions(resized[chunk], seeds=seeds[chunk], prompt=instruction, temperature=temperature).texts
         return out
 
-    def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None) -> list[Image.Image]:
+    def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None, sample_ids: list[str] | None = None) -> list[Image.Image]:
         steps = self.config.num_steps or None
         guidance = None if self.config.guidance_scale < 0 else self.config.guidance_scale
         images: list[Image.Image] = []

@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from unified_bench.errors import ConfigError, UnifiedBenchError
+from unified_bench.core.errors import ConfigError, UnifiedBenchError
 
 app = typer.Typer(
     name="uae-reference",

@@ -2,7 +2,7 @@
 
 Images are rendered once at the model's size and cached as a ``.npy`` file (20,000 renders
 at 64 px take ~1 minute and 245 MB); captions are made on the fly from the scenes with the
-track's own grammar (:mod:`unified_bench.datasets.shapes.captions`).
+track's own grammar (:mod:`unified_bench.tracks.shapes.captions`).
 
 Every random choice of a training step (which samples, which caption variant, noise levels,
 noise) comes from a generator seeded by ``(seed, step, rank)`` — see :func:`step_generator` —
@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unified_bench.datasets.shapes.captions import _join, _sentence, caption, count_phrase, paraphrase
-from unified_bench.datasets.shapes.scene import Scene
-from unified_bench.datasets.shapes.splits import make_sample
+from unified_bench.tracks.shapes.captions import _join, _sentence, caption, count_phrase, paraphrase
+from unified_bench.tracks.shapes.scene import Scene
+from unified_bench.tracks.shapes.splits import make_sample
 
 
 def default_cache_dir() -> Path:
@@ -91,7 +91,7 @@ def encode_all(model, images: torch.Tensor, batch_size: int = 256) -> torch.Tens
 
 def _renders(samples: list, split: str, size: int, cache_dir: Path) -> torch.Tensor:
     """uint8 [N, 3, size, size] renders of ``samples`` (with their jitter), cached as .npy."""
-    from unified_bench.datasets.shapes.render import render
+    from unified_bench.tracks.shapes.render import render
 
     cache = cache_dir / f"shapes-{split}-{size}px-{len(samples)}.npy"
     if cache.exists():

@@ -2,7 +2,7 @@
 
 - **Decoder**: render every test scene from its *ground-truth long caption* with the decoder,
   parse the result with the Shapes oracle and compare with the true scene: object-level F1 and
-  per-attribute F1 (:func:`unified_bench.datasets.shapes.compare.compare_scenes`).
+  per-attribute F1 (:func:`unified_bench.tracks.shapes.compare.compare_scenes`).
 - **Encoder**: caption every test image, parse the caption with the grammar's parser and
   compare with the true scene: *attribute precision* — of the attribute values the captions
   state, the fraction that are right (pooled over samples and attributes). Also reported:
@@ -22,11 +22,11 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from unified_bench.datasets.shapes.captions import parse
-from unified_bench.datasets.shapes.compare import compare_scenes
-from unified_bench.datasets.shapes.scene import ATTRIBUTES
-from unified_bench.datasets.shapes.splits import DEFAULT_SIZE, ShapesSample, iter_samples
-from unified_bench.scoring.stats import bootstrap_joint_ci, bootstrap_mean_ci
+from unified_bench.tracks.shapes.captions import parse
+from unified_bench.tracks.shapes.compare import compare_scenes
+from unified_bench.tracks.shapes.scene import ATTRIBUTES
+from unified_bench.tracks.shapes.splits import DEFAULT_SIZE, ShapesSample, iter_samples
+from unified_bench.core.stats import bootstrap_joint_ci, bootstrap_mean_ci
 from uae_reference.model import UAEModel
 
 
@@ -103,7 +103,7 @@ def decoder_quality(
     progress: Callable[[int], None] | None = None,
 ) -> DecoderQuality:
     """Render the ground-truth long captions and score them with the Shapes oracle."""
-    from unified_bench.datasets.shapes.oracle import ShapesOracle
+    from unified_bench.tracks.shapes.oracle import ShapesOracle
 
     oracle = oracle or ShapesOracle("bundled")
     comparisons = []
@@ -200,7 +200,7 @@ def vision_probe(
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
-    from unified_bench.datasets.shapes.scene import POSITIONS
+    from unified_bench.tracks.shapes.scene import POSITIONS
 
     for attribute in attributes:
         if attribute not in ATTRIBUTES or attribute == "position":

@@ -63,6 +63,8 @@ from typing import Any
 
 import torch
 
+from unified_bench.core.protocol import OFFICIAL_CAPTION_PROMPT
+
 from uae_reference.model import UAEModel, UAESettings
 from uae_reference.projector import UAEProjector
 
@@ -151,13 +153,8 @@ PAPER_VAE_CONFIG: dict[str, Any] = {
     "use_post_quant_conv": False,
 }
 
-#: The official demo's captioning instruction and generation settings.
-PAPER_CAPTION_PROMPT = (
-    "You are an expert vision-language model.  \n"
-    "Your task is: Given an input image, generate a **textual description** of the image. "
-    'If there is text in the image, transcribe it inside double quotes "".  \n'
-    "Now, carefully analyze the input image and output the full description. "
-)
+#: The official demo's captioning instruction (one definition, in the benchmark's protocol).
+PAPER_CAPTION_PROMPT = OFFICIAL_CAPTION_PROMPT
 PAPER_SETTINGS = UAESettings(
     image_size=1024,
     latent_space="vae",
@@ -417,7 +414,7 @@ def build_paper_model(
         raise ValueError("the paper preset is either pretrained (real weights) or meta (architecture only)")
     from transformers import AutoProcessor
 
-    from unified_bench.errors import WeightsNotFoundError
+    from unified_bench.core.errors import WeightsNotFoundError
 
     try:
         encoder = Qwen2_5_VLForConditionalGeneration.from_pretrained(encoder_id, dtype=dtype)

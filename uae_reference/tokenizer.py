@@ -126,7 +126,7 @@ def build_tiny_processor(
 
 def shapes_vocabulary() -> list[str]:
     """Every word the Shapes caption grammar writes, plus the tiny captioning instruction."""
-    from unified_bench.datasets.shapes.captions import vocabulary
+    from unified_bench.tracks.shapes.captions import vocabulary
 
     prompt_words = TINY_CAPTION_PROMPT.lower().replace(".", " ").split()
     return sorted(set(vocabulary()) | set(prompt_words))

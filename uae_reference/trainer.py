@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from unified_bench.errors import WeightsNotFoundError
+from unified_bench.core.errors import WeightsNotFoundError
 from uae_reference.config import TrainConfig
 from uae_reference.data import ShapesTrainingSet, batch_indices, encode_all, step_generator
 from uae_reference.model import UAEModel

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from unified_bench.errors import ConfigError, UnifiedBenchError
+from unified_bench.core.errors import ConfigError, UnifiedBenchError
 
 app = typer.Typer(
     name="unified-bench",
@@ -224,7 +224,7 @@ def sanity_cmd(
     """Score graded degradations of real photos against unrelated photos; report what each metric sees."""
     from unified_bench.datasets.photos import photo_set
     from unified_bench.metrics import parse_metric_list
-    from unified_bench.sanity import print_report, run_sanity
+    from unified_bench.tracks.sanity import print_report, run_sanity
 
     names = parse_metric_list(metrics)
     chosen = photo_set([p.strip() for p in photos.split(",") if p.strip()] if photos else None)
@@ -258,7 +258,7 @@ def demo_cmd(
     oracle (``shapes-attr``), ``effnet`` and ``ssim``, with bootstrap intervals. Re-running
     resumes the same run directory.
     """
-    from unified_bench.provenance import command_line
+    from unified_bench.core.provenance import command_line
     from unified_bench.runner.commands import _finish
     from unified_bench.runner.eval import EvalConfig, run_eval
 

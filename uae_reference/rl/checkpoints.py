@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from unified_bench.errors import ConfigError, WeightsNotFoundError
+from unified_bench.core.errors import ConfigError, WeightsNotFoundError
 from uae_reference.model import EXPORT_DTYPE, UAEModel
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"

@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from unified_bench.errors import ConfigError, UnifiedBenchError
+from unified_bench.core.errors import ConfigError, UnifiedBenchError
 
 rl_app = typer.Typer(
     name="rl",

@@ -23,7 +23,7 @@ from typing import Any
 
 from uae_reference.lora import LoraSettings
 from uae_reference.rl.grpo import NORMALISATIONS, STD_SCOPES
-from unified_bench.errors import ConfigError
+from unified_bench.core.errors import ConfigError
 
 RL_STAGES: tuple[str, ...] = ("g4u", "u4g")
 #: Metrics that read the ground truth of a sample: evaluation only, never a reward.

@@ -4,7 +4,7 @@ Each checkpoint is run through ``unified-bench eval`` (the runner, as a library 
 Shapes **test** split — captions, reconstructions, ``shapes-attr``, ``effnet`` and ``ssim`` scores in an
 ordinary run directory the leaderboard can read — and consecutive stages are compared per
 sample: the mean paired difference with its paired-bootstrap 95% interval
-(:func:`unified_bench.scoring.stats.paired_difference_ci`). The runs share sample ids, seeds
+(:func:`unified_bench.core.stats.paired_difference_ci`). The runs share sample ids, seeds
 and reference images, so the difference isolates what the stage changed.
 
 Training never sees this split; hyperparameters are not chosen on it.
@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unified_bench.scoring.stats import paired_difference_ci
+from unified_bench.core.stats import paired_difference_ci
 
 EVAL_METRICS: tuple[str, ...] = ("shapes-attr", "effnet", "ssim")  # the Shapes track's metrics
 REPORT_FILE = "rl_evaluation.json"
@@ -111,10 +111,10 @@ def round_trip_breakdown(run_dir: str | Path, *, oracle: Any = None) -> dict[str
     import numpy as np
     from PIL import Image
 
-    from unified_bench.datasets.shapes.captions import parse
-    from unified_bench.datasets.shapes.compare import compare_scenes
-    from unified_bench.datasets.shapes.oracle import ShapesOracle
-    from unified_bench.datasets.shapes.scene import ATTRIBUTES, Scene
+    from unified_bench.tracks.shapes.captions import parse
+    from unified_bench.tracks.shapes.compare import compare_scenes
+    from unified_bench.tracks.shapes.oracle import ShapesOracle
+    from unified_bench.tracks.shapes.scene import ATTRIBUTES, Scene
     from unified_bench.runner.store import CAPTIONS_FILE, CaptionRecord, read_jsonl
 
     run_dir = Path(run_dir)
@@ -174,7 +174,7 @@ class EncoderWithRenderer:
         class _Adapter(UAEReferenceAdapter):
             name = "uae-reference+shapes-renderer"
 
-            def generate(self, prompts, *, seeds, size):
+            def generate(self, prompts, *, seeds, size, sample_ids: list[str] | None = None):
                 side = self.model.settings.image_size
                 return render_captions(list(prompts), list(seeds), side)
 
@@ -302,7 +302,7 @@ def evaluate_stages(
             )
         )
     if "shapes-attr" in metrics:
-        from unified_bench.datasets.shapes.oracle import ShapesOracle
+        from unified_bench.tracks.shapes.oracle import ShapesOracle
 
         oracle = ShapesOracle()  # one load for every stage
         for stage in stages:

@@ -67,9 +67,9 @@ class G4URollout:
 def render_captions(texts: list[str], seeds: list[int], size: int) -> list:
     """An ideal frozen decoder for Shapes: parse each caption, fill what it leaves unsaid from the
     seed, render exactly (what ``shapes-oracle`` does with a caption). Reads only the caption."""
-    from unified_bench.datasets.shapes.captions import parse
-    from unified_bench.datasets.shapes.render import blank_image, render
-    from unified_bench.datasets.shapes.scene import complete_scene
+    from unified_bench.tracks.shapes.captions import parse
+    from unified_bench.tracks.shapes.render import blank_image, render
+    from unified_bench.tracks.shapes.scene import complete_scene
 
     images = []
     for text, seed in zip(texts, seeds):

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from uae_reference.rl.config import FORBIDDEN_REWARDS, RewardSettings
-from unified_bench.errors import ConfigError
+from unified_bench.core.errors import ConfigError
 from unified_bench.metrics.base import EmbeddingMetric, PairInput, PairMetric
 
 

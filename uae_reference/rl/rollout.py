@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from unified_bench.datasets.shapes.captions import parse
-from unified_bench.datasets.shapes.compare import compare_scenes
-from unified_bench.datasets.shapes.scene import Scene
+from unified_bench.tracks.shapes.captions import parse
+from unified_bench.tracks.shapes.compare import compare_scenes
+from unified_bench.tracks.shapes.scene import Scene
 
 
 def load_prompts(model, split: str, limit: int):

@@ -145,7 +145,7 @@ def train_rl_stage(
     # --- model, trainable module, reference, reward -------------------------------------------
     if model is None:
         if not config.init_from:
-            from unified_bench.errors import ConfigError
+            from unified_bench.core.errors import ConfigError
 
             raise ConfigError("an RL stage starts from a checkpoint: set init_from (e.g. uae_reference/checkpoints/uae-tiny)")
         model = UAEModel.from_pretrained(config.init_from, device=str(accelerator.device))

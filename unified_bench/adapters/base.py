@@ -6,13 +6,19 @@ An adapter is batch-first and typed::
         name = "my-model"
         capabilities = Capabilities(max_batch_size=4, native_resolution=(1024, 1024))
 
-        def caption(self, images, *, prompt, seeds): ...      # list[PIL.Image] -> list[str]
-        def generate(self, prompts, *, seeds, size): ...      # list[str] -> list[PIL.Image]
+        def caption(self, images, *, prompt, seeds, sample_ids): ...  # list[PIL.Image] -> list[str]
+        def generate(self, prompts, *, seeds, size, sample_ids): ...  # list[str] -> list[PIL.Image]
+        def caption_settings(self, prompt): ...        # -> ExecutedCaption: what caption() ran
+        def generation_settings(self, size): ...       # -> ExecutedGeneration: what generate() ran
 
-``seeds[i]`` belongs to sample ``i`` (derived from the global seed and the sample id only),
-so results do not depend on batching. Outputs are checked at the boundary by
-:func:`check_captions` / :func:`check_images`: a wrong type, count, an empty caption, a
-non-RGB or NaN image becomes a per-sample error, never a crash of the run.
+``seeds[i]`` and ``sample_ids[i]`` belong to sample ``i`` (the seed derives from the global
+seed and the sample id only), so results do not depend on batching. The runner always passes
+``sample_ids``; a direct Python caller may leave them out where an adapter does not need them.
+The two ``*_settings`` methods report the settings the adapter really runs with (not the ones
+it was asked for): they are the run record's executed protocol, which the leaderboard checks
+against a track. Outputs are checked at the boundary by :func:`check_captions` /
+:func:`check_images`: a wrong type, count, an empty caption, a non-RGB or NaN image becomes a
+per-sample error, never a crash of the run.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
+
+from unified_bench.core.protocol import ExecutedCaption, ExecutedGeneration
 
 
 @dataclass(frozen=True)
@@ -55,14 +63,29 @@ class Adapter(ABC):
     capabilities: ClassVar[Capabilities] = Capabilities()
 
     @abstractmethod
-    def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int]) -> list[str]:
+    def caption(
+        self, images: list[Image.Image], *, prompt: str, seeds: list[int], sample_ids: list[str] | None = None
+    ) -> list[str]:
         """Describe each image (understanding)."""
 
     @abstractmethod
     def generate(
-        self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None
+        self,
+        prompts: list[str],
+        *,
+        seeds: list[int],
+        size: tuple[int, int] | None,
+        sample_ids: list[str] | None = None,
     ) -> list[Image.Image]:
         """Render each prompt (generation). ``size`` is (width, height) or None for native."""
+
+    def caption_settings(self, prompt: str) -> ExecutedCaption | None:
+        """The settings ``caption(..., prompt=prompt)`` really runs with; None: not reported."""
+        return None
+
+    def generation_settings(self, size: tuple[int, int] | None) -> ExecutedGeneration | None:
+        """The settings ``generate(..., size=size)`` really runs with; None: not reported."""
+        return None
 
     def describe(self) -> dict[str, Any]:
         """Settings recorded in the run record (checkpoints, sampling, resolution...)."""

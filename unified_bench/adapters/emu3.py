@@ -39,7 +39,7 @@ from unified_bench.adapters.hf_common import (
     seeded,
     unnormalize,
 )
-from unified_bench.errors import ConfigError
+from unified_bench.core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class Emu3Adapter(HfAdapter):
         except ConfigError:  # checkpoints without a chat template: the format of the model card
             return f"USER: {self.processor.image_token}{prompt} ASSISTANT:"
 
-    def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int]) -> list[str]:
+    def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int], sample_ids: list[str] | None = None) -> list[str]:
         text = self._caption_text(prompt)
         return self._caption_each(
             self.model,
@@ -186,7 +186,7 @@ class Emu3Adapter(HfAdapter):
 
         return prefix_allowed_tokens_fn
 
-    def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None) -> list[Image.Image]:
+    def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None, sample_ids: list[str] | None = None) -> list[Image.Image]:
         import torch
 
         width, height = size if size is not None else self.capabilities.native_resolution

@@ -5,7 +5,7 @@ Small pure helpers, so each adapter file reads as "load, caption, generate":
 - :func:`resolve_device` / :func:`resolve_dtype` turn ``--model-arg device=... dtype=...``
   strings into torch objects (``auto``: CUDA + bfloat16 when there is a GPU, else CPU + fp32);
 - :func:`hf_loading` maps a failed ``from_pretrained`` (offline, missing, gated) to
-  :class:`~unified_bench.errors.WeightsNotFoundError` with a message that says what to do;
+  :class:`~unified_bench.core.errors.WeightsNotFoundError` with a message that says what to do;
 - :func:`seeded` and :func:`make_generator` give each sample its own random stream, so a
   sample's output depends on its seed only, never on its batch neighbours;
 - :func:`images_from_array` turns a pipeline's float output into RGB images and turns a
@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from unified_bench.adapters.base import Adapter
-from unified_bench.errors import ConfigError, GatedCheckpointError, WeightsNotFoundError
+from unified_bench.core.errors import ConfigError, GatedCheckpointError, WeightsNotFoundError
 
 logger = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from unified_bench.adapters.hf_common import (
     seeded,
     unnormalize,
 )
-from unified_bench.errors import ConfigError
+from unified_bench.core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class JanusProAdapter(HfAdapter):
 
     # --- understanding ---------------------------------------------------------------------
 
-    def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int]) -> list[str]:
+    def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int], sample_ids: list[str] | None = None) -> list[str]:
         text = chat_text(self.processor, chat_messages(prompt, with_image=True, image_first=self.image_first))
         return self._caption_each(
             self.model,
@@ -125,7 +125,7 @@ class JanusProAdapter(HfAdapter):
 
     # --- generation ------------------------------------------------------------------------
 
-    def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None) -> list[Image.Image]:
+    def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None, sample_ids: list[str] | None = None) -> list[Image.Image]:
         import torch
 
         device = input_device(self.model, self.device)

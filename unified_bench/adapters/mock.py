@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from unified_bench.adapters.base import Adapter, Capabilities
-from unified_bench.runner.protocol import seed_for
+from unified_bench.core.protocol import ExecutedCaption, ExecutedGeneration
 
 _WORDS = ("calm", "vivid", "quiet", "bold", "soft", "crisp", "warm", "cool", "hazy", "sharp", "muted")
 _HEX = re.compile(r"#([0-9a-f]{6})")
@@ -36,7 +36,6 @@ class MockConfig:
     size: int = field(default=256, metadata={"help": "side of generated images when the runner asks for none"})
     max_batch_size: int = field(default=64, metadata={"help": "declared batch capability"})
     noise: float = field(default=12.0, metadata={"help": "std of the seeded pixel noise in generated images"})
-    seed: int = field(default=0, metadata={"help": "the run's --seed, to recognise the ids below"})
     fail_caption_ids: tuple[str, ...] = field(default=(), metadata={"help": "caption() raises for these ids"})
     fail_generate_ids: tuple[str, ...] = field(default=(), metadata={"help": "generate() raises for these ids"})
     bad_type_ids: tuple[str, ...] = field(default=(), metadata={"help": "caption() returns an int for these ids"})
@@ -57,39 +56,44 @@ class MockAdapter(Adapter):
             max_batch_size=self.config.max_batch_size, native_resolution=(self.config.size, self.config.size)
         )
 
-    def _seeds_of(self, ids: tuple[str, ...]) -> set[int]:
-        return {seed_for(self.config.seed, sample_id) for sample_id in ids}
-
-    def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int]) -> list:
-        failing = self._seeds_of(self.config.fail_caption_ids)
-        if failing.intersection(seeds):
+    def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int], sample_ids: list[str] | None = None) -> list:
+        ids = list(sample_ids or [""] * len(seeds))
+        if set(self.config.fail_caption_ids).intersection(ids):
             raise RuntimeError("mock caption failure (fail_caption_ids)")
-        bad, empty = self._seeds_of(self.config.bad_type_ids), self._seeds_of(self.config.empty_caption_ids)
+        bad, empty = set(self.config.bad_type_ids), set(self.config.empty_caption_ids)
         out: list = []
-        for image, seed in zip(images, seeds):
-            if seed in bad:
+        for image, seed, sample_id in zip(images, seeds, ids):
+            if sample_id in bad:
                 out.append(len(prompt))  # deliberately not a str
-            elif seed in empty:
+            elif sample_id in empty:
                 out.append("   ")
             else:
                 out.append(describe_colours(image, seed))
         return out
 
-    def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None) -> list[Image.Image]:
-        failing = self._seeds_of(self.config.fail_generate_ids)
-        if failing.intersection(seeds):
+    def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None, sample_ids: list[str] | None = None) -> list[Image.Image]:
+        ids = list(sample_ids or [""] * len(seeds))
+        if set(self.config.fail_generate_ids).intersection(ids):
             raise RuntimeError("mock generate failure (fail_generate_ids)")
-        nan = self._seeds_of(self.config.nan_image_ids)
+        nan = set(self.config.nan_image_ids)
         width, height = size or (self.config.size, self.config.size)
         out = []
-        for prompt, seed in zip(prompts, seeds):
+        for prompt, seed, sample_id in zip(prompts, seeds, ids):
             if self.config.slow_ms:
                 time.sleep(self.config.slow_ms / 1000.0)
-            if seed in nan:
+            if sample_id in nan:
                 out.append(Image.fromarray(np.full((height, width), np.nan, dtype=np.float32)))
             else:
                 out.append(paint(prompt, seed, width, height, self.config.noise))
         return out
+
+    def caption_settings(self, prompt: str) -> ExecutedCaption:
+        # colour statistics: no instruction, no sampling, no token budget
+        return ExecutedCaption(prompt="", do_sample=False, temperature=0.0, max_new_tokens=0, extra={"captioner": "colour statistics"})
+
+    def generation_settings(self, size: tuple[int, int] | None) -> ExecutedGeneration:
+        width, height = size or (self.config.size, self.config.size)
+        return ExecutedGeneration(width, height, 0, 0.0, scheduler="none (painted quadrants + seeded noise)", dtype="uint8")
 
     def describe(self) -> dict:
         return {"kind": "mock", "noise": self.config.noise, "size": self.config.size}

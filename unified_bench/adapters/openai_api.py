@@ -17,8 +17,8 @@ from PIL import Image
 
 from unified_bench.adapters.base import Adapter, Capabilities
 from unified_bench.adapters.http import RetryPolicy, decode_image, encode_png, request_json
-from unified_bench.errors import ConfigError
-from unified_bench.images import to_rgb
+from unified_bench.core.errors import ConfigError
+from unified_bench.core.images import to_rgb
 
 
 @dataclass
@@ -77,7 +77,7 @@ class OpenAIAdapter(Adapter):
         with ThreadPoolExecutor(max_workers=min(self.config.concurrency, len(items))) as pool:
             return list(pool.map(lambda item: fn(*item), items))
 
-    def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int]) -> list[str]:
+    def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int], sample_ids: list[str] | None = None) -> list[str]:
         return self._map(lambda image, seed: self._caption_one(image, prompt, seed), images, seeds)
 
     def _caption_one(self, image: Image.Image, prompt: str, seed: int) -> str:
@@ -106,7 +106,7 @@ class OpenAIAdapter(Adapter):
             content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
         return content
 
-    def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None) -> list[Image.Image]:
+    def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None, sample_ids: list[str] | None = None) -> list[Image.Image]:
         return self._map(lambda prompt: self._generate_one(prompt, size), prompts)
 
     def _generate_one(self, prompt: str, size: tuple[int, int] | None) -> Image.Image:

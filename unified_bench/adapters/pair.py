@@ -44,7 +44,7 @@ from unified_bench.adapters.hf_common import (
     make_generator,
     model_revision,
 )
-from unified_bench.errors import ConfigError
+from unified_bench.core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class PairAdapter(HfAdapter):
 
     # --- the round trip --------------------------------------------------------------------
 
-    def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int]) -> list[str]:
+    def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int], sample_ids: list[str] | None = None) -> list[str]:
         text = chat_text(self.processor, chat_messages(prompt, with_image=True, image_first=self.image_first))
         return self._caption_each(
             self.model,
@@ -157,7 +157,7 @@ class PairAdapter(HfAdapter):
             lambda image: self.processor(text=[text], images=[image], return_tensors="pt"),
         )
 
-    def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None) -> list[Image.Image]:
+    def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None, sample_ids: list[str] | None = None) -> list[Image.Image]:
         import numpy as np
         import torch
 

@@ -4,9 +4,7 @@ The folder holds ``captions.jsonl`` (one ``{"sample_id", "caption"}`` object per
 ``seed`` field is optional) and the images as ``images/<sample_id>.<ext>`` or
 ``<sample_id>.<ext>``. Another run directory of ours works as is.
 
-The adapter contract hands over seeds, not sample ids; since every seed is derived from
-(run seed, sample id), the adapter maps seeds back to ids: give ``seed=`` the ``--seed``
-of this evaluation (0 by default, like ``--seed``).
+Outputs are looked up by the sample ids the runner hands over with every call.
 """
 
 from __future__ import annotations
@@ -18,15 +16,13 @@ from pathlib import Path
 from PIL import Image
 
 from unified_bench.adapters.base import Adapter, Capabilities
-from unified_bench.errors import ConfigError
-from unified_bench.images import is_image_file, load_image
-from unified_bench.runner.protocol import seed_for
+from unified_bench.core.errors import ConfigError
+from unified_bench.core.images import is_image_file, load_image
 
 
 @dataclass
 class PrecomputedConfig:
     path: str = field(metadata={"help": "folder with captions.jsonl and the images"})
-    seed: int = field(default=0, metadata={"help": "the evaluation's --seed (maps seeds back to sample ids)"})
 
 
 class PrecomputedAdapter(Adapter):
@@ -52,22 +48,23 @@ class PrecomputedAdapter(Adapter):
                 self.captions[str(row["sample_id"])] = row["caption"]
             except (json.JSONDecodeError, KeyError, TypeError) as err:
                 raise ConfigError(f"{captions_file}:{number}: expected {{\"sample_id\", \"caption\"}} ({err})") from err
-        self.by_seed = {seed_for(self.config.seed, sid): sid for sid in self.captions}
 
-    def _sample_id(self, seed: int) -> str:
+    def _ids(self, sample_ids: list[str] | None, count: int) -> list[str]:
+        if sample_ids is None or len(sample_ids) != count:
+            raise ValueError("precomputed replays outputs by sample id: call it with sample_ids, one per input")
+        return list(sample_ids)
+
+    def _caption_of(self, sample_id: str) -> str:
         try:
-            return self.by_seed[seed]
+            return self.captions[sample_id]
         except KeyError:
-            raise KeyError(
-                f"no precomputed sample for seed {seed}: the folder lacks this sample, or "
-                f"--model-arg seed={self.config.seed} differs from the evaluation's --seed"
-            ) from None
+            raise KeyError(f"no precomputed caption for sample {sample_id} in {self.root}/captions.jsonl") from None
 
-    def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int]) -> list[str]:
-        return [self.captions[self._sample_id(seed)] for seed in seeds]
+    def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int], sample_ids: list[str] | None = None) -> list[str]:
+        return [self._caption_of(sid) for sid in self._ids(sample_ids, len(seeds))]
 
-    def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None) -> list[Image.Image]:
-        return [load_image(self._image_path(self._sample_id(seed))) for seed in seeds]
+    def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None, sample_ids: list[str] | None = None) -> list[Image.Image]:
+        return [load_image(self._image_path(sid)) for sid in self._ids(sample_ids, len(seeds))]
 
     def _image_path(self, sample_id: str) -> Path:
         for folder in (self.root / "images", self.root):

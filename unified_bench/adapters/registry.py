@@ -38,7 +38,7 @@ from importlib.metadata import PackageNotFoundError, entry_points, version
 from typing import Any
 
 from unified_bench.adapters.base import Adapter
-from unified_bench.errors import ConfigError
+from unified_bench.core.errors import ConfigError
 
 ENTRY_POINT_GROUP = "unified_bench.models"
 
@@ -135,12 +135,12 @@ BUILTIN: dict[str, AdapterSpec] = {
         ),
         AdapterSpec(
             "shapes-oracle",
-            "unified_bench.adapters.shapes:ShapesOracleAdapter",
+            "unified_bench.tracks.shapes.adapters:ShapesOracleAdapter",
             "Shapes track oracle: exact scene caption and exact re-render (upper bound)",
         ),
         AdapterSpec(
             "blank",
-            "unified_bench.adapters.shapes:BlankAdapter",
+            "unified_bench.tracks.shapes.adapters:BlankAdapter",
             "lower bound: a fixed caption and a blank image",
         ),
     ]

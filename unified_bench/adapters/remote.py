@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from unified_bench.adapters.base import Adapter, Capabilities
+from unified_bench.core.protocol import ExecutedCaption, ExecutedGeneration
 from unified_bench.adapters.http import HttpError, RetryPolicy, decode_image, encode_png, request_json
-from unified_bench.errors import AdapterOutputError, ConfigError
+from unified_bench.core.errors import AdapterOutputError, ConfigError
 
 
 @dataclass
@@ -36,6 +37,8 @@ class RemoteAdapter(Adapter):
         self.config = config or RemoteConfig()
         self._base = self.config.url.rstrip("/")
         self._retry = RetryPolicy(self.config.max_retries, self.config.backoff_s, 30.0)
+        self._caption_settings: ExecutedCaption | None = None
+        self._generation_settings: ExecutedGeneration | None = None
         try:
             self.info = request_json(self._base + "/info", timeout_s=30.0, retry=self._retry)
         except HttpError as err:
@@ -64,12 +67,18 @@ class RemoteAdapter(Adapter):
             # 422: the served model raised; surface its message as this sample's error
             raise RuntimeError(f"remote {route}: {err}") from None
 
-    def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int]) -> list:
-        answer = self._post("/caption", {"images": [encode_png(i) for i in images], "prompt": prompt, "seeds": list(seeds)})
-        return answer.get("captions") if isinstance(answer, dict) else answer
+    def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int], sample_ids: list[str] | None = None) -> list:
+        payload = {"images": [encode_png(i) for i in images], "prompt": prompt, "seeds": list(seeds), "sample_ids": _ids(sample_ids)}
+        answer = self._post("/caption", payload)
+        if not isinstance(answer, dict):
+            return answer
+        self._caption_settings = _settings(ExecutedCaption, answer.get("settings"))
+        return answer.get("captions")
 
-    def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None) -> list[Image.Image]:
-        answer = self._post("/generate", {"prompts": list(prompts), "seeds": list(seeds), "size": list(size) if size else None})
+    def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None, sample_ids: list[str] | None = None) -> list[Image.Image]:
+        payload = {"prompts": list(prompts), "seeds": list(seeds), "size": list(size) if size else None, "sample_ids": _ids(sample_ids)}
+        answer = self._post("/generate", payload)
+        self._generation_settings = _settings(ExecutedGeneration, answer.get("settings"))
         encoded, errors = answer.get("images") or [], answer.get("errors") or []
         failed = [e for e in errors if e]
         if failed:
@@ -78,5 +87,26 @@ class RemoteAdapter(Adapter):
             raise AdapterOutputError(f"server returned {len(encoded)} images for {len(prompts)} prompts")
         return [decode_image(text) for text in encoded]
 
+    # the served adapter reports its settings with every answer; these are the last call's
+    def caption_settings(self, prompt: str) -> ExecutedCaption | None:
+        return self._caption_settings
+
+    def generation_settings(self, size: tuple[int, int] | None) -> ExecutedGeneration | None:
+        return self._generation_settings
+
     def describe(self) -> dict:
         return {"kind": "remote", "url": self._base, "served_model": self.info.get("model"), "served": self.info.get("describe")}
+
+
+def _ids(sample_ids: list[str] | None) -> list[str] | None:
+    return list(sample_ids) if sample_ids is not None else None
+
+
+def _settings(cls: type, data: object) -> object:
+    """A served adapter's reported settings; anything malformed counts as not reported."""
+    if not isinstance(data, dict):
+        return None
+    try:
+        return cls.from_dict(data)
+    except TypeError:
+        return None

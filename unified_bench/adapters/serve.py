@@ -111,6 +111,15 @@ def _seeds(data: dict[str, Any], count: int) -> list[int]:
     return seeds
 
 
+def _sample_ids(data: dict[str, Any], count: int) -> list[str] | None:
+    ids = data.get("sample_ids")
+    if ids is None:  # an older client: the adapter gets none
+        return None
+    if not isinstance(ids, list) or len(ids) != count or not all(isinstance(i, str) for i in ids):
+        raise _BadRequest(f"'sample_ids' must be null or a list of {count} strings")
+    return ids
+
+
 def _caption(adapter: Adapter, data: dict[str, Any], lock: threading.Lock) -> dict[str, Any]:
     encoded = data.get("images")
     prompt = data.get("prompt")
@@ -123,10 +132,15 @@ def _caption(adapter: Adapter, data: dict[str, Any], lock: threading.Lock) -> di
         images = [decode_image(text).convert("RGB") for text in encoded]
     except Exception as err:
         raise _BadRequest(f"an image does not decode ({err})") from None
+    sample_ids = _sample_ids(data, len(encoded))
     with lock:
-        captions = adapter.caption(images, prompt=prompt, seeds=seeds)
+        captions = adapter.caption(images, prompt=prompt, seeds=seeds, sample_ids=sample_ids)
+        settings = adapter.caption_settings(prompt)
     # passed through as given: the client's boundary check judges types and emptiness
-    return {"captions": json.loads(json.dumps(list(captions) if isinstance(captions, (list, tuple)) else captions, default=repr))}
+    return {
+        "captions": json.loads(json.dumps(list(captions) if isinstance(captions, (list, tuple)) else captions, default=repr)),
+        "settings": settings.to_dict() if settings else None,
+    }
 
 
 def _generate(adapter: Adapter, data: dict[str, Any], lock: threading.Lock) -> dict[str, Any]:
@@ -137,12 +151,15 @@ def _generate(adapter: Adapter, data: dict[str, Any], lock: threading.Lock) -> d
     size = data.get("size")
     if size is not None and not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
         raise _BadRequest("'size' must be null or [width, height]")
+    sample_ids = _sample_ids(data, len(prompts))
     with lock:
-        images = adapter.generate(prompts, seeds=seeds, size=tuple(size) if size else None)
+        images = adapter.generate(prompts, seeds=seeds, size=tuple(size) if size else None, sample_ids=sample_ids)
+        settings = adapter.generation_settings(tuple(size) if size else None)
     outcomes = check_images(images, len(prompts))
     return {
         "images": [encode_png(o.value) if o.ok else None for o in outcomes],
         "errors": [o.error for o in outcomes],
+        "settings": settings.to_dict() if settings else None,
     }
 
 

@@ -79,7 +79,7 @@ from unified_bench.adapters.hf_common import (
     make_generator,
     place,
 )
-from unified_bench.errors import ConfigError, WeightsNotFoundError
+from unified_bench.core.errors import ConfigError, WeightsNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -519,7 +519,7 @@ class UaeAdapter(HfAdapter):
 
     # --- understanding -----------------------------------------------------------------------
 
-    def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int]) -> list[str]:
+    def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int], sample_ids: list[str] | None = None) -> list[str]:
         # Official order: the instruction, then the image.
         messages = [{"role": "user", "content": [{"type": "text", "text": prompt}, {"type": "image"}]}]
         text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -558,7 +558,7 @@ class UaeAdapter(HfAdapter):
         negative, positive = projected.chunk(2, dim=0)
         return negative, positive
 
-    def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None) -> list[Image.Image]:
+    def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None, sample_ids: list[str] | None = None) -> list[Image.Image]:
         width, height = size if size is not None else (self.width, self.height)
         images: list[Image.Image] = []
         pipe_device = self.pipe._execution_device

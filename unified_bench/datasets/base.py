@@ -10,7 +10,7 @@ from typing import Any
 
 from PIL import Image
 
-from unified_bench.errors import DatasetError
+from unified_bench.core.errors import DatasetError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 

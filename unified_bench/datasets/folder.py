@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from unified_bench.datasets.base import EvalDataset, Sample, check_unique, safe_sample_id
-from unified_bench.errors import DatasetError
-from unified_bench.images import is_image_file
+from unified_bench.core.errors import DatasetError
+from unified_bench.core.images import is_image_file
 
 #: Metrics for a user's own folder: the paper's four need downloaded weights, these do not.
 FOLDER_DEFAULT_METRICS = ("effnet", "ssim", "psnr")

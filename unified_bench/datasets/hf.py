@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from unified_bench.datasets.base import EvalDataset, Sample, check_unique, safe_sample_id
-from unified_bench.errors import DatasetError
+from unified_bench.core.errors import DatasetError
 
 ID_COLUMNS = ("sample_id", "id", "image_id", "file_name", "filename", "name")
 HF_DEFAULT_METRICS = ("effnet", "ssim", "psnr")

@@ -21,8 +21,8 @@ from typing import Any
 
 from unified_bench.datasets.base import EvalDataset
 from unified_bench.datasets.folder import folder_dataset
-from unified_bench.errors import DatasetError
-from unified_bench.images import file_sha256
+from unified_bench.core.errors import DatasetError
+from unified_bench.core.images import file_sha256
 
 #: A folder that already holds the images (e.g. unzipped on an air-gapped cluster).
 ENV_DIR = "UNIFIED_BENCH_OFFICIAL_DIR"

@@ -21,8 +21,8 @@ from pathlib import Path
 from PIL import Image
 
 from unified_bench.datasets.base import EvalDataset, Sample
-from unified_bench.errors import DatasetError
-from unified_bench.images import file_sha256, load_image
+from unified_bench.core.errors import DatasetError
+from unified_bench.core.images import file_sha256, load_image
 
 #: Settings that make export byte-identical run to run (no metadata, fixed compression).
 PNG_OPTIONS = {"format": "PNG", "compress_level": 6, "optimize": False}
@@ -250,7 +250,7 @@ def render_card() -> str:
         "Regenerate this card with `python -m unified_bench.datasets.photos --card > data_cards/photos.md`.",
         "",
         "- **Source**: files are read from the installed package folders named in the table and",
-        "  decoded with the benchmark's own loader (`unified_bench.images.load_image`, 8-bit RGB;",
+        "  decoded with the benchmark's own loader (`unified_bench.core.images.load_image`, 8-bit RGB;",
         "  grayscale photos become R = G = B). Photos keep their native size.",
         "- **Hashes**: `source sha256` is the file inside the package. `pixel sha256` is the decoded",
         "  RGB pixels and does not depend on how a PNG is compressed. `png sha256` is the file",

@@ -24,11 +24,11 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from unified_bench.errors import ConfigError
+from unified_bench.core.errors import ConfigError
 from unified_bench.leaderboard.comparison import Difference, paired_differences, sample_signature
 from unified_bench.leaderboard.entries import LoadOutcome, Rejection, RunEntry, load_entries
 from unified_bench.leaderboard.thumbnails import Thumbnailer, default_workers
-from unified_bench.leaderboard.tracks import TRACKS, Track, protocol_summary, tracks_for
+from unified_bench.leaderboard.tracks import TRACKS, Track, check_run, executed_summary, protocol_summary, tracks_for
 from unified_bench.leaderboard.views import (
     MISSING,
     ModelPage,
@@ -274,6 +274,8 @@ def _render_all(
                 (track.slug, track.title) for track in tracks_of[entry.run_id] if entry.run_id in comparable[track.slug]
             ],
             model_tree=tree(entry.run["model"]) if entry.run.get("model") is not None else None,
+            protocol_checks=[(track, check_run(entry.run, track)) for track in tracks_of[entry.run_id]],
+            executed_text=executed_summary(entry.run.get("protocol_executed")),
         )
         render(
             "model.html.jinja",
@@ -390,7 +392,8 @@ def _record_sections(entry: RunEntry) -> list[tuple[str, dict[str, Any]]]:
     run = entry.run
     order = [
         ("Model and adapter arguments", "model"),
-        ("Protocol", "protocol"),
+        ("Protocol requested", "protocol"),
+        ("Protocol as executed (reported by the adapter)", "protocol_executed"),
         ("Dataset", "dataset"),
         ("Seeds", "seeds"),
         ("Metric checkpoints and revisions", "metrics"),

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from unified_bench.leaderboard.entries import RunEntry
-from unified_bench.scoring.stats import paired_difference_ci
+from unified_bench.core.stats import paired_difference_ci
 
 
 @dataclass(frozen=True)

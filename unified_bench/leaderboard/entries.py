@@ -27,8 +27,8 @@ from typing import Any
 
 import jsonschema
 
-from unified_bench.errors import ResultsValidationError
-from unified_bench.images import file_sha256
+from unified_bench.core.errors import ResultsValidationError
+from unified_bench.core.images import file_sha256
 from unified_bench.results.io import RESULTS_FILE, load_results
 
 CAPTIONS_FILE = "captions.jsonl"

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from unified_bench.errors import ImageLoadError
-from unified_bench.images import file_sha256, load_image
+from unified_bench.core.errors import ImageLoadError
+from unified_bench.core.images import file_sha256, load_image
 
 THUMB_MAX_SIDE = 192
 JPEG_QUALITY = 85

@@ -7,52 +7,17 @@ run may sit on the Unified-Bench tracks.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from unified_bench.core.protocol import PAPER_PROTOCOL, protocol_deviations
 from unified_bench.metrics import EXTENDED_METRICS, PAPER_METRICS
+from unified_bench.results.record import RunRecord
 
 SHAPES_METRICS: tuple[str, ...] = ("effnet", "ssim", "shapes-attr")
 SHAPES_ATTRIBUTES: tuple[str, ...] = ("shape", "color", "size", "position", "count")
 SHAPES_SUB_SCORES: tuple[str, ...] = tuple(f"shapes-attr.{a}" for a in SHAPES_ATTRIBUTES)
-
-
-def _paper_protocol() -> dict[str, Any]:
-    """The paper protocol as a plain dict: the runner's definition when it is installed."""
-    try:
-        from unified_bench.runner.protocol import PAPER_PROTOCOL
-    except ImportError:  # the runner is optional for building a site; same values, kept here
-        return dict(_FALLBACK_PROTOCOL)
-    return PAPER_PROTOCOL.to_dict()
-
-
-#: Same values as ``unified_bench.runner.protocol.PAPER_PROTOCOL`` (official demo.py of the
-#: UAE release), used only when the runner module cannot be imported.
-_FALLBACK_PROTOCOL: dict[str, Any] = {
-    "caption_prompt": (
-        "You are an expert vision-language model.  \n"
-        "Your task is: Given an input image, generate a **textual description** of the image. "
-        'If there is text in the image, transcribe it inside double quotes "".  \n'
-        "Now, carefully analyze the input image and output the full description. "
-    ),
-    "caption": {"do_sample": True, "temperature": 0.7, "max_new_tokens": 512},
-    "generation": {"width": 1024, "height": 1024, "num_inference_steps": 40, "guidance_scale": 5.0},
-    "name": "uae-paper",
-}
-
-#: The protocol fields a row is checked against (dotted paths into ``run.protocol``).
-PROTOCOL_FIELDS: tuple[str, ...] = (
-    "caption_prompt",
-    "caption.do_sample",
-    "caption.temperature",
-    "caption.max_new_tokens",
-    "generation.width",
-    "generation.height",
-    "generation.num_inference_steps",
-    "generation.guidance_scale",
-)
 
 
 @dataclass(frozen=True)
@@ -86,7 +51,7 @@ class Track:
         return cols
 
     def protocol(self) -> dict[str, Any]:
-        return _paper_protocol()
+        return PAPER_PROTOCOL.to_dict()
 
 
 TRACKS: tuple[Track, ...] = (
@@ -171,57 +136,32 @@ class ProtocolCheck:
     unrecorded: tuple[str, ...] = ()
 
 
-def _lookup(data: Any, dotted: str) -> tuple[bool, Any]:
-    node = data
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return False, None
-        node = node[part]
-    return True, node
+def check_protocol(executed: Any, reference: Mapping[str, Any], *, who: str = "the adapter") -> ProtocolCheck:
+    """Compare the settings a run executed (an ``ExecutedProtocol`` dict) with the track's.
 
-
-def _same(expected: Any, actual: Any) -> bool:
-    if isinstance(expected, str):
-        # whitespace runs differ between copies of the instruction; the words must match
-        return isinstance(actual, str) and " ".join(expected.split()) == " ".join(actual.split())
-    if isinstance(expected, bool) or isinstance(actual, bool):
-        return expected is actual
-    if isinstance(expected, (int, float)) and isinstance(actual, (int, float)):
-        return math.isclose(float(expected), float(actual), rel_tol=1e-9, abs_tol=1e-12)
-    return expected == actual
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = value if isinstance(value, str) else repr(value)
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def check_protocol(protocol: Any, reference: Mapping[str, Any]) -> ProtocolCheck:
-    """Compare a run's recorded protocol with the track's, field by field."""
-    if not isinstance(protocol, Mapping) or not protocol:
-        return ProtocolCheck("unknown", unrecorded=("protocol",))
-    differences, unrecorded = [], []
-    for dotted in PROTOCOL_FIELDS:
-        has_expected, expected = _lookup(reference, dotted)
-        if not has_expected:
-            continue
-        present, actual = _lookup(protocol, dotted)
-        if not present:
-            unrecorded.append(dotted)
-        elif not _same(expected, actual):
-            differences.append(f"{dotted}: {_short(actual)} (track: {_short(expected)})")
+    Every field the track fixes is compared; one that ``who`` did not report is listed as
+    unrecorded, so a row that cannot show what it ran is never marked as on the protocol."""
+    if not isinstance(executed, Mapping) or not (executed.get("caption") or executed.get("generation")):
+        return ProtocolCheck("unknown", unrecorded=(f"executed settings (not reported by {who})",))
+    deviations = protocol_deviations(dict(reference), dict(executed))
+    differences = tuple(d.describe() for d in deviations if d.reported)
+    unrecorded = tuple(d.field for d in deviations if not d.reported)
     if differences:
-        return ProtocolCheck("differs", tuple(differences), tuple(unrecorded))
+        return ProtocolCheck("differs", differences, unrecorded)
     if unrecorded:
-        return ProtocolCheck("unknown", (), tuple(unrecorded))
+        return ProtocolCheck("unknown", (), unrecorded)
     return ProtocolCheck("match")
 
 
 def check_run(run: Mapping[str, Any], track: Track) -> ProtocolCheck:
-    """The protocol check plus the dataset: a run on other images is flagged too."""
-    check = check_protocol(run.get("protocol"), track.protocol())
-    name = dataset_name(run)
+    """The executed protocol against the track's, plus the dataset: a run on other images is
+    flagged too. A record from before executed settings were recorded is ``unknown``."""
+    record = RunRecord.from_dict(dict(run))
+    if record.protocol_executed is None:
+        check = ProtocolCheck("unknown", unrecorded=("executed settings (record version 1 stores only the requested protocol)",))
+    else:
+        check = check_protocol(record.protocol_executed.to_dict(), track.protocol())
+    name = record.dataset.name if record.dataset is not None else None
     differences, unrecorded = list(check.differences), list(check.unrecorded)
     if name is None:
         unrecorded.append("dataset")
@@ -234,14 +174,41 @@ def check_run(run: Mapping[str, Any], track: Track) -> ProtocolCheck:
     return ProtocolCheck("match")
 
 
+def _lookup(data: Any, dotted: str) -> tuple[bool, Any]:
+    node = data
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def protocol_summary(protocol: Any) -> str:
-    """One line: instruction kind and generation settings, for the table cell."""
+    """One line: a protocol's name and settings (requested form) for the table cell."""
     if not isinstance(protocol, Mapping):
         return "not recorded"
     parts = []
     name = protocol.get("name")
     if isinstance(name, str):
         parts.append(name)
+    return _settings_summary(protocol, parts)
+
+
+def executed_summary(executed: Any) -> str:
+    """One line: what a run really ran (executed form), for the table cell."""
+    if not isinstance(executed, Mapping) or not (executed.get("caption") or executed.get("generation")):
+        return "executed settings not recorded"
+    caption = executed.get("caption") or {}
+    return "ran: " + _settings_summary({"caption": caption, "generation": executed.get("generation") or {}}, [])
+
+
+def _settings_summary(protocol: Mapping[str, Any], parts: list[str]) -> str:
     found, temperature = _lookup(protocol, "caption.temperature")
     if found:
         parts.append(f"T={_short(temperature, 12)}")

@@ -19,7 +19,8 @@ from typing import Any
 from markupsafe import Markup
 
 from unified_bench.leaderboard.entries import ReportedEntry, RunEntry, SampleView, Stat
-from unified_bench.leaderboard.tracks import Track, check_protocol, check_run, protocol_summary
+from unified_bench.core.protocol import as_executed
+from unified_bench.leaderboard.tracks import ProtocolCheck, Track, check_protocol, check_run, executed_summary, protocol_summary
 
 MISSING = "—"
 BEST_WORST_COUNT = 3
@@ -170,7 +171,7 @@ def run_row(entry: RunEntry, track: Track, pages: Mapping[str, str], root: str) 
         run_id=entry.run_id,
         score=track_score(entry, track),
         cells=[stat_cell(entry.stats.get(col.key)) for col in track.columns],
-        protocol_text=protocol_summary(entry.run.get("protocol")),
+        protocol_text=executed_summary(entry.run.get("protocol_executed")),
         protocol_status=check.status,
         protocol_notes=notes,
         model_page=f"{root}models/{pages[entry.run_id]}.html",
@@ -190,7 +191,7 @@ def reported_row(entry: ReportedEntry, track: Track) -> Row:
         return ValueCell(None if value is None else value * factor)
 
     if entry.protocol:
-        check = check_protocol(entry.protocol, track.protocol())
+        check = check_protocol(as_executed(entry.protocol), track.protocol(), who="the source")
         status, notes = check.status, list(check.differences) + [f"not stated: {f}" for f in check.unrecorded]
         text = protocol_summary(entry.protocol)
     else:
@@ -254,6 +255,9 @@ class ModelPage:
     plots: list[dict[str, Any]]
     compare_links: list[tuple[str, str]] = field(default_factory=list)
     model_tree: dict[str, Any] | None = None  # run.model: adapter and its arguments
+    #: per track: how what ran compares with the track's protocol (every deviation listed)
+    protocol_checks: list[tuple[Track, ProtocolCheck]] = field(default_factory=list)
+    executed_text: str = ""
 
 
 def metric_order(entry: RunEntry) -> list[str]:

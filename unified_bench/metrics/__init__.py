@@ -11,7 +11,7 @@ import importlib
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
-from unified_bench.errors import ConfigError
+from unified_bench.core.errors import ConfigError
 from unified_bench.metrics.base import (
     EmbeddingMetric,
     Metric,
@@ -105,7 +105,7 @@ _BUILTIN: dict[str, MetricSpec] = {
         ),
         MetricSpec(
             "shapes-attr",
-            "unified_bench.datasets.shapes.oracle:ShapesAttrMetric",
+            "unified_bench.tracks.shapes.oracle:ShapesAttrMetric",
             "bundled",
             "Shapes track oracle: object-level F1 of the parsed reconstruction vs the scene",
             offline=True,

@@ -28,7 +28,7 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
-from unified_bench.errors import ConfigError, WeightsNotFoundError
+from unified_bench.core.errors import ConfigError, WeightsNotFoundError
 from unified_bench.metrics.base import EmbeddingMetric, MetricInfo
 from unified_bench.metrics.runtime import dtype_name, resolve_dtype
 from unified_bench.metrics.weights import local_revision

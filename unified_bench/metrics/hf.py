@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import torch
 from PIL import Image
 
-from unified_bench.errors import ConfigError
+from unified_bench.core.errors import ConfigError
 from unified_bench.metrics.base import EmbeddingMetric, MetricInfo, PixelNormalization
 from unified_bench.metrics.device_resize import FILTERS, DeviceResize, PackedImages, hf_geometry
 from unified_bench.metrics.graph import FusedForward, can_fuse

@@ -34,7 +34,7 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
-from unified_bench.errors import ConfigError
+from unified_bench.core.errors import ConfigError
 from unified_bench.metrics.base import EmbeddingMetric, MetricInfo, PixelNormalization
 from unified_bench.metrics.device_resize import DeviceResize, PackedImages, torchvision_geometry
 from unified_bench.metrics.graph import FusedForward, can_fuse

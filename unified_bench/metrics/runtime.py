@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import torch
 
-from unified_bench.errors import ConfigError
+from unified_bench.core.errors import ConfigError
 
 _DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from unified_bench.errors import ConfigError, GatedCheckpointError, WeightsNotFoundError
+from unified_bench.core.errors import ConfigError, GatedCheckpointError, WeightsNotFoundError
 
 #: Files an HF-format vision checkpoint needs: configs and safetensors weights, top level only.
 HF_FILES: tuple[str, ...] = ("config.json", "preprocessor_config.json", "*.safetensors", "*.safetensors.index.json")

@@ -15,7 +15,7 @@ from typing import Any
 
 import jsonschema
 
-from unified_bench.errors import ResultsValidationError
+from unified_bench.core.errors import ResultsValidationError
 from unified_bench.results.model import ScoreReport, scores_table_rows
 
 RESULTS_FILE = "results.json"

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from unified_bench.metrics import EXTENDED_METRICS, PAPER_METRICS
-from unified_bench.scoring.stats import bootstrap_joint_ci, bootstrap_mean_ci, finite
+from unified_bench.core.stats import bootstrap_joint_ci, bootstrap_mean_ci, finite
 
 SCHEMA_VERSION = 1
 

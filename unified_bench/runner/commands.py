@@ -16,7 +16,7 @@ _SCORING = "Scoring"
 
 
 def _size(text: str | None) -> tuple[int, int] | None:
-    from unified_bench.errors import ConfigError
+    from unified_bench.core.errors import ConfigError
 
     if not text:
         return None
@@ -55,9 +55,9 @@ def register_runner_commands(app: typer.Typer) -> None:
         """Round-trip a model over a dataset (caption, regenerate), then score the run."""
         from unified_bench.adapters.registry import parse_model_args
         from unified_bench.cli import err_console, parse_key_values, report_outcome
-        from unified_bench.errors import ConfigError
+        from unified_bench.core.errors import ConfigError
         from unified_bench.metrics import parse_metric_list
-        from unified_bench.provenance import command_line
+        from unified_bench.core.provenance import command_line
         from unified_bench.runner.distributed import parse_shard
         from unified_bench.runner.eval import EvalConfig, run_eval
 
@@ -108,7 +108,7 @@ def register_runner_commands(app: typer.Typer) -> None:
         """Merge shard directories of one run (dedupe, check same protocol/seed) and score."""
         from unified_bench.cli import err_console, parse_key_values, report_outcome
         from unified_bench.metrics import parse_metric_list
-        from unified_bench.provenance import command_line
+        from unified_bench.core.provenance import command_line
         from unified_bench.runner.eval import EvalConfig
         from unified_bench.runner.merge import merge_shards
 

@@ -3,7 +3,7 @@
 Launchers are detected from the environment: torchrun and ``accelerate launch`` set
 ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` (and ``MASTER_ADDR``/``MASTER_PORT``); SLURM's
 ``srun`` sets ``SLURM_PROCID``/``SLURM_NTASKS``/``SLURM_LOCALID``. Samples go to shards by
-a hash of their id (:func:`~unified_bench.runner.protocol.shard_of`), never by position,
+a hash of their id (:func:`~unified_bench.core.protocol.shard_of`), never by position,
 so a sample's shard does not depend on the dataset order or ``--limit``.
 
 At the end every rank writes its shard and rank 0 merges: after a ``torch.distributed``
@@ -21,8 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from unified_bench.errors import ConfigError
-from unified_bench.runner.protocol import shard_of
+from unified_bench.core.errors import ConfigError
+from unified_bench.core.seeds import shard_of
 
 #: Seconds rank 0 waits for the other ranks (the slowest shard's lag behind the fastest).
 BARRIER_TIMEOUT_S = float(os.environ.get("UNIFIED_BENCH_BARRIER_TIMEOUT_S", 24 * 3600))

@@ -30,62 +30,19 @@ from rich.console import Console
 from unified_bench.adapters.base import Adapter, SampleOutcome, check_captions, check_images
 from unified_bench.adapters.registry import AdapterSpec, instantiate, prepare
 from unified_bench.datasets.base import EvalDataset, Sample, natural_key
-from unified_bench.errors import ConfigError, ImageLoadError, UnifiedBenchError
-from unified_bench.images import file_sha256, load_image
-from unified_bench.progress import progress_bar
+from unified_bench.core.errors import ConfigError, ImageLoadError, UnifiedBenchError
+from unified_bench.core.images import file_sha256, load_image
+from unified_bench.core.progress import progress_bar
+from unified_bench.core.protocol import ExecutedProtocol
+from unified_bench.core.seeds import seed_for
 from unified_bench.results.model import SampleError
+from unified_bench.runner.config import IDENTITY_KEYS, EvalConfig, EvalOutcome
 from unified_bench.runner.distributed import ProcessGroup, ShardSpec, detect_process_group, wait_for_all
-from unified_bench.runner.protocol import PAPER_PROTOCOL, Protocol, seed_for
+from unified_bench.runner.merge import merge_shards
+from unified_bench.runner.score import score_run
 from unified_bench.runner.store import DONE_FILE, IMAGES_DIR, CaptionRecord, ErrorRecord, RunStore
-from unified_bench.scoring import Pair, ScoreOutcome, ScoringConfig, score_and_write
 
-#: run.json keys that must agree between a run and its resumption (or between shards).
-IDENTITY_KEYS = ("model", "model_args", "protocol", "seed", "dataset")
-
-
-@dataclass
-class EvalConfig:
-    """Everything ``unified-bench eval`` takes; every field maps to one flag."""
-
-    model: str
-    data: str
-    out: Path
-    model_args: dict[str, Any] = field(default_factory=dict)
-    data_args: dict[str, str] = field(default_factory=dict)
-    metrics: Sequence[str] | None = None  # None -> the dataset's defaults
-    seed: int = 0
-    limit: int | None = None
-    batch_size: int = 1
-    shard: ShardSpec | None = None  # --shard I/N (no process group)
-    resume: bool = False
-    size: tuple[int, int] | None = None  # generation size; None -> adapter native, else protocol
-    protocol: Protocol = PAPER_PROTOCOL
-    # scoring
-    device: str = "cpu"
-    dtype: str | None = None
-    metric_batch_size: int | None = None  # None: the scoring engine's default for the device
-    checkpoints: dict[str, str] = field(default_factory=dict)
-    cache_dir: Path | None = None
-    use_cache: bool = True
-    score: bool = True
-    # plumbing
-    progress: bool = True
-    durable: bool = True  # fsync every image and line (off only for benchmarks of the alternative)
-    command: str | None = None
-
-
-@dataclass
-class EvalOutcome:
-    out_dir: Path
-    finished: int
-    errors: list[SampleError]
-    score: ScoreOutcome | None = None
-    role: str = "single"  # "single" | "shard" | "rank" | "merger"
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors and (self.score is None or self.score.ok)
+__all__ = ["EvalConfig", "EvalOutcome", "run_eval", "run_samples", "score_run"]
 
 
 @dataclass
@@ -132,8 +89,6 @@ def run_eval(config: EvalConfig, *, adapter: Adapter | None = None, console: Con
 def _run_rank(
     config: EvalConfig, dataset: EvalDataset, group: ProcessGroup, adapter: Adapter | None, console: Console
 ) -> EvalOutcome:
-    from unified_bench.runner.merge import merge_shards
-
     out = Path(config.out)
     if (out / "run.json").exists() and not config.resume:
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
@@ -191,6 +146,8 @@ def run_samples(
 
     timings = {"runner.read_s": 0.0, "runner.caption_s": 0.0, "runner.generate_s": 0.0, "runner.write_s": 0.0}
     previous_adapter = (previous or {}).get("adapter") or {}
+    # a resumed run's earlier calls count too: settings that changed between sessions are "varied"
+    executed = _Executed(ExecutedProtocol.from_dict((previous or {}).get("executed") or {}))
     describe: dict[str, Any] = dict(previous_adapter.get("describe") or {})
     capabilities: dict[str, Any] = dict(previous_adapter.get("capabilities") or {})
     if previous is not None:  # before loading a model: a mismatch needs no weights to detect
@@ -230,6 +187,7 @@ def run_samples(
             "owned_samples": [s.sample_id for s in samples],  # lets merge spot samples that never ran
             "metrics": list(config.metrics) if config.metrics else (previous or {}).get("metrics"),
             "processed_this_session": len(pending),
+            "executed": executed.value.to_dict(),
             "batch_size": config.batch_size,
             "limit": config.limit,
         }
@@ -245,7 +203,10 @@ def run_samples(
                 task = progress.add_task("round trip", total=len(pending)) if progress else None
                 for start in range(0, len(pending), batch_size):
                     batch = [_Item(s, seed_for(config.seed, s.sample_id)) for s in pending[start : start + batch_size]]
-                    _run_batch(batch, built, store, protocol["caption_prompt"], size, timings, workers)
+                    before = executed.value
+                    _run_batch(batch, built, store, protocol["caption_prompt"], size, timings, executed, workers)
+                    if executed.value != before:  # on disk at once: a killed run keeps what it ran
+                        store.write_run_info({**info, "executed": executed.value.to_dict()})
                     if progress:
                         progress.advance(task, len(batch))
     finally:
@@ -255,7 +216,7 @@ def run_samples(
     # a resumed run's timings add up over its sessions
     earlier = (previous or {}).get("timings") or {}
     total = {key: float(earlier.get(key, 0.0)) + value for key, value in timings.items()}
-    store.write_run_info({**info, "timings": total})
+    store.write_run_info({**info, "timings": total, "executed": executed.value.to_dict()})
     state = store.read_state()
     owned = {s.sample_id for s in samples}
     errors = [
@@ -307,6 +268,7 @@ def _run_batch(
     prompt: str,
     size: tuple[int, int],
     timings: dict[str, float],
+    executed: _Executed,
     workers: Executor | None = None,
 ) -> None:
     """One batch through both stages; each item ends either committed or failed, all of
@@ -321,20 +283,28 @@ def _run_batch(
     t1 = time.perf_counter()
     _stage(
         live,
-        lambda batch: adapter.caption([i.image for i in batch], prompt=prompt, seeds=[i.seed for i in batch]),
+        lambda batch: adapter.caption(
+            [i.image for i in batch], prompt=prompt, seeds=[i.seed for i in batch], sample_ids=[i.sample.sample_id for i in batch]
+        ),
         check_captions,
         "caption",
         lambda item, value: setattr(item, "caption", value),
     )
+    if live:
+        executed.value = executed.value.observe("caption", adapter.caption_settings(prompt))
     t2 = time.perf_counter()
     live = [i for i in live if i.error is None]
     _stage(
         live,
-        lambda batch: adapter.generate([i.caption for i in batch], seeds=[i.seed for i in batch], size=size),
+        lambda batch: adapter.generate(
+            [i.caption for i in batch], seeds=[i.seed for i in batch], size=size, sample_ids=[i.sample.sample_id for i in batch]
+        ),
         check_images,
         "generate",
         lambda item, value: setattr(item, "output", value),
     )
+    if live:
+        executed.value = executed.value.observe("generation", adapter.generation_settings(size))
     t3 = time.perf_counter()
     done = [i for i in items if i.error is None]
     records = {
@@ -361,6 +331,13 @@ def _run_batch(
     timings["runner.caption_s"] += t2 - t1
     timings["runner.generate_s"] += t3 - t2
     timings["runner.write_s"] += time.perf_counter() - t3
+
+
+@dataclass
+class _Executed:
+    """The run's executed protocol, updated after every adapter call."""
+
+    value: ExecutedProtocol = field(default_factory=ExecutedProtocol)
 
 
 def _load_reference(item: _Item, store: RunStore) -> None:
@@ -428,79 +405,3 @@ def _stage(
 def _jsonable(value: Any) -> Any:
     """Tuples -> lists, paths and other objects -> str: what json would write and read back."""
     return json.loads(json.dumps(value, default=str, allow_nan=True))
-
-
-# --- scoring ------------------------------------------------------------------------------
-
-
-def score_run(out: Path, config: EvalConfig, *, console: Console | None = None) -> ScoreOutcome:
-    """Score the finished samples of run directory ``out`` into ``out/results.json``."""
-    store = RunStore(out)
-    info = store.read_run_info() or {}
-    state = store.read_state()
-    metrics = _metrics_for(config, info)
-    records = sorted(state.finished.values(), key=lambda r: natural_key(r.sample_id))
-    pairs = [Pair(r.sample_id, store.resolve(r.reference), store.resolve(r.image), r.meta) for r in records]
-    runner_errors = [
-        SampleError(e.sample_id, e.stage, e.message)
-        for e in sorted(state.errors.values(), key=lambda e: natural_key(e.sample_id))
-    ]
-    scoring = ScoringConfig(
-        metrics=metrics,
-        checkpoints=dict(config.checkpoints),
-        device=config.device,
-        dtype=config.dtype,
-        batch_size=config.metric_batch_size,
-        cache_dir=config.cache_dir,
-        use_cache=config.use_cache,
-        progress=config.progress,
-    )
-    shas = {r.sample_id: r.reference_sha256 for r in records}
-    shas.update({e.sample_id: e.reference_sha256 for e in state.errors.values()})
-    run_extra = {
-        "model": {
-            "name": info.get("model"),
-            "args": info.get("model_args"),
-            "adapter": info.get("adapter"),
-        },
-        "protocol": info.get("protocol"),
-        "dataset": {
-            **(info.get("dataset_info") or {"name": info.get("dataset")}),
-            "reference_sha256": dict(sorted(shas.items(), key=lambda kv: natural_key(kv[0]))),
-        },
-        "seeds": {
-            "global_seed": info.get("seed"),
-            "derivation": "seed_for(global_seed, sample_id): sha256 of both, first 8 bytes mod 2**31",
-            "per_sample": {r.sample_id: r.seed for r in records},
-        },
-        "runner": {
-            "batch_size": info.get("batch_size"),
-            "limit": info.get("limit"),
-            "shards": info.get("shards"),
-            "finished": len(records),
-            "failed": len(runner_errors),
-        },
-        "timings": {k: v for k, v in (info.get("timings") or {}).items() if isinstance(v, (int, float)) and math.isfinite(v)},
-    }
-    return score_and_write(
-        pairs,
-        scoring,
-        out,
-        run_extra=run_extra,
-        command=config.command,
-        console=console,
-        extra_errors=runner_errors,
-    )
-
-
-def _metrics_for(config: EvalConfig, info: dict[str, Any]) -> list[str]:
-    from unified_bench.metrics import parse_metric_list
-
-    if config.metrics:
-        return list(config.metrics)
-    if info.get("metrics"):  # what the run (or its shards) asked for
-        return list(info["metrics"])
-    defaults = tuple((info.get("dataset_info") or {}).get("default_metrics") or ())
-    if not defaults:
-        raise ConfigError("no --metrics given and the dataset declares no default metrics")
-    return parse_metric_list(",".join(defaults))

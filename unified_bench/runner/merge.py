@@ -16,10 +16,13 @@ from typing import Any
 from rich.console import Console
 
 from unified_bench.datasets.base import natural_key
-from unified_bench.errors import ConfigError
-from unified_bench.images import file_sha256
+from unified_bench.core.errors import ConfigError
+from unified_bench.core.images import file_sha256
 from unified_bench.results.model import SampleError
-from unified_bench.runner.eval import IDENTITY_KEYS, EvalConfig, EvalOutcome, score_run
+from unified_bench.core.protocol import ExecutedProtocol
+from unified_bench.results.record import RunInfo
+from unified_bench.runner.config import IDENTITY_KEYS, EvalConfig, EvalOutcome
+from unified_bench.runner.score import score_run
 from unified_bench.runner.store import CAPTIONS_FILE, ERRORS_FILE, CaptionRecord, ErrorRecord, RunStore
 
 
@@ -90,6 +93,7 @@ def merge_shards(
             "metrics": first.get("metrics"),
             "batch_size": first.get("batch_size"),
             "limit": first.get("limit"),
+            "executed": _merged_executed(infos).to_dict(),
             "timings": timings,
         }
     )
@@ -108,6 +112,18 @@ def merge_shards(
     if config.score:
         outcome.score = score_run(out, config, console=console)
     return outcome
+
+
+def _merged_executed(infos: list[dict[str, Any]]) -> ExecutedProtocol:
+    """One executed protocol for all shards: a setting that differs between shards is varied."""
+    merged = ExecutedProtocol()
+    for info in infos:
+        shard = RunInfo.from_dict(info).executed_protocol()
+        merged = merged.observe("caption", shard.caption).observe("generation", shard.generation)
+        for stage in shard.varied:
+            if stage not in merged.varied:
+                merged = ExecutedProtocol(merged.caption, merged.generation, (*merged.varied, stage))
+    return merged
 
 
 def _common_identity(infos: list[dict[str, Any]], roots: list[Path]) -> dict[str, Any]:

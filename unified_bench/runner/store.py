@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 
 from PIL import Image
 
-from unified_bench.errors import ConfigError
+from unified_bench.core.errors import ConfigError
 from unified_bench.results.io import atomic_write_text
 
 CAPTIONS_FILE = "captions.jsonl"

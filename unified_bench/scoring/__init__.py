@@ -9,9 +9,10 @@ from typing import Any
 
 from rich.console import Console
 
-from unified_bench.provenance import new_run_record
+from unified_bench.core.provenance import new_run_record
 from unified_bench.results.io import write_report
 from unified_bench.results.model import SampleError, ScoreReport
+from unified_bench.results.record import RunRecord
 from unified_bench.scoring.engine import MetricFailure, ScoringConfig, score
 from unified_bench.scoring.pairing import Pair, Pairing, match_pairs
 
@@ -72,7 +73,7 @@ def score_and_write(
         "dtype": config.dtype,
         "metric_failures": [{"metric": f.metric, "message": f.message} for f in failures],
     }
-    report.run = record
+    report.run = RunRecord.from_dict(record).to_dict()  # typed: a malformed record fails here, not on a reader
     results = write_report(report, out_dir)
     return ScoreOutcome(report, results, failures, Path(out_dir))
 

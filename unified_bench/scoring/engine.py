@@ -30,12 +30,12 @@ import torch
 from PIL import Image
 from rich.console import Console
 
-from unified_bench.errors import ConfigError, ImageLoadError, UnifiedBenchError
-from unified_bench.images import file_sha256, load_image
+from unified_bench.core.errors import ConfigError, ImageLoadError, UnifiedBenchError
+from unified_bench.core.images import file_sha256, load_image
 from unified_bench.metrics import EmbeddingMetric, Metric, PairInput, PairMetric, build_metric
 from unified_bench.metrics.device_resize import PackedImages
 from unified_bench.metrics.graph import FUSE_MIN_IMAGES
-from unified_bench.progress import progress_bar
+from unified_bench.core.progress import progress_bar
 from unified_bench.results.model import MetricScores, SampleError, SampleRecord, ScoreReport
 from unified_bench.scoring.cache import EmbeddingCache, default_cache_dir
 from unified_bench.scoring.pairing import Pair

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unified_bench.errors import ConfigError
-from unified_bench.images import is_image_file
+from unified_bench.core.errors import ConfigError
+from unified_bench.core.images import is_image_file
 
 #: The official scorer also accepts reconstructions named ``recon_<stem>``.
 RECON_PREFIX = "recon_"

@@ -34,7 +34,7 @@ class EchoAdapter(Adapter):
         # a real model would load its weights here (hub id or local path from the config)
         self.capabilities = Capabilities(max_batch_size=4, native_resolution=(self.config.size, self.config.size))
 
-    def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int]) -> list[str]:
+    def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int], sample_ids: list[str] | None = None) -> list[str]:
         # one caption per image, in order; ``prompt`` is the benchmark's instruction
         captions = []
         for image in images:
@@ -43,7 +43,7 @@ class EchoAdapter(Adapter):
             captions.append(f"a {word} image, brightness {brightness:.2f}")
         return captions
 
-    def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None) -> list[Image.Image]:
+    def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None, sample_ids: list[str] | None = None) -> list[Image.Image]:
         # one RGB image per prompt; use seeds[i] for prompt i so results do not depend on batching
         width, height = size or (self.config.size, self.config.size)
         images = []

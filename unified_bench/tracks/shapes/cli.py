@@ -1,4 +1,4 @@
-"""``python -m unified_bench.datasets.shapes``: reproducible commands of the Shapes track.
+"""``python -m unified_bench.tracks.shapes``: reproducible commands of the Shapes track.
 
     render        write a split's images and captions to a folder
     export-hf     write a split as a Hugging Face dataset (save_to_disk)
@@ -18,7 +18,7 @@ from typing import Annotated
 
 import typer
 
-from unified_bench.errors import UnifiedBenchError
+from unified_bench.core.errors import UnifiedBenchError
 
 app = typer.Typer(
     name="shapes",
@@ -36,7 +36,7 @@ Size = Annotated[int, typer.Option("--size", min=16, help="Image side in pixels.
 @app.command("render")
 def render_cmd(out: Annotated[Path, typer.Option("--out")], split: Split = "test", size: Size = 256, limit: Limit = None) -> None:
     """Write OUT/images/<id>.png and OUT/captions.jsonl (short, long, scene) for a split."""
-    from unified_bench.datasets.shapes.splits import iter_samples
+    from unified_bench.tracks.shapes.splits import iter_samples
 
     (out / "images").mkdir(parents=True, exist_ok=True)
     count = 0
@@ -58,7 +58,7 @@ def render_cmd(out: Annotated[Path, typer.Option("--out")], split: Split = "test
 @app.command("export-hf")
 def export_hf_cmd(out: Annotated[Path, typer.Option("--out")], split: Split = "test", size: Size = 256, limit: Limit = None) -> None:
     """Write a split as a Hugging Face dataset (load it with datasets.load_from_disk)."""
-    from unified_bench.datasets.shapes.splits import export_hf
+    from unified_bench.tracks.shapes.splits import export_hf
 
     dataset = export_hf(out, split, size=size, limit=limit)
     typer.echo(f"wrote {len(dataset)} rows ({', '.join(dataset.column_names)}) to {out}")
@@ -67,7 +67,7 @@ def export_hf_cmd(out: Annotated[Path, typer.Option("--out")], split: Split = "t
 @app.command("stats")
 def stats_cmd(split: Split = "test", limit: Limit = None) -> None:
     """Attribute distributions of a split, as Markdown tables."""
-    from unified_bench.datasets.shapes.splits import attribute_counts
+    from unified_bench.tracks.shapes.splits import attribute_counts
 
     for name, counter in attribute_counts(split, limit).items():
         total = sum(counter.values())
@@ -79,7 +79,7 @@ def stats_cmd(split: Split = "test", limit: Limit = None) -> None:
 @app.command("train-oracle")
 def train_oracle_cmd(
     out: Annotated[Path, typer.Option("--out", help="Checkpoint path (.safetensors).")] = Path(
-        "unified_bench/datasets/shapes/oracle.safetensors"
+        "unified_bench/tracks/shapes/oracle.safetensors"
     ),
     seed: Annotated[int, typer.Option("--seed")] = 0,
     epochs: Annotated[int | None, typer.Option("--epochs", min=1)] = None,
@@ -89,7 +89,7 @@ def train_oracle_cmd(
     """Train the oracle from scratch (defaults reproduce the bundled checkpoint)."""
     from dataclasses import replace
 
-    from unified_bench.datasets.shapes.oracle import OracleTrainConfig, train_oracle
+    from unified_bench.tracks.shapes.oracle import OracleTrainConfig, train_oracle
 
     config = OracleTrainConfig(seed=seed)
     overrides = {k: v for k, v in {"epochs": epochs, "n_train": n_train, "threads": threads}.items() if v is not None}
@@ -105,7 +105,7 @@ def eval_oracle_cmd(
     degraded: Annotated[bool, typer.Option("--degraded", help="Blur + noise + JPEG q=60 first.")] = False,
 ) -> None:
     """Per-attribute accuracy of the oracle on the first N renders of a held-out split."""
-    from unified_bench.datasets.shapes.oracle import ShapesOracle, evaluate_oracle
+    from unified_bench.tracks.shapes.oracle import ShapesOracle, evaluate_oracle
 
     started = time.perf_counter()
     accuracy = evaluate_oracle(ShapesOracle(checkpoint), split, n, size, degraded=degraded)
@@ -124,7 +124,7 @@ def calibrate_cmd(
     metrics: Annotated[str, typer.Option("--metrics", help="Comma-separated metrics.")] = "shapes-attr,effnet,ssim",
 ) -> None:
     """The calibration table: every row is a round trip scored by the scoring engine."""
-    from unified_bench.datasets.shapes.calibration import calibrate, markdown_table
+    from unified_bench.tracks.shapes.calibration import calibrate, markdown_table
 
     started = time.perf_counter()
     rows = calibrate(out, split=split, limit=limit, size=size, metrics=[m for m in metrics.split(",") if m], log=typer.echo)

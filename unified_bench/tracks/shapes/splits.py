@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from unified_bench.datasets.shapes.captions import caption, paraphrase
-from unified_bench.datasets.shapes.render import render
-from unified_bench.datasets.shapes.scene import Scene, random_scene
-from unified_bench.errors import DatasetError
+from unified_bench.tracks.shapes.captions import caption, paraphrase
+from unified_bench.tracks.shapes.render import render
+from unified_bench.tracks.shapes.scene import Scene, random_scene
+from unified_bench.core.errors import DatasetError
 
 SPLIT_SEEDS: dict[str, int] = {"train": 1_000, "val": 2_000, "test": 3_000}
 SPLIT_SIZES: dict[str, int] = {"train": 20_000, "val": 1_000, "test": 1_000}

@@ -2,7 +2,7 @@
 
 Stable API for the runner and the reference trainer::
 
-    from unified_bench.datasets.shapes import shapes_samples, DEFAULT_METRICS
+    from unified_bench.tracks.shapes import shapes_samples, DEFAULT_METRICS
     samples = shapes_samples("test", size=256, limit=None)   # list[ShapesSample]
     s = samples[0]
     s.sample_id      # "shapes-test-00000" (stable; safe file name)
@@ -17,13 +17,13 @@ Modules: ``scene`` (attributes, seeded generator), ``render`` (exact anti-aliase
 rasteriser), ``captions`` (grammar, paraphrases, parser), ``splits`` (fixed splits,
 ``export_hf``), ``compare`` (F1 definitions), ``oracle`` (network, training,
 ``ShapesAttrMetric``), ``calibration`` (the calibration table). Commands:
-``python -m unified_bench.datasets.shapes --help``. Heavy imports (torch) happen only in
+``python -m unified_bench.tracks.shapes --help``. Heavy imports (torch) happen only in
 ``oracle`` and ``calibration``.
 """
 
-from unified_bench.datasets.shapes.captions import caption, paraphrase, parse
-from unified_bench.datasets.shapes.render import blank_image, render
-from unified_bench.datasets.shapes.scene import (
+from unified_bench.tracks.shapes.captions import caption, paraphrase, parse
+from unified_bench.tracks.shapes.render import blank_image, render
+from unified_bench.tracks.shapes.scene import (
     COLOR_NAMES,
     COLORS,
     POSITIONS,
@@ -34,7 +34,7 @@ from unified_bench.datasets.shapes.scene import (
     complete_scene,
     scene_from_seed,
 )
-from unified_bench.datasets.shapes.splits import (
+from unified_bench.tracks.shapes.splits import (
     DEFAULT_METRICS,
     SPLIT_SEEDS,
     SPLIT_SIZES,

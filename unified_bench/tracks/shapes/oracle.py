@@ -13,7 +13,7 @@ reconstructions. Its accuracy is measured by :func:`evaluate_oracle` on val/test
 
 Metric: :class:`ShapesAttrMetric` compares the ground-truth scene of the *original*
 (``PairInput.meta["scene"]``) with the scene the oracle parses from the *reconstruction*;
-see :mod:`unified_bench.datasets.shapes.compare` for the exact definitions. When a pair has
+see :mod:`unified_bench.tracks.shapes.compare` for the exact definitions. When a pair has
 no meta, the oracle parses the reference image too (the score is then oracle vs oracle).
 """
 
@@ -34,12 +34,12 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
-from unified_bench.datasets.shapes.compare import SUB_SCORES, compare_scenes
-from unified_bench.datasets.shapes.render import render
-from unified_bench.datasets.shapes.scene import COLOR_NAMES, POSITIONS, SHAPES, SIZES, Scene, ShapeObject
-from unified_bench.datasets.shapes.splits import iter_samples, sample_seed, split_scene
-from unified_bench.errors import ConfigError, WeightsNotFoundError
-from unified_bench.images import file_sha256
+from unified_bench.tracks.shapes.compare import SUB_SCORES, compare_scenes
+from unified_bench.tracks.shapes.render import render
+from unified_bench.tracks.shapes.scene import COLOR_NAMES, POSITIONS, SHAPES, SIZES, Scene, ShapeObject
+from unified_bench.tracks.shapes.splits import iter_samples, sample_seed, split_scene
+from unified_bench.core.errors import ConfigError, WeightsNotFoundError
+from unified_bench.core.images import file_sha256
 from unified_bench.metrics.base import MetricInfo, PairInput, PairMetric, PairScore
 
 INPUT_SIZE = 64
@@ -48,7 +48,7 @@ N_CELLS = len(POSITIONS)
 HEAD = (1, len(SHAPES), len(COLOR_NAMES), len(SIZES))
 BUNDLED_CHECKPOINT = Path(__file__).with_name("oracle.safetensors")
 CHECKPOINT_FORMAT = "shapes-oracle-v1"
-TRAIN_COMMAND = "python -m unified_bench.datasets.shapes train-oracle --out unified_bench/datasets/shapes/oracle.safetensors"
+TRAIN_COMMAND = "python -m unified_bench.tracks.shapes train-oracle --out unified_bench/tracks/shapes/oracle.safetensors"
 
 
 # --- network -----------------------------------------------------------------------------

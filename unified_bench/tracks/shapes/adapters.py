@@ -23,10 +23,10 @@ from typing import Any
 from PIL import Image
 
 from unified_bench.adapters.base import Adapter, Capabilities
-from unified_bench.datasets.shapes.captions import DETAILS, caption, parse
-from unified_bench.datasets.shapes.render import BACKGROUND, blank_image, render
-from unified_bench.datasets.shapes.scene import complete_scene
-from unified_bench.images import file_sha256
+from unified_bench.tracks.shapes.captions import DETAILS, caption, parse
+from unified_bench.tracks.shapes.render import BACKGROUND, blank_image, render
+from unified_bench.tracks.shapes.scene import complete_scene
+from unified_bench.core.images import file_sha256
 
 NATIVE_SIZE = (256, 256)
 BLANK_CAPTION = "An image."
@@ -47,18 +47,18 @@ class ShapesOracleAdapter(Adapter):
     capabilities = Capabilities(max_batch_size=64, native_resolution=NATIVE_SIZE, deterministic=True)
 
     def __init__(self, config: ShapesOracleConfig | None = None) -> None:
-        from unified_bench.datasets.shapes.oracle import ShapesOracle
-        from unified_bench.errors import ConfigError
+        from unified_bench.tracks.shapes.oracle import ShapesOracle
+        from unified_bench.core.errors import ConfigError
 
         self.config = config or ShapesOracleConfig()
         if self.config.detail not in DETAILS:
             raise ConfigError(f"shapes-oracle: detail must be one of {', '.join(DETAILS)}, got {self.config.detail!r}")
         self.oracle = ShapesOracle(self.config.checkpoint, device=self.config.device)
 
-    def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int]) -> list[str]:
+    def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int], sample_ids: list[str] | None = None) -> list[str]:
         return [caption(scene, self.config.detail) for scene in self.oracle.parse(images)]
 
-    def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None) -> list[Image.Image]:
+    def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None, sample_ids: list[str] | None = None) -> list[Image.Image]:
         out_size = tuple(size) if size else NATIVE_SIZE
         images = []
         for prompt, seed in zip(prompts, seeds):
@@ -92,10 +92,10 @@ class BlankAdapter(Adapter):
     def __init__(self, config: BlankConfig | None = None) -> None:
         self.config = config or BlankConfig()
 
-    def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int]) -> list[str]:
+    def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int], sample_ids: list[str] | None = None) -> list[str]:
         return [self.config.caption for _ in images]
 
-    def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None) -> list[Image.Image]:
+    def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None, sample_ids: list[str] | None = None) -> list[Image.Image]:
         return [blank_image(tuple(size) if size else NATIVE_SIZE) for _ in prompts]
 
     def describe(self) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from unified_bench.errors import ImageLoadError
+from unified_bench.core.errors import ImageLoadError
 
 #: File suffixes treated as images when scanning a folder.
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from unified_bench.adapters.base import check_captions, check_images
-from unified_bench.datasets.shapes.compare import SUB_SCORES
-from unified_bench.datasets.shapes.splits import DEFAULT_METRICS, ShapesSample, shapes_samples
+from unified_bench.tracks.shapes.compare import SUB_SCORES
+from unified_bench.tracks.shapes.splits import DEFAULT_METRICS, ShapesSample, shapes_samples
 
 #: (row label, adapter name, adapter arguments)
 CALIBRATION_ROWS: tuple[tuple[str, str, dict[str, Any]], ...] = (
@@ -61,7 +61,8 @@ def round_trip(
     Returns the scoring pairs and the per-sample errors.
     """
     from unified_bench.adapters.registry import build_adapter
-    from unified_bench.runner.protocol import OFFICIAL_CAPTION_PROMPT, seed_for
+    from unified_bench.core.protocol import OFFICIAL_CAPTION_PROMPT
+    from unified_bench.core.seeds import seed_for
     from unified_bench.scoring import Pair
 
     adapter = build_adapter(model, args)
@@ -127,7 +128,7 @@ def calibrate(
             ScoringConfig(metrics=list(metrics), progress=False),
             row_dir,
             run_extra={"dataset": {"name": "shapes", "split": split, "limit": limit, "size": size}, "model": {"name": model, "args": args}},
-            command=f"python -m unified_bench.datasets.shapes calibrate --split {split}",
+            command=f"python -m unified_bench.tracks.shapes calibrate --split {split}",
         )
         row = CalibrationRow(label, model, dict(args), len(samples), len(errors) + len(outcome.report.errors))
         for failure in outcome.failures:

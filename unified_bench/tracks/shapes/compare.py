@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from unified_bench.datasets.shapes.scene import ATTRIBUTES, Scene, ShapeObject
+from unified_bench.tracks.shapes.scene import ATTRIBUTES, Scene, ShapeObject
 
 #: sub-score names of the shapes-attr metric, in report order
 SUB_SCORES: tuple[str, ...] = (*ATTRIBUTES, "count")

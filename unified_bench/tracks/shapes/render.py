@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from unified_bench.datasets.shapes.scene import COLORS, Scene, ShapeObject
+from unified_bench.tracks.shapes.scene import COLORS, Scene, ShapeObject
 
 BACKGROUND: tuple[int, int, int] = (245, 244, 240)
 SUPERSAMPLE = 4

@@ -25,7 +25,7 @@ import re
 
 import numpy as np
 
-from unified_bench.datasets.shapes.scene import COLOR_NAMES, POSITIONS, SHAPES, Scene, ShapeObject
+from unified_bench.tracks.shapes.scene import COLOR_NAMES, POSITIONS, SHAPES, Scene, ShapeObject
 
 DETAILS: tuple[str, ...] = ("short", "long")
 NUMBER_WORDS: tuple[str, ...] = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")

@@ -1,0 +1,64 @@
+"""What ``unified-bench eval`` takes (``EvalConfig``) and what a run gives back (``EvalOutcome``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from unified_bench.core.protocol import PAPER_PROTOCOL, Protocol
+from unified_bench.results.model import SampleError
+from unified_bench.results.record import RunInfo
+from unified_bench.runner.distributed import ShardSpec
+from unified_bench.scoring import ScoreOutcome
+
+#: run.json keys that must agree between a run and its resumption (or between shards).
+IDENTITY_KEYS = RunInfo.IDENTITY
+
+
+@dataclass
+class EvalConfig:
+    """Everything ``unified-bench eval`` takes; every field maps to one flag."""
+
+    model: str
+    data: str
+    out: Path
+    model_args: dict[str, Any] = field(default_factory=dict)
+    data_args: dict[str, str] = field(default_factory=dict)
+    metrics: Sequence[str] | None = None  # None -> the dataset's defaults
+    seed: int = 0
+    limit: int | None = None
+    batch_size: int = 1
+    shard: ShardSpec | None = None  # --shard I/N (no process group)
+    resume: bool = False
+    size: tuple[int, int] | None = None  # generation size; None -> adapter native, else protocol
+    protocol: Protocol = PAPER_PROTOCOL
+    # scoring
+    device: str = "cpu"
+    dtype: str | None = None
+    metric_batch_size: int | None = None  # None: the scoring engine's default for the device
+    checkpoints: dict[str, str] = field(default_factory=dict)
+    cache_dir: Path | None = None
+    use_cache: bool = True
+    score: bool = True
+    # plumbing
+    progress: bool = True
+    durable: bool = True  # fsync every image and line (off only for benchmarks of the alternative)
+    command: str | None = None
+
+
+@dataclass
+class EvalOutcome:
+    out_dir: Path
+    finished: int
+    errors: list[SampleError]
+    score: ScoreOutcome | None = None
+    role: str = "single"  # "single" | "shard" | "rank" | "merger"
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and (self.score is None or self.score.ok)
+
+

@@ -1,0 +1,87 @@
+"""Scoring a run directory: its finished samples and its run record into ``results.json``."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from unified_bench.core.errors import ConfigError
+from unified_bench.datasets.base import natural_key
+from unified_bench.results.model import SampleError
+from unified_bench.results.record import RECORD_VERSION, ModelRecord, RunInfo
+from unified_bench.runner.config import EvalConfig
+from unified_bench.runner.store import RunStore
+from unified_bench.scoring import Pair, ScoreOutcome, ScoringConfig, score_and_write
+
+
+def score_run(out: Path, config: EvalConfig, *, console: Console | None = None) -> ScoreOutcome:
+    """Score the finished samples of run directory ``out`` into ``out/results.json``."""
+    store = RunStore(out)
+    info = store.read_run_info() or {}
+    state = store.read_state()
+    metrics = _metrics_for(config, info)
+    records = sorted(state.finished.values(), key=lambda r: natural_key(r.sample_id))
+    pairs = [Pair(r.sample_id, store.resolve(r.reference), store.resolve(r.image), r.meta) for r in records]
+    runner_errors = [
+        SampleError(e.sample_id, e.stage, e.message)
+        for e in sorted(state.errors.values(), key=lambda e: natural_key(e.sample_id))
+    ]
+    scoring = ScoringConfig(
+        metrics=metrics,
+        checkpoints=dict(config.checkpoints),
+        device=config.device,
+        dtype=config.dtype,
+        batch_size=config.metric_batch_size,
+        cache_dir=config.cache_dir,
+        use_cache=config.use_cache,
+        progress=config.progress,
+    )
+    shas = {r.sample_id: r.reference_sha256 for r in records}
+    shas.update({e.sample_id: e.reference_sha256 for e in state.errors.values()})
+    run = RunInfo.from_dict(info, where=f"{out / 'run.json'}")
+    dataset = run.dataset_info.to_dict() if run.dataset_info is not None else {"name": run.dataset}
+    run_extra = {
+        "record_version": RECORD_VERSION,
+        "model": ModelRecord(name=run.model, args=run.model_args, adapter=run.adapter).to_dict(),
+        "protocol": run.protocol,
+        "protocol_executed": run.executed_protocol().to_dict(),
+        "dataset": {**dataset, "reference_sha256": dict(sorted(shas.items(), key=lambda kv: natural_key(kv[0])))},
+        "seeds": {
+            "global_seed": run.seed,
+            "derivation": "seed_for(global_seed, sample_id): sha256 of both, first 8 bytes mod 2**31",
+            "per_sample": {r.sample_id: r.seed for r in records},
+        },
+        "runner": {
+            "batch_size": run.batch_size,
+            "limit": run.limit,
+            "shards": run.shards,
+            "finished": len(records),
+            "failed": len(runner_errors),
+        },
+        "timings": {k: v for k, v in (run.timings or {}).items() if isinstance(v, (int, float)) and math.isfinite(v)},
+    }
+    return score_and_write(
+        pairs,
+        scoring,
+        out,
+        run_extra=run_extra,
+        command=config.command,
+        console=console,
+        extra_errors=runner_errors,
+    )
+
+
+def _metrics_for(config: EvalConfig, info: dict[str, Any]) -> list[str]:
+    from unified_bench.metrics import parse_metric_list
+
+    if config.metrics:
+        return list(config.metrics)
+    if info.get("metrics"):  # what the run (or its shards) asked for
+        return list(info["metrics"])
+    defaults = tuple((info.get("dataset_info") or {}).get("default_metrics") or ())
+    if not defaults:
+        raise ConfigError("no --metrics given and the dataset declares no default metrics")
+    return parse_metric_list(",".join(defaults))
