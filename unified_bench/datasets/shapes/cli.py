@@ -11,14 +11,11 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from unified_bench.errors import UnifiedBenchError
 
 app = typer.Typer(
     name="shapes",
@@ -134,18 +131,8 @@ def calibrate_cmd(
     typer.echo(f"({time.perf_counter() - started:.0f}s; table in {out / 'calibration.md'})")
 
 
-def main() -> None:
-    try:
-        app(standalone_mode=False)
-    except UnifiedBenchError as err:
-        typer.echo(f"error: {err}", err=True)
-        sys.exit(2)
-    except typer.Abort:
-        sys.exit(1)
-    except Exception as err:  # click usage errors
-        import click
+def main(argv: list[str] | None = None) -> None:
+    """``python -m unified_bench.datasets.shapes``: usage and user-facing errors print one line, exit 2."""
+    from unified_bench.entrypoint import run_app
 
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        raise
+    run_app(app, argv, prog_name="python -m unified_bench.datasets.shapes")
