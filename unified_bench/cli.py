@@ -7,7 +7,6 @@ no traceback).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -15,7 +14,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from unified_bench.errors import ConfigError, UnifiedBenchError
+from unified_bench.errors import ConfigError
+from unified_bench.runner.commands import (
+    DEVICE_PREPROCESSING_HELP,
+    FUSE_HELP,
+    DevicePreprocessing,
+    device_preprocessing_value,
+)
 
 app = typer.Typer(
     name="unified-bench",
@@ -82,8 +87,8 @@ def score_cmd(
     checkpoint: Annotated[Optional[list[str]], typer.Option("--checkpoint", help="Override a metric's weights: METRIC=PATH_OR_HUB_ID (repeatable).")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Reference-embedding cache (default ~/.cache/unified_bench).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the reference-embedding cache.")] = False,
-    fuse: Annotated[Optional[bool], typer.Option("--fuse/--no-fuse", help="Run CLIP/DINO backbones as a fused oneDNN graph (default: on a CPU in float32 from 64 images).")] = None,
-    device_preprocessing: Annotated[Optional[str], typer.Option("--device-preprocessing", help="Preprocessing steps run on the metric's device, bit-identical to the CPU's: none, normalize, or resize (resize, crop and normalise; default on CUDA; none on CPU).")] = None,
+    fuse: Annotated[Optional[bool], typer.Option("--fuse/--no-fuse", help=FUSE_HELP)] = None,
+    device_preprocessing: Annotated[Optional[DevicePreprocessing], typer.Option("--device-preprocessing", help=DEVICE_PREPROCESSING_HELP)] = None,
 ) -> None:
     """Score reconstructions against references, matched by file stem."""
     from unified_bench.metrics import parse_metric_list
@@ -103,7 +108,7 @@ def score_cmd(
         cache_dir=cache_dir,
         use_cache=not no_cache,
         fuse=fuse,
-        device_preprocessing=device_preprocessing,
+        device_preprocessing=device_preprocessing_value(device_preprocessing),
     )
     outcome = score_folders(images, refs, out, config, console=err_console)
     report_outcome(outcome)
@@ -278,28 +283,10 @@ def demo_cmd(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: user-facing errors print without a traceback."""
-    try:
-        # Without standalone mode, typer *returns* the code of a raised typer.Exit
-        # instead of raising it; dropping it would turn "some samples failed" into 0.
-        code = app(args=argv, standalone_mode=False)
-        if isinstance(code, int) and not isinstance(code, bool) and code != 0:
-            sys.exit(code)
-    except UnifiedBenchError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False)
-        sys.exit(2)
-    except typer.Exit as exit_:
-        sys.exit(exit_.exit_code)
-    except typer.Abort:
-        err_console.print("aborted")
-        sys.exit(130)
-    except Exception as err:  # click usage errors
-        import click
+    """Console-script entry point: usage and user-facing errors print one line, no traceback."""
+    from unified_bench.entrypoint import run_app
 
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        raise
+    run_app(app, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,12 +7,34 @@ by :func:`register_runner_commands`; heavy modules are imported inside the comma
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 _SCORING = "Scoring"
+
+
+class DevicePreprocessing(str, Enum):
+    """``--device-preprocessing`` (``ScoringConfig.device_preprocessing``): a choice, so that a
+    mistyped value is a usage error naming the three values."""
+
+    none = "none"
+    normalize = "normalize"
+    resize = "resize"
+
+
+FUSE_HELP = "Run CLIP/DINO backbones as a fused oneDNN graph (default: on a CPU in float32 from 64 images)."
+DEVICE_PREPROCESSING_HELP = (
+    "Preprocessing steps run on the metric's device, bit-identical to the CPU's: none, normalize, "
+    "or resize (resize, crop and normalise; default on CUDA; none on CPU)."
+)
+
+
+def device_preprocessing_value(choice: DevicePreprocessing | str | None) -> str | None:
+    """The plain string ScoringConfig takes (None: the device's default)."""
+    return choice.value if isinstance(choice, DevicePreprocessing) else choice
 
 
 def _size(text: str | None) -> tuple[int, int] | None:
@@ -50,6 +72,8 @@ def register_runner_commands(app: typer.Typer) -> None:
         checkpoint: Annotated[Optional[list[str]], typer.Option("--checkpoint", help="METRIC=PATH_OR_HUB_ID (repeatable).", rich_help_panel=_SCORING)] = None,
         cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache for datasets and reference embeddings.", rich_help_panel=_SCORING)] = None,
         no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use the reference-embedding cache.", rich_help_panel=_SCORING)] = False,
+        fuse: Annotated[Optional[bool], typer.Option("--fuse/--no-fuse", help=FUSE_HELP, rich_help_panel=_SCORING)] = None,
+        device_preprocessing: Annotated[Optional[DevicePreprocessing], typer.Option("--device-preprocessing", help=DEVICE_PREPROCESSING_HELP, rich_help_panel=_SCORING)] = None,
         no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
     ) -> None:
         """Round-trip a model over a dataset (caption, regenerate), then score the run."""
@@ -86,6 +110,8 @@ def register_runner_commands(app: typer.Typer) -> None:
             checkpoints=checkpoints,
             cache_dir=cache_dir,
             use_cache=not no_cache,
+            fuse=fuse,
+            device_preprocessing=device_preprocessing_value(device_preprocessing),
             progress=not no_progress,
             command=command_line(),
         )
@@ -103,6 +129,8 @@ def register_runner_commands(app: typer.Typer) -> None:
         checkpoint: Annotated[Optional[list[str]], typer.Option("--checkpoint", help="METRIC=PATH_OR_HUB_ID (repeatable).")] = None,
         cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir")] = None,
         no_cache: Annotated[bool, typer.Option("--no-cache")] = False,
+        fuse: Annotated[Optional[bool], typer.Option("--fuse/--no-fuse", help=FUSE_HELP)] = None,
+        device_preprocessing: Annotated[Optional[DevicePreprocessing], typer.Option("--device-preprocessing", help=DEVICE_PREPROCESSING_HELP)] = None,
         no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
     ) -> None:
         """Merge shard directories of one run (dedupe, check same protocol/seed) and score."""
@@ -123,6 +151,8 @@ def register_runner_commands(app: typer.Typer) -> None:
             checkpoints=parse_key_values(checkpoint, "--checkpoint"),
             cache_dir=cache_dir,
             use_cache=not no_cache,
+            fuse=fuse,
+            device_preprocessing=device_preprocessing_value(device_preprocessing),
             progress=not no_progress,
             command=command_line(),
         )

@@ -67,6 +67,8 @@ class EvalConfig:
     checkpoints: dict[str, str] = field(default_factory=dict)
     cache_dir: Path | None = None
     use_cache: bool = True
+    fuse: bool | None = None  # ScoringConfig.fuse (None: on a CPU in float32 from 64 images)
+    device_preprocessing: str | None = None  # ScoringConfig.device_preprocessing (None: the device's default)
     score: bool = True
     # plumbing
     progress: bool = True
@@ -454,6 +456,8 @@ def score_run(out: Path, config: EvalConfig, *, console: Console | None = None) 
         cache_dir=config.cache_dir,
         use_cache=config.use_cache,
         progress=config.progress,
+        fuse=config.fuse,
+        device_preprocessing=config.device_preprocessing,
     )
     shas = {r.sample_id: r.reference_sha256 for r in records}
     shas.update({e.sample_id: e.reference_sha256 for e in state.errors.values()})
