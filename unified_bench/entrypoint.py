@@ -57,7 +57,7 @@ def _is_no_args_help(err: BaseException) -> bool:
 def usage_error_line(err: BaseException) -> str:
     """click's own message for ``err`` as one line: ``Error: <message>``."""
     message = err.format_message() if hasattr(err, "format_message") else str(err)
-    return "Error: " + " ".join(str(message).split())
+    return "Error: " + " ".join(line.strip() for line in str(message).splitlines() if line.strip())
 
 
 def run_app(
