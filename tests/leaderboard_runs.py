@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from unified_bench.core.images import file_sha256
+from unified_bench.core.protocol import as_executed
 from unified_bench.core.provenance import new_run_record
 from unified_bench.results import MetricScores, SampleError, SampleRecord, ScoreReport, write_report
 
@@ -83,6 +84,7 @@ def make_run(
     quality: float = 0.7,
     seed: int = 0,
     protocol: Mapping[str, Any] | None = None,
+    executed: Mapping[str, Any] | None | str = "as requested",
     dataset: str = "official",
     captions: Mapping[str, str] | None = None,
     model_args: Mapping[str, Any] | None = None,
@@ -94,7 +96,8 @@ def make_run(
 
     ``missing`` maps a metric to sample indices that failed (None scores plus an error).
     ``copy_refs`` writes the references into ``out/refs`` too (as the runner does for
-    in-memory datasets).
+    in-memory datasets). ``executed`` is the protocol the adapter reported running (default:
+    what was requested; None: a version-1 record, which predates executed settings).
     """
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -140,11 +143,15 @@ def make_run(
         created="2026-01-02T03:04:05+00:00",
         git_commit="0" * 40,
         metrics=[{"name": m, "kind": "embedding", "checkpoint": f"test/{m}", "revision": "abc123"} for m in metrics],
-        model={"name": model, "args": dict(model_args or {}), "adapter": "synthetic"},
+        model={"name": model, "args": dict(model_args or {}), "adapter": {"name": "synthetic"}},
         protocol=dict(protocol) if protocol is not None else paper_protocol(),
         dataset={"name": dataset},
         seeds={"global_seed": seed},
     )
+    if executed == "as requested":
+        run.update(record_version=2, protocol_executed=as_executed(run["protocol"]))
+    elif executed is not None:
+        run.update(record_version=2, protocol_executed=dict(executed))
     # keep the record independent of the machine so two builders make the same site
     run["package_versions"] = {"unified-bench": "0.1.0"}
     run["hardware"] = {"machine": "test"}

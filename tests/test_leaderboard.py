@@ -23,6 +23,8 @@ from PIL import Image
 
 from unified_bench.cli import main
 from unified_bench.core.errors import ConfigError
+from unified_bench.core.protocol import as_executed
+from unified_bench.results.record import RunRecord
 from unified_bench.leaderboard import build_site, load_entries
 from unified_bench.leaderboard.builder import SITE_MARKER
 from unified_bench.leaderboard.tracks import check_protocol, check_run, get_track, tracks_for
@@ -124,36 +126,66 @@ def test_protocol_flags(world):
     ub = (world["site"] / "tracks" / "unified-bench.html").read_text(encoding="utf-8")
     rows = {re.search(r'data-sort="([^"]*)" class="model"', r).group(1): r for r in _rows(ub)}
     assert 'data-protocol="differs"' in rows["beta"] and "differs from track protocol" in rows["beta"]
-    assert "caption.temperature: 1.0 (track: 0.7)" in rows["beta"]
+    assert "caption.temperature: ran 1.0 (protocol: 0.7)" in rows["beta"]
     assert 'data-protocol="match"' in rows["zeta"]
     assert 'data-protocol="unknown"' in rows["UAE"]
 
 
 def test_check_protocol_cases():
     track = get_track("unified-bench").protocol()
-    assert check_protocol(paper_protocol(), track).status == "match"
+    assert check_protocol(as_executed(paper_protocol()), track).status == "match"
     # the instruction's whitespace may differ between copies; its words may not
     spaced = paper_protocol(caption_prompt=" ".join(paper_protocol()["caption_prompt"].split()))
-    assert check_protocol(spaced, track).status == "match"
-    reworded = check_protocol(paper_protocol(caption_prompt="Describe the image."), track)
-    assert reworded.status == "differs" and reworded.differences[0].startswith("caption_prompt: Describe the image.")
-    steps = check_protocol(paper_protocol(**{"generation.num_inference_steps": 28}), track)
-    assert steps.differences == ("generation.num_inference_steps: 28 (track: 40)",)
-    assert check_protocol(paper_protocol(**{"caption.do_sample": False}), track).status == "differs"
+    assert check_protocol(as_executed(spaced), track).status == "match"
+    reworded = check_protocol(as_executed(paper_protocol(caption_prompt="Describe the image.")), track)
+    assert reworded.status == "differs" and reworded.differences[0].startswith("caption.prompt: ran Describe the image.")
+    steps = check_protocol(as_executed(paper_protocol(**{"generation.num_inference_steps": 28})), track)
+    assert steps.differences == ("generation.num_inference_steps: ran 28 (protocol: 40)",)
+    assert check_protocol(as_executed(paper_protocol(**{"caption.do_sample": False})), track).status == "differs"
     assert check_protocol(None, track).status == "unknown"
-    partial = paper_protocol()
-    del partial["generation"]
+    partial = as_executed(paper_protocol())
+    partial["generation"] = None
     unknown = check_protocol(partial, track)
     assert unknown.status == "unknown" and "generation.width" in unknown.unrecorded
+    # settings that changed between calls of one run never pass as the protocol
+    varied = {**as_executed(paper_protocol()), "varied": ["generation"]}
+    assert check_protocol(varied, track).status == "differs"
+
+
+def record(protocol=None, executed="as requested", dataset="official"):
+    protocol = protocol if protocol is not None else paper_protocol()
+    run = {"run_id": "r", "created": "", "command": "", "metrics": [], "package_versions": {}, "protocol": protocol}
+    if dataset is not None:
+        run["dataset"] = {"name": dataset}
+    if executed is not None:
+        run["protocol_executed"] = as_executed(protocol) if executed == "as requested" else executed
+    return RunRecord.from_dict(run)
 
 
 def test_dataset_is_part_of_the_check():
     ub, shapes = get_track("unified-bench"), get_track("shapes")
-    assert check_run({"protocol": paper_protocol(), "dataset": {"name": "official"}}, ub).status == "match"
-    other = check_run({"protocol": paper_protocol(), "dataset": {"name": "photos"}}, ub)
+    assert check_run(record(), ub).status == "match"
+    other = check_run(record(dataset="photos"), ub)
     assert other.status == "differs" and other.differences == ("dataset: photos (track: official)",)
-    assert check_run({"protocol": paper_protocol(), "dataset": {"name": "shapes"}}, shapes).status == "match"
-    assert check_run({"protocol": paper_protocol()}, ub).unrecorded == ("dataset",)
+    assert check_run(record(dataset="shapes"), shapes).status == "match"
+    assert check_run(record(dataset=None), ub).unrecorded == ("dataset",)
+
+
+def test_the_check_reads_what_ran_not_what_was_asked():
+    ub = get_track("unified-bench")
+    # asked for the paper's settings, ran 20 steps at CFG 1.0: the row is flagged
+    ran = as_executed(paper_protocol(**{"generation.num_inference_steps": 20, "generation.guidance_scale": 1.0}))
+    check = check_run(record(executed=ran), ub)
+    assert check.status == "differs"
+    assert check.differences == (
+        "generation.num_inference_steps: ran 20 (protocol: 40)",
+        "generation.guidance_scale: ran 1.0 (protocol: 5.0)",
+    )
+    # a version-1 record (requested protocol only) cannot show what ran: never "match"
+    old = check_run(record(executed=None), ub)
+    assert old.status == "unknown" and "record version 1" in old.unrecorded[0]
+    # an adapter that reports nothing is unknown too
+    assert check_run(record(executed={"caption": None, "generation": None, "varied": []}), ub).status == "unknown"
 
 
 # ---- model, run record and compare pages -----------------------------------------------------
@@ -505,8 +537,12 @@ def test_site_from_a_real_eval_run(tmp_path):
     (row,) = _rows(shapes)
     ssim = data["statistics_by_model"]["ssim"]["average_similarity"] * 100
     assert f"{ssim:.2f}" in row
-    assert "generation.width: 64 (track: 1024)" in row  # rendered at 64 px: flagged
+    # what the mock reported running, not what was asked, is checked and shown on the row
+    assert "generation.width: ran 64 (protocol: 1024)" in row  # rendered at 64 px: flagged
+    assert "generation.num_inference_steps: ran 0 (protocol: 40)" in row
+    assert "ran: T=0.0, 0 tok, 64x64, 0 steps, CFG 0.0" in row
     page = model_page(tmp_path / "site", data["run"]["model"]["name"], data["run"]["run_id"])
+    assert "generation.width: ran 64 (protocol: 1024)" in page  # the model page lists every deviation
     thumbs = set(re.findall(r'<img src="\.\./(thumbs/[^"]+)"', page))
     assert len(thumbs) == 8  # 4 originals (the runner's refs/) + 4 reconstructions
     captions = [json.loads(line)["caption"] for line in (run / "captions.jsonl").read_text().splitlines()]

@@ -14,6 +14,7 @@ import pytest
 import toy_metrics
 from runner_helpers import LAUNCHER, caption_ids_in_file, cli_env, essentials, make_images, run_cli
 
+from unified_bench.scoring import ScoringConfig
 from unified_bench.runner.eval import EvalConfig, run_eval
 
 
@@ -57,7 +58,7 @@ def test_sigkill_at_several_points_then_resume_equals_uninterrupted(toys, tmp_pa
               "--model-arg", "size=32", "--model-arg", "slow_ms=250", "--seed", "4", "--no-progress", "--no-cache"]
     reference = tmp_path / "reference"
     run_eval(EvalConfig(model="mock", data=str(data), out=reference, metrics=["toy-pair", "toy-embed"],
-                        model_args={"size": 32}, seed=4, use_cache=False, progress=False))
+                        model_args={"size": 32}, seed=4, scoring=ScoringConfig(metrics=(), use_cache=False), progress=False))
 
     out = tmp_path / "killed"
     proc = start([*common, "--out", str(out)], tmp_path)

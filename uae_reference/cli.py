@@ -262,27 +262,11 @@ from uae_reference.rl.cli import rl_app  # noqa: E402  (Unified-GRPO: `uae-refer
 app.add_typer(rl_app, name="rl")
 
 
-def main() -> None:
-    """Entry point: expected failures print a one-line message and exit 2."""
-    try:
-        app(standalone_mode=False)
-    except UnifiedBenchError as err:
-        Console(stderr=True).print(f"[red]error:[/] {err}")
-        sys.exit(2)
-    except (ValueError, FileNotFoundError) as err:
-        Console(stderr=True).print(f"[red]error:[/] {err}")
-        sys.exit(2)
-    except typer.Exit as exit_:
-        sys.exit(exit_.exit_code)
-    except SystemExit:
-        raise
-    except Exception as err:  # click usage errors
-        import click
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: usage errors and expected failures print one line and exit 2."""
+    from unified_bench.cli.entrypoint import run_app
 
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            sys.exit(2)
-        raise
+    run_app(app, argv, expected=(ValueError, FileNotFoundError))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ Multi-process: ``accelerate launch --multi_gpu --num_processes 2 -m uae_referenc
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -22,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from unified_bench.core.errors import ConfigError, UnifiedBenchError
+from unified_bench.core.errors import ConfigError
 
 rl_app = typer.Typer(
     name="rl",
@@ -204,15 +203,11 @@ def help_config() -> None:
         console.print(table)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Entry point for ``python -m uae_reference.rl.cli`` (and ``accelerate launch -m``)."""
-    try:
-        rl_app(standalone_mode=False)
-    except UnifiedBenchError as err:
-        Console(stderr=True).print(f"[red]error:[/] {err}")
-        sys.exit(2)
-    except typer.Exit as exit_:
-        sys.exit(exit_.exit_code)
+    from unified_bench.cli.entrypoint import run_app
+
+    run_app(rl_app, argv)
 
 
 if __name__ == "__main__":

@@ -274,7 +274,7 @@ def _render_all(
                 (track.slug, track.title) for track in tracks_of[entry.run_id] if entry.run_id in comparable[track.slug]
             ],
             model_tree=tree(entry.run["model"]) if entry.run.get("model") is not None else None,
-            protocol_checks=[(track, check_run(entry.run, track)) for track in tracks_of[entry.run_id]],
+            protocol_checks=[(track, check_run(entry.record, track)) for track in tracks_of[entry.run_id]],
             executed_text=executed_summary(entry.run.get("protocol_executed")),
         )
         render(

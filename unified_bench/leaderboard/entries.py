@@ -29,6 +29,7 @@ import jsonschema
 
 from unified_bench.core.errors import ResultsValidationError
 from unified_bench.core.images import file_sha256
+from unified_bench.results.record import RunRecord
 from unified_bench.results.io import RESULTS_FILE, load_results
 
 CAPTIONS_FILE = "captions.jsonl"
@@ -83,6 +84,7 @@ class RunEntry:
     model_name: str
     stats: dict[str, Stat]  # metric and "metric.sub" keys
     samples: list[SampleView]
+    record: RunRecord
     curve: Curve | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -355,6 +357,10 @@ def model_name(run: Mapping[str, Any]) -> str:
 def read_run(data: dict[str, Any], source: str, run_dir: Path, sha_cache: dict[Path, str | None]) -> RunEntry:
     """The site's view of a validated results.json."""
     run = data["run"]
+    try:
+        record = RunRecord.from_dict(run)
+    except ResultsValidationError as err:
+        raise ResultsValidationError(f"{source}: {err}") from None
     stats: dict[str, Stat] = {}
     for name in data["model_types"]:
         st = data["statistics_by_model"].get(name)
@@ -395,7 +401,7 @@ def read_run(data: dict[str, Any], source: str, run_dir: Path, sha_cache: dict[P
         )
     samples.sort(key=lambda s: s.sample_id)
     curve = read_curve(run.get("training"), run_dir, warnings)
-    return RunEntry(source, run_dir, data, run["run_id"], model_name(run), stats, samples, curve, warnings)
+    return RunEntry(source, run_dir, data, run["run_id"], model_name(run), stats, samples, record, curve, warnings)
 
 
 def _score(value: Any) -> float | None:

@@ -153,10 +153,9 @@ def check_protocol(executed: Any, reference: Mapping[str, Any], *, who: str = "t
     return ProtocolCheck("match")
 
 
-def check_run(run: Mapping[str, Any], track: Track) -> ProtocolCheck:
+def check_run(record: RunRecord, track: Track) -> ProtocolCheck:
     """The executed protocol against the track's, plus the dataset: a run on other images is
     flagged too. A record from before executed settings were recorded is ``unknown``."""
-    record = RunRecord.from_dict(dict(run))
     if record.protocol_executed is None:
         check = ProtocolCheck("unknown", unrecorded=("executed settings (record version 1 stores only the requested protocol)",))
     else:

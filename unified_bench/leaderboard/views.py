@@ -163,7 +163,7 @@ def track_score(entry: RunEntry, track: Track) -> ValueCell:
 
 
 def run_row(entry: RunEntry, track: Track, pages: Mapping[str, str], root: str) -> Row:
-    check = check_run(entry.run, track)
+    check = check_run(entry.record, track)
     notes = list(check.differences) + [f"not recorded: {f}" for f in check.unrecorded]
     return Row(
         kind="reproduced",

@@ -11,7 +11,7 @@ from unified_bench.core.protocol import PAPER_PROTOCOL, Protocol
 from unified_bench.results.model import SampleError
 from unified_bench.results.record import RunInfo
 from unified_bench.runner.distributed import ShardSpec
-from unified_bench.scoring import ScoreOutcome
+from unified_bench.scoring import ScoreOutcome, ScoringConfig
 
 #: run.json keys that must agree between a run and its resumption (or between shards).
 IDENTITY_KEYS = RunInfo.IDENTITY
@@ -34,13 +34,9 @@ class EvalConfig:
     resume: bool = False
     size: tuple[int, int] | None = None  # generation size; None -> adapter native, else protocol
     protocol: Protocol = PAPER_PROTOCOL
-    # scoring
-    device: str = "cpu"
-    dtype: str | None = None
-    metric_batch_size: int | None = None  # None: the scoring engine's default for the device
-    checkpoints: dict[str, str] = field(default_factory=dict)
-    cache_dir: Path | None = None
-    use_cache: bool = True
+    #: how the run is scored: everything `unified-bench score` takes but the metric list, which
+    #: is ``metrics`` above (or the dataset's defaults); ``cache_dir`` also holds downloaded sets
+    scoring: ScoringConfig = field(default_factory=lambda: ScoringConfig(metrics=()))
     score: bool = True
     # plumbing
     progress: bool = True

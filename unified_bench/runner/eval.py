@@ -70,7 +70,7 @@ def run_eval(config: EvalConfig, *, adapter: Adapter | None = None, console: Con
     console = console or Console(stderr=True)
     from unified_bench.datasets.registry import load_eval_dataset
 
-    dataset = load_eval_dataset(config.data, config.data_args, cache_dir=config.cache_dir).limited(config.limit)
+    dataset = load_eval_dataset(config.data, config.data_args, cache_dir=config.scoring.cache_dir).limited(config.limit)
     group = detect_process_group()
     if group is not None and config.shard is not None:
         raise ConfigError("--shard cannot be combined with a torchrun/SLURM launch; the launch already shards")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from unified_bench.results.model import SampleError
 from unified_bench.results.record import RECORD_VERSION, ModelRecord, RunInfo
 from unified_bench.runner.config import EvalConfig
 from unified_bench.runner.store import RunStore
-from unified_bench.scoring import Pair, ScoreOutcome, ScoringConfig, score_and_write
+from unified_bench.scoring import Pair, ScoreOutcome, score_and_write
 
 
 def score_run(out: Path, config: EvalConfig, *, console: Console | None = None) -> ScoreOutcome:
@@ -29,16 +30,7 @@ def score_run(out: Path, config: EvalConfig, *, console: Console | None = None) 
         SampleError(e.sample_id, e.stage, e.message)
         for e in sorted(state.errors.values(), key=lambda e: natural_key(e.sample_id))
     ]
-    scoring = ScoringConfig(
-        metrics=metrics,
-        checkpoints=dict(config.checkpoints),
-        device=config.device,
-        dtype=config.dtype,
-        batch_size=config.metric_batch_size,
-        cache_dir=config.cache_dir,
-        use_cache=config.use_cache,
-        progress=config.progress,
-    )
+    scoring = replace(config.scoring, metrics=metrics, progress=config.progress)
     shas = {r.sample_id: r.reference_sha256 for r in records}
     shas.update({e.sample_id: e.reference_sha256 for e in state.errors.values()})
     run = RunInfo.from_dict(info, where=f"{out / 'run.json'}")

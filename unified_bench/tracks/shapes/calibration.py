@@ -128,7 +128,7 @@ def calibrate(
             ScoringConfig(metrics=list(metrics), progress=False),
             row_dir,
             run_extra={"dataset": {"name": "shapes", "split": split, "limit": limit, "size": size}, "model": {"name": model, "args": args}},
-            command=f"python -m unified_bench.tracks.shapes calibrate --split {split}",
+            command=f"unified-bench shapes calibrate --split {split}",
         )
         row = CalibrationRow(label, model, dict(args), len(samples), len(errors) + len(outcome.report.errors))
         for failure in outcome.failures:

@@ -48,7 +48,7 @@ N_CELLS = len(POSITIONS)
 HEAD = (1, len(SHAPES), len(COLOR_NAMES), len(SIZES))
 BUNDLED_CHECKPOINT = Path(__file__).with_name("oracle.safetensors")
 CHECKPOINT_FORMAT = "shapes-oracle-v1"
-TRAIN_COMMAND = "python -m unified_bench.tracks.shapes train-oracle --out unified_bench/tracks/shapes/oracle.safetensors"
+TRAIN_COMMAND = "unified-bench shapes train-oracle --out unified_bench/tracks/shapes/oracle.safetensors"
 
 
 # --- network -----------------------------------------------------------------------------

@@ -1,8 +1,8 @@
-"""The runner's commands: ``eval``, ``merge``, ``serve``, ``models``.
+"""The round-trip commands: ``eval``, ``merge``, ``serve``, ``models``.
 
 Each parses its flags and calls one library function (:func:`run_eval`,
-:func:`merge_shards`, :func:`serve`, :func:`list_adapters`). Attached to the main typer app
-by :func:`register_runner_commands`; heavy modules are imported inside the commands.
+:func:`merge_shards`, :func:`serve`, :func:`list_adapters`). :func:`register` attaches them
+to the app; heavy modules are imported inside the commands.
 """
 
 from __future__ import annotations
@@ -12,22 +12,21 @@ from typing import Annotated, Optional
 
 import typer
 
-_SCORING = "Scoring"
+from unified_bench.cli.common import (
+    DEVICE_PREPROCESSING_HELP,
+    FUSE_HELP,
+    SCORING_PANEL,
+    DevicePreprocessing,
+    console,
+    device_preprocessing_value,
+    err_console,
+    finish,
+    parse_key_values,
+    parse_size,
+)
 
 
-def _size(text: str | None) -> tuple[int, int] | None:
-    from unified_bench.core.errors import ConfigError
-
-    if not text:
-        return None
-    width, sep, height = text.lower().partition("x")
-    try:
-        return (int(width), int(height or width)) if (sep or width) else None
-    except ValueError:
-        raise ConfigError(f"--size expects N or WxH (e.g. 1024 or 768x1024), got {text!r}") from None
-
-
-def register_runner_commands(app: typer.Typer) -> None:
+def register(app: typer.Typer) -> None:
     """Add ``eval``, ``merge``, ``serve`` and ``models`` to ``app``."""
 
     @app.command("eval")
@@ -44,22 +43,24 @@ def register_runner_commands(app: typer.Typer) -> None:
         shard: Annotated[Optional[str], typer.Option("--shard", help="I/N: run only shard I of N (no process group); merge later.")] = None,
         resume: Annotated[bool, typer.Option("--resume", help="Continue a run in --out, skipping finished samples.")] = False,
         size: Annotated[Optional[str], typer.Option("--size", help="Generation size N or WxH (default: the adapter's native, else 1024).")] = None,
-        device: Annotated[str, typer.Option("--device", help="Device for the metrics.", rich_help_panel=_SCORING)] = "cpu",
-        dtype: Annotated[Optional[str], typer.Option("--dtype", help="Metric dtype.", rich_help_panel=_SCORING)] = None,
-        metric_batch_size: Annotated[Optional[int], typer.Option("--metric-batch-size", min=1, rich_help_panel=_SCORING, help="Images per metric forward (default: 8 on CPU, 64 on CUDA).")] = None,
-        checkpoint: Annotated[Optional[list[str]], typer.Option("--checkpoint", help="METRIC=PATH_OR_HUB_ID (repeatable).", rich_help_panel=_SCORING)] = None,
-        cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache for datasets and reference embeddings.", rich_help_panel=_SCORING)] = None,
-        no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use the reference-embedding cache.", rich_help_panel=_SCORING)] = False,
+        device: Annotated[str, typer.Option("--device", help="Device for the metrics.", rich_help_panel=SCORING_PANEL)] = "cpu",
+        dtype: Annotated[Optional[str], typer.Option("--dtype", help="Metric dtype.", rich_help_panel=SCORING_PANEL)] = None,
+        metric_batch_size: Annotated[Optional[int], typer.Option("--metric-batch-size", min=1, rich_help_panel=SCORING_PANEL, help="Images per metric forward (default: 8 on CPU, 64 on CUDA).")] = None,
+        checkpoint: Annotated[Optional[list[str]], typer.Option("--checkpoint", help="METRIC=PATH_OR_HUB_ID (repeatable).", rich_help_panel=SCORING_PANEL)] = None,
+        cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache for datasets and reference embeddings.", rich_help_panel=SCORING_PANEL)] = None,
+        no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use the reference-embedding cache.", rich_help_panel=SCORING_PANEL)] = False,
+        fuse: Annotated[Optional[bool], typer.Option("--fuse/--no-fuse", help=FUSE_HELP, rich_help_panel=SCORING_PANEL)] = None,
+        device_preprocessing: Annotated[Optional[DevicePreprocessing], typer.Option("--device-preprocessing", help=DEVICE_PREPROCESSING_HELP, rich_help_panel=SCORING_PANEL)] = None,
         no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
     ) -> None:
         """Round-trip a model over a dataset (caption, regenerate), then score the run."""
         from unified_bench.adapters.registry import parse_model_args
-        from unified_bench.cli import err_console, parse_key_values, report_outcome
         from unified_bench.core.errors import ConfigError
         from unified_bench.metrics import parse_metric_list
         from unified_bench.core.provenance import command_line
         from unified_bench.runner.distributed import parse_shard
         from unified_bench.runner.eval import EvalConfig, run_eval
+        from unified_bench.scoring import ScoringConfig
 
         checkpoints = parse_key_values(checkpoint, "--checkpoint")
         names = parse_metric_list(metrics) if metrics else None
@@ -79,18 +80,23 @@ def register_runner_commands(app: typer.Typer) -> None:
             batch_size=batch_size,
             shard=parse_shard(shard) if shard else None,
             resume=resume,
-            size=_size(size),
-            device=device,
-            dtype=dtype,
-            metric_batch_size=metric_batch_size,
-            checkpoints=checkpoints,
-            cache_dir=cache_dir,
-            use_cache=not no_cache,
+            size=parse_size(size),
+            scoring=ScoringConfig(
+                metrics=(),
+                checkpoints=checkpoints,
+                device=device,
+                dtype=dtype,
+                batch_size=metric_batch_size,
+                cache_dir=cache_dir,
+                use_cache=not no_cache,
+                fuse=fuse,
+                device_preprocessing=device_preprocessing_value(device_preprocessing),
+            ),
             progress=not no_progress,
             command=command_line(),
         )
         outcome = run_eval(config, console=err_console)
-        _finish(outcome, report_outcome)
+        finish(outcome)
 
     @app.command("merge")
     def merge_cmd(
@@ -103,31 +109,38 @@ def register_runner_commands(app: typer.Typer) -> None:
         checkpoint: Annotated[Optional[list[str]], typer.Option("--checkpoint", help="METRIC=PATH_OR_HUB_ID (repeatable).")] = None,
         cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir")] = None,
         no_cache: Annotated[bool, typer.Option("--no-cache")] = False,
+        fuse: Annotated[Optional[bool], typer.Option("--fuse/--no-fuse", help=FUSE_HELP)] = None,
+        device_preprocessing: Annotated[Optional[DevicePreprocessing], typer.Option("--device-preprocessing", help=DEVICE_PREPROCESSING_HELP)] = None,
         no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
     ) -> None:
         """Merge shard directories of one run (dedupe, check same protocol/seed) and score."""
-        from unified_bench.cli import err_console, parse_key_values, report_outcome
         from unified_bench.metrics import parse_metric_list
         from unified_bench.core.provenance import command_line
         from unified_bench.runner.eval import EvalConfig
         from unified_bench.runner.merge import merge_shards
+        from unified_bench.scoring import ScoringConfig
 
         config = EvalConfig(
             model="(from shards)",
             data="(from shards)",
             out=out,
             metrics=parse_metric_list(metrics) if metrics else None,
-            device=device,
-            dtype=dtype,
-            metric_batch_size=metric_batch_size,
-            checkpoints=parse_key_values(checkpoint, "--checkpoint"),
-            cache_dir=cache_dir,
-            use_cache=not no_cache,
+            scoring=ScoringConfig(
+                metrics=(),
+                checkpoints=parse_key_values(checkpoint, "--checkpoint"),
+                device=device,
+                dtype=dtype,
+                batch_size=metric_batch_size,
+                cache_dir=cache_dir,
+                use_cache=not no_cache,
+                fuse=fuse,
+                device_preprocessing=device_preprocessing_value(device_preprocessing),
+            ),
             progress=not no_progress,
             command=command_line(),
         )
         outcome = merge_shards(shard_dirs, out, config, console=err_console)
-        _finish(outcome, report_outcome)
+        finish(outcome)
 
     @app.command("serve")
     def serve_cmd(
@@ -151,7 +164,6 @@ def register_runner_commands(app: typer.Typer) -> None:
         from rich.table import Table
 
         from unified_bench.adapters.registry import list_adapters, list_presets, need_satisfied
-        from unified_bench.cli import console
 
         if name is not None:
             _print_arguments(name)
@@ -187,7 +199,6 @@ def _print_arguments(name: str) -> None:
     from rich.table import Table
 
     from unified_bench.adapters.registry import declared_args, load_adapter_class, resolve
-    from unified_bench.cli import console
 
     spec, preset_args = resolve(name)
     cls = load_adapter_class(spec)  # imports the adapter module, not its weights
@@ -201,18 +212,3 @@ def _print_arguments(name: str) -> None:
     console.print(table)
 
 
-def _finish(outcome, report_outcome) -> None:
-    """Print what happened; exit 1 if any sample (or metric) failed."""
-    from unified_bench.cli import console, err_console
-
-    if outcome.score is not None:  # runner errors are in results.json errors; printed there
-        report_outcome(outcome.score)
-        return
-    console.print(f"{outcome.role}: {outcome.finished} sample(s) finished in {outcome.out_dir}")
-    if outcome.role == "shard":
-        console.print("when every shard is done: unified-bench merge SHARD_DIR ... --out DIR  (merges and scores)")
-    if outcome.errors:
-        err_console.print(f"[red]{len(outcome.errors)} sample(s) failed[/] (see {outcome.out_dir / 'errors.jsonl'}):")
-        for err in outcome.errors[:20]:
-            err_console.print(f"  {err.sample_id} [{err.stage}]: {err.message}")
-        raise typer.Exit(1)

@@ -1,4 +1,5 @@
-"""``unified-bench``: a thin command line over library calls.
+"""The ``unified-bench`` app: ``score``, ``metrics``, ``weights``, ``leaderboard``,
+``sanity``, ``demo`` here, the round-trip commands from :mod:`unified_bench.cli.run`.
 
 Exit codes: 0 everything scored; 1 the run finished but some samples or metrics failed
 (see results.json ``errors``); 2 a usage, configuration or input error (message printed,
@@ -7,15 +8,25 @@ no traceback).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from unified_bench.core.errors import ConfigError, UnifiedBenchError
+from unified_bench.cli import run, shapes
+from unified_bench.core.errors import ConfigError
+from unified_bench.cli.common import (
+    DEVICE_PREPROCESSING_HELP,
+    FUSE_HELP,
+    DevicePreprocessing,
+    console,
+    device_preprocessing_value,
+    err_console,
+    finish,
+    parse_key_values,
+    report_outcome,
+)
 
 app = typer.Typer(
     name="unified-bench",
@@ -26,49 +37,7 @@ app = typer.Typer(
 )
 weights_app = typer.Typer(help="Manage metric weights (pre-download for air-gapped clusters).", no_args_is_help=True)
 app.add_typer(weights_app, name="weights")
-
-console = Console(soft_wrap=True)  # never break a path or message across lines
-err_console = Console(stderr=True, soft_wrap=True)
-
-
-def parse_key_values(items: list[str] | None, flag: str) -> dict[str, str]:
-    """['clip=/path', 'dinov2=org/name'] -> dict, with a clear error for malformed items."""
-    out: dict[str, str] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise ConfigError(f"{flag} expects KEY=VALUE, got {item!r}")
-        out[key.strip()] = value.strip()
-    return out
-
-
-def print_metric_summary(results: dict) -> None:
-    """A readable per-metric table of a results.json dict."""
-    table = Table(title="scores", show_lines=False)
-    table.add_column("metric")
-    table.add_column("mean", justify="right")
-    table.add_column("95% CI", justify="right")
-    table.add_column("valid/total", justify="right")
-    for name, stats in results["statistics_by_model"].items():
-        ci = results["confidence_intervals"].get(name) or {}
-        table.add_row(
-            name,
-            f"{stats['average_similarity']:.4f}",
-            f"[{ci.get('low', float('nan')):.4f}, {ci.get('high', float('nan')):.4f}]",
-            f"{stats['valid_pairs']}/{stats['total_images']}",
-        )
-    for key, sub in sorted(results.get("sub_scores", {}).items()):
-        ci = sub.get("ci95") or {}
-        if sub.get("mean") is None:
-            continue
-        table.add_row(f"  {key}", f"{sub['mean']:.4f}", f"[{ci.get('low', 0):.4f}, {ci.get('high', 0):.4f}]", "")
-    console.print(table)
-    for label, key in (("unified score (paper, x100)", "unified_score"), ("extended score (x100)", "extended_score")):
-        block = results.get(key)
-        if block:
-            ci = block["ci95"]
-            console.print(f"{label}: [bold]{block['value']:.2f}[/] (95% CI {ci['low']:.2f}-{ci['high']:.2f})")
-
+app.add_typer(shapes.app, name="shapes")
 
 @app.command("score")
 def score_cmd(
@@ -82,8 +51,8 @@ def score_cmd(
     checkpoint: Annotated[Optional[list[str]], typer.Option("--checkpoint", help="Override a metric's weights: METRIC=PATH_OR_HUB_ID (repeatable).")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Reference-embedding cache (default ~/.cache/unified_bench).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the reference-embedding cache.")] = False,
-    fuse: Annotated[Optional[bool], typer.Option("--fuse/--no-fuse", help="Run CLIP/DINO backbones as a fused oneDNN graph (default: on a CPU in float32 from 64 images).")] = None,
-    device_preprocessing: Annotated[Optional[str], typer.Option("--device-preprocessing", help="Preprocessing steps run on the metric's device, bit-identical to the CPU's: none, normalize, or resize (resize, crop and normalise; default on CUDA; none on CPU).")] = None,
+    fuse: Annotated[Optional[bool], typer.Option("--fuse/--no-fuse", help=FUSE_HELP)] = None,
+    device_preprocessing: Annotated[Optional[DevicePreprocessing], typer.Option("--device-preprocessing", help=DEVICE_PREPROCESSING_HELP)] = None,
 ) -> None:
     """Score reconstructions against references, matched by file stem."""
     from unified_bench.metrics import parse_metric_list
@@ -103,35 +72,10 @@ def score_cmd(
         cache_dir=cache_dir,
         use_cache=not no_cache,
         fuse=fuse,
-        device_preprocessing=device_preprocessing,
+        device_preprocessing=device_preprocessing_value(device_preprocessing),
     )
     outcome = score_folders(images, refs, out, config, console=err_console)
     report_outcome(outcome)
-
-
-def report_outcome(outcome) -> None:
-    """Print the summary, unmatched files, errors; exit 1 when anything failed."""
-    results = outcome.results
-    if outcome.report.unmatched_images:
-        err_console.print(f"[yellow]{len(outcome.report.unmatched_images)} reconstruction(s) without a reference:[/]")
-        for path in outcome.report.unmatched_images[:20]:
-            err_console.print(f"  {path}")
-    if outcome.report.unmatched_refs:
-        err_console.print(f"[yellow]{len(outcome.report.unmatched_refs)} reference(s) without a reconstruction:[/]")
-        for path in outcome.report.unmatched_refs[:20]:
-            err_console.print(f"  {path}")
-    if results["statistics_by_model"]:
-        print_metric_summary(results)
-    for failure in outcome.failures:
-        err_console.print(f"[red]metric {failure.metric} did not run:[/] {failure.message}")
-    if outcome.report.errors:
-        err_console.print(f"[red]{len(outcome.report.errors)} per-sample error(s):[/]")
-        for err in outcome.report.errors[:20]:
-            where = f"{err.stage}/{err.metric}" if err.metric else err.stage
-            err_console.print(f"  {err.sample_id} [{where}]: {err.message}")
-    console.print(f"wrote {outcome.out_dir / 'results.json'} and {outcome.out_dir / 'scores.csv'}")
-    if not outcome.ok:
-        raise typer.Exit(1)
 
 
 @app.command("metrics")
@@ -177,9 +121,8 @@ def weights_fetch_cmd(
         raise typer.Exit(1)
 
 
-from unified_bench.runner.commands import register_runner_commands  # noqa: E402  (eval, merge, serve, models)
 
-register_runner_commands(app)
+run.register(app)  # eval, merge, serve, models
 
 
 @app.command("leaderboard")
@@ -259,7 +202,6 @@ def demo_cmd(
     resumes the same run directory.
     """
     from unified_bench.core.provenance import command_line
-    from unified_bench.runner.commands import _finish
     from unified_bench.runner.eval import EvalConfig, run_eval
 
     config = EvalConfig(
@@ -274,33 +216,4 @@ def demo_cmd(
         command=command_line(),
     )
     outcome = run_eval(config, console=err_console)
-    _finish(outcome, report_outcome)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: user-facing errors print without a traceback."""
-    try:
-        # Without standalone mode, typer *returns* the code of a raised typer.Exit
-        # instead of raising it; dropping it would turn "some samples failed" into 0.
-        code = app(args=argv, standalone_mode=False)
-        if isinstance(code, int) and not isinstance(code, bool) and code != 0:
-            sys.exit(code)
-    except UnifiedBenchError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False)
-        sys.exit(2)
-    except typer.Exit as exit_:
-        sys.exit(exit_.exit_code)
-    except typer.Abort:
-        err_console.print("aborted")
-        sys.exit(130)
-    except Exception as err:  # click usage errors
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        raise
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
+    finish(outcome)

@@ -1,4 +1,4 @@
-"""``python -m unified_bench.tracks.shapes``: reproducible commands of the Shapes track.
+"""``unified-bench shapes``: reproducible commands of the Shapes track.
 
     render        write a split's images and captions to a folder
     export-hf     write a split as a Hugging Face dataset (save_to_disk)
@@ -11,21 +11,16 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from unified_bench.core.errors import UnifiedBenchError
-
 app = typer.Typer(
     name="shapes",
     help="Shapes track: procedural scenes, captions, oracle and calibration.",
     no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
 )
 
 Split = Annotated[str, typer.Option("--split", help="train, val or test.")]
@@ -133,19 +128,3 @@ def calibrate_cmd(
     typer.echo(table)
     typer.echo(f"({time.perf_counter() - started:.0f}s; table in {out / 'calibration.md'})")
 
-
-def main() -> None:
-    try:
-        app(standalone_mode=False)
-    except UnifiedBenchError as err:
-        typer.echo(f"error: {err}", err=True)
-        sys.exit(2)
-    except typer.Abort:
-        sys.exit(1)
-    except Exception as err:  # click usage errors
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        raise

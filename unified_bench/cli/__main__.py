@@ -1,0 +1,3 @@
+from unified_bench.cli import main
+
+main()
