@@ -142,14 +142,14 @@ def test_project_errors_keep_their_one_line_and_exit_2(tmp_path):
 def scoring_spy(monkeypatch, tmp_path):
     """Toy metrics, and a record of the ScoringConfig each run scores with and of what the engine
     asks the embedding metric to do (fuse its forward, preprocess on the device)."""
-    import unified_bench.runner.eval as eval_module
+    import unified_bench.runner.score as score_module
 
     toy_metrics.register(monkeypatch, "toy-embed")
     monkeypatch.setenv("UNIFIED_BENCH_CACHE", str(tmp_path / "cache"))
     for key in ("RANK", "WORLD_SIZE", "SLURM_NTASKS", "SLURM_PROCID"):
         monkeypatch.delenv(key, raising=False)
     seen: dict[str, list] = {"configs": [], "metric": []}
-    real = eval_module.score_and_write
+    real = score_module.score_and_write
 
     def spy(pairs, config, *args, **kwargs):
         seen["configs"].append(config)
@@ -163,7 +163,7 @@ def scoring_spy(monkeypatch, tmp_path):
         seen["metric"].append(("device", resize))
         return "none"
 
-    monkeypatch.setattr(eval_module, "score_and_write", spy)
+    monkeypatch.setattr(score_module, "score_and_write", spy)
     monkeypatch.setattr(toy_metrics.ToyEmbedding, "enable_fusion", enable_fusion)
     monkeypatch.setattr(toy_metrics.ToyEmbedding, "preprocess_on_device", preprocess_on_device)
     return seen
