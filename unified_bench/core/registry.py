@@ -286,26 +286,19 @@ class Registry(Generic[S]):
         return obj
 
     def import_failure(self, name: str, spec: S, module_name: str, err: BaseException, hint: str = "") -> str:
-        """The message for a target whose module cannot be imported. When the top-level
-        package itself is not importable (not installed), say which package provides it."""
+        """The message for a target whose module cannot be imported. When its top-level
+        package cannot be found (not installed), say which package provides it."""
         top = module_name.partition(".")[0]
         source = getattr(spec, "source", "builtin") or "builtin"
-        top_error: BaseException | None = None
-        if top != module_name:
-            try:
-                importlib.import_module(top)
-            except Exception as inner:
-                top_error = inner
-        else:
-            top_error = err
-        if top_error is not None and not _is_own_package(top):
-            declared = f" (declared by {source})" if source.startswith("plugin:") else ""
+        declared = f" (declared by {source})" if source.startswith("plugin:") else ""
+        why = None if _is_own_package(top) else module_available(top)
+        if why is not None:
             listing = f"`{self.list_command}`" if self.list_command else "another one"
             return (
-                f"{name}: provided by the package {top!r}, which cannot be imported "
-                f"({_describe(top_error)}){declared}; install it, or pick another {self.kind} ({listing})"
+                f"{name}: provided by the package {top!r}, which cannot be imported ({why}){declared}; "
+                f"install it, or pick another {self.kind} ({listing})"
             )
-        return f"{self.kind} {name!r}: cannot import {module_name} ({_describe(err)}){hint}"
+        return f"{self.kind} {name!r}: cannot import {module_name} ({_describe(err)}){declared}{hint}"
 
 
 def _is_own_package(top: str) -> bool:
