@@ -172,3 +172,212 @@ def test_config_metadata_help_is_declared():
 
     args = {a.name: a for a in declared_args(MockAdapter)}
     assert args["slow_ms"].help and args["size"].default == 256 and not args["size"].required
+
+
+# --- the one registry (unified_bench.core.registry) -----------------------------------------
+
+from dataclasses import dataclass as _dataclass  # noqa: E402
+
+from dist_info import REPO, pyproject_entry_points, write_dist_info  # noqa: E402
+
+from unified_bench.core.registry import Registry, RegistryConflict  # noqa: E402
+
+
+@_dataclass(frozen=True)
+class _Spec:
+    name: str
+    target: str
+    aliases: tuple[str, ...] = ()
+
+
+def test_registry_aliases_never_shadow_ids():
+    table = Registry("thing")
+    table.register(_Spec("a", "pkg.mod:A", aliases=("alpha",)))
+    table.register(_Spec("b", "pkg.mod:B"))
+    assert table.lookup("alpha").name == "a" and table.lookup("nope") is None
+    with pytest.raises(RegistryConflict, match="alias 'a' of thing 'c' would shadow the thing id 'a'"):
+        table.register(_Spec("c", "pkg.mod:C", aliases=("a",)))
+    assert "c" not in table.entries  # a failed registration leaves nothing behind
+    with pytest.raises(RegistryConflict, match="would shadow the alias 'alpha'"):
+        table.register(_Spec("alpha", "pkg.mod:Alpha"))
+    with pytest.raises(RegistryConflict, match="would shadow the thing id 'b'"):
+        table.add_alias("b", "a")
+    with pytest.raises(RegistryConflict, match="already an alias of 'a'"):
+        table.add_alias("alpha", "b")
+    with pytest.raises(RegistryConflict, match="points to 'ghost', which is not a registered thing"):
+        table.add_alias("spook", "ghost")
+    table.add_alias("beta", "b")
+    assert table.lookup("beta").name == "b"
+
+
+def test_registry_conflicting_registration_raises_identical_is_a_noop():
+    table = Registry("thing")
+    first = table.register(_Spec("a", "pkg.mod:A"))
+    assert table.register(_Spec("a", "pkg.mod:A")) is first  # same target: no-op
+    with pytest.raises(RegistryConflict, match="'a' is already registered to pkg.mod:A; cannot register it again to pkg.other:A"):
+        table.register(_Spec("a", "pkg.other:A"))
+    with pytest.raises(ValueError, match="not an import path"):
+        table.register(_Spec("d", "no colon here"))
+
+
+def test_adapter_registry_rejects_conflicts():
+    with pytest.raises(RegistryConflict, match="'mock' is already registered"):
+        register_adapter("mock")(_Toy)
+    with pytest.raises(RegistryConflict, match="alias 'mock' of model 'toy-shadow' would shadow"):
+        register_adapter("toy-shadow", aliases=("mock",))(_Toy)
+    with pytest.raises(RegistryConflict, match="would shadow the alias 'janus'"):
+        register_adapter("janus")(_Toy)
+    assert resolve("mock")[0].target == "unified_bench.adapters.mock:MockAdapter"
+    assert resolve("janus")[0].name == "janus-pro"
+    # the same class again (a re-run notebook cell) is fine
+    register_adapter("toy-again")(_Toy)
+    try:
+        register_adapter("toy-again")(_Toy)
+    finally:
+        unregister_adapter("toy-again")
+
+
+_BROKEN_MODULE = 'raise RuntimeError("boom at import")\n'
+
+
+@pytest.fixture
+def plugins(tmp_path, monkeypatch):
+    """A distribution declaring good, broken, missing, malformed and conflicting plugins."""
+    site = tmp_path / "site"
+    write_dist_info(site, "ub-test-plugins", {
+        "unified_bench.models": {
+            "toy-plugin": "ub_toy_plugin:ToyPlugin",
+            "broken-plugin": "ub_broken_plugin:Broken",
+            "missing-plugin": "ub_not_installed_pkg.adapter:Missing",
+            "malformed-plugin": "not an import path",
+            "mock": "ub_toy_plugin:ToyPlugin",  # conflicts with the built-in
+        },
+        "unified_bench.metrics": {"clip": "ub_toy_plugin:Elsewhere", "broken-metric": "ub_broken_plugin:M"},
+        "unified_bench.datasets": {"toy-set": "ub_toy_plugin:load", "broken-set": "ub_broken_plugin:load"},
+    })
+    (site / "ub_broken_plugin.py").write_text(_BROKEN_MODULE)
+    (site / "ub_toy_plugin.py").write_text(
+        "from unified_bench.adapters.mock import MockAdapter\n"
+        "class ToyPlugin(MockAdapter):\n    '''a toy plugin'''\n"
+        "def load(options, cache_dir):\n"
+        "    from unified_bench.datasets.base import EvalDataset, Sample\n"
+        "    from PIL import Image\n"
+        "    return EvalDataset('toy-set', [Sample('a', image=Image.new('RGB', (8, 8)))], ('ssim',), 'toy', {'options': dict(options)})\n"
+    )
+    monkeypatch.syspath_prepend(str(site))
+    return site
+
+
+def test_broken_plugins_are_reported_by_name_and_others_keep_working(plugins):
+    from unified_bench.adapters.registry import plugin_problems, unavailable
+
+    specs = {s.name: s for s in list_adapters()}
+    assert specs["toy-plugin"].source == "plugin:ub-test-plugins" and "broken-plugin" in specs
+    assert build("toy-plugin", {"size": "16"}).adapter.config.size == 16
+    assert resolve("mock")[0].target == "unified_bench.adapters.mock:MockAdapter"  # the built-in wins
+    problems = {p.name: p for p in plugin_problems()}
+    assert set(problems) == {"malformed-plugin", "mock"}
+    assert "conflicts with the built-in model 'mock'" in problems["mock"].error
+    # the module that raises on import fails when used, by name, with its error
+    with pytest.raises(ConfigError, match=r"model 'broken-plugin': cannot import ub_broken_plugin \(RuntimeError: boom at import\)"):
+        build_adapter("broken-plugin")
+    with pytest.raises(ConfigError, match=r"^missing-plugin: provided by the package 'ub_not_installed_pkg', which cannot be imported \(No module named 'ub_not_installed_pkg'\) \(declared by plugin:ub-test-plugins\)"):
+        build_adapter("missing-plugin")
+    assert unavailable(specs["missing-plugin"]).startswith("provided by the package 'ub_not_installed_pkg'")
+    assert unavailable(specs["toy-plugin"]) is None
+    with pytest.raises(ConfigError, match="model 'malformed-plugin' cannot be used: plugin:ub-test-plugins declares it as not an import path, which malformed"):
+        resolve("malformed-plugin")
+    assert build_adapter("mock").name == "mock"
+
+
+def test_broken_metric_and_dataset_plugins(plugins):
+    from unified_bench.datasets.registry import list_datasets, load_eval_dataset
+    from unified_bench.core.errors import DatasetError
+    from unified_bench.metrics import METRICS, build_metric, get_spec
+
+    assert get_spec("clip").target == "unified_bench.metrics.hf:ClipMetric"
+    assert [p.name for p in METRICS.problems()] == ["clip"]
+    with pytest.raises(ConfigError, match=r"metric 'broken-metric': cannot import ub_broken_plugin \(RuntimeError: boom at import\)"):
+        build_metric("broken-metric")
+    assert build_metric("ssim").info.name == "ssim"
+    assert {"toy-set", "broken-set", "shapes"} <= {s.name for s in list_datasets()}
+    dataset = load_eval_dataset("toy-set", {"anything": "goes"})
+    assert dataset.name == "toy-set" and dataset.source == {"options": {"anything": "goes"}}
+    with pytest.raises(DatasetError, match="dataset 'broken-set': cannot import ub_broken_plugin"):
+        load_eval_dataset("broken-set")
+
+
+def test_models_command_lists_broken_plugins_one_line_each(plugins):
+    from runner_helpers import cli_env
+
+    env = cli_env(plugins)
+    env["PYTHONPATH"] = str(plugins) + ":" + env["PYTHONPATH"]
+    proc = subprocess.run([sys.executable, "-m", "unified_bench", "models"], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert any(line.startswith("not available: missing-plugin (plugin:ub-test-plugins") and "No module named 'ub_not_installed_pkg'" in line for line in lines)
+    assert any(line.startswith("not available: malformed-plugin") for line in lines)
+    assert any(line.startswith("not available: mock (plugin:ub-test-plugins") and "conflicts with the built-in" in line for line in lines)
+    assert "toy-plugin" in proc.stdout and "blank" in proc.stdout and "janus-pro-7b" in proc.stdout
+
+
+# --- the reference model registers through pyproject's entry points ---------------------------
+
+
+def test_uae_entry_points_in_pyproject_resolve(tmp_path, monkeypatch):
+    declared = pyproject_entry_points()["unified_bench.models"]
+    assert declared == {
+        "uae-reference": "uae_reference.adapter:UAEReferenceAdapter",
+        "uae-tiny": "uae_reference.adapter:UAETinyAdapter",
+    }
+    write_dist_info(tmp_path, "unified-bench-under-test", {"unified_bench.models": declared})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec, args = resolve("uae-tiny")
+    assert spec.target == "uae_reference.adapter:UAETinyAdapter" and spec.source.startswith("plugin:") and args == {}
+    from uae_reference.adapter import UAEReferenceAdapter, UAETinyAdapter
+
+    assert registry.load_adapter_class(spec) is UAETinyAdapter
+    assert registry.load_adapter_class(resolve("uae-reference")[0]) is UAEReferenceAdapter
+    assert not any(p.name.startswith("uae") for p in registry.plugin_problems())
+    # and no unified_bench module imports uae_reference: tests/test_layers.py checks the contract
+
+
+# Makes uae_reference unimportable, as if it were not installed, then runs the CLI.
+_WITHOUT_UAE = (
+    "import sys, runpy, importlib.abc\n"
+    "class Gone(importlib.abc.MetaPathFinder):\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.partition('.')[0] == 'uae_reference':\n"
+    "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+    "sys.meta_path.insert(0, Gone())\n"
+    "sys.argv = ['unified-bench', *sys.argv[1:]]\n"
+    "runpy.run_module('unified_bench', run_name='__main__', alter_sys=True)\n"
+)
+
+
+def test_cli_works_without_uae_reference(tmp_path):
+    from runner_helpers import cli_env
+
+    site = tmp_path / "site"
+    write_dist_info(site, "unified-bench-under-test", {"unified_bench.models": pyproject_entry_points()["unified_bench.models"]})
+    env = cli_env(tmp_path)
+    env["PYTHONPATH"] = str(site) + ":" + env["PYTHONPATH"]
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-c", _WITHOUT_UAE, *args], env=env, capture_output=True, text=True, timeout=180)
+
+    listed = cli("models")
+    assert listed.returncode == 0, listed.stderr
+    assert "mock" in listed.stdout and "janus-pro" in listed.stdout and "uae-official" in listed.stdout
+    gone = [line for line in listed.stdout.splitlines() if line.startswith("not available:")]
+    assert len(gone) == 2 and all("provided by the package 'uae_reference', which cannot be imported" in line for line in gone)
+
+    run = cli("eval", "--model", "uae-tiny", "--data", "shapes", "--limit", "1", "--metrics", "ssim", "--out", str(tmp_path / "run"), "--no-progress")
+    assert run.returncode == 2, run.stdout + run.stderr
+    message = " ".join(run.stderr.split())
+    assert message.startswith(
+        "error: uae-tiny: provided by the package 'uae_reference', which cannot be imported "
+        "(No module named 'uae_reference')"
+    ), message
+    assert "Traceback" not in run.stderr
+    assert cli("metrics").returncode == 0

@@ -1,13 +1,21 @@
 """Lazy adapter registry: model name -> where its class lives, what it needs, its presets.
 
-Three ways an adapter becomes known, in order of precedence:
+The table is a :class:`unified_bench.core.registry.Registry` (the one class behind the
+adapter, metric and dataset registries). Three ways an adapter becomes known:
 
-1. ``register_adapter("name")`` — a decorator for classes defined in the running process
-   (notebooks, tests, in-tree modules once imported);
-2. the declarative table :data:`BUILTIN` below — ``"module:Class"`` strings, so listing the
+1. the declarative table :data:`BUILTIN` below — ``"module:Class"`` strings, so listing the
    models imports nothing heavy; the module is imported only by :func:`build_adapter`;
-3. the entry-point group ``unified_bench.models`` — a third-party package declares
-   ``my-model = "my_pkg.adapter:MyAdapter"`` in its ``pyproject.toml``.
+2. ``register_adapter("name")`` — a decorator for classes defined in the running process
+   (notebooks, tests, in-tree modules once imported);
+3. the entry-point group ``unified_bench.models`` — an installed package declares
+   ``my-model = "my_pkg.adapter:MyAdapter"`` in its ``pyproject.toml``. The reference model
+   (``uae-reference``, ``uae-tiny``) registers this way too, from this repository's
+   ``pyproject.toml``, so an environment without ``uae_reference`` still works.
+
+A name is registered once: registering it again to another class, or an alias that would
+shadow a name, raises :class:`~unified_bench.core.registry.RegistryConflict`. A plugin that
+conflicts or cannot be imported is reported by name (``unified-bench models``) and fails only
+when it is used.
 
 **Declaring arguments.** ``--model-arg key=value`` strings are coerced to the type each
 argument declares. An adapter declares its arguments in one of three ways (first match wins):
@@ -27,17 +35,17 @@ Conventions for model adapters: ``model`` (hub id or local path), ``device``, ``
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import inspect
 import json
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, entry_points, version
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from unified_bench.adapters.base import Adapter
+from unified_bench.core.registry import PluginProblem, Registry, RegistryConflict, module_available  # noqa: F401 (re-exported)
 from unified_bench.core.errors import ConfigError
 
 ENTRY_POINT_GROUP = "unified_bench.models"
@@ -70,81 +78,66 @@ class Preset:
 _HF = ("transformers", "accelerate")
 
 #: The in-tree adapters. Targets are imported only when the model is built.
-BUILTIN: dict[str, AdapterSpec] = {
-    spec.name: spec
-    for spec in [
-        AdapterSpec(
-            "mock",
-            "unified_bench.adapters.mock:MockAdapter",
-            "deterministic test double: caption from colour statistics, image from caption+seed",
-        ),
-        AdapterSpec(
-            "precomputed",
-            "unified_bench.adapters.precomputed:PrecomputedAdapter",
-            "captions and images produced elsewhere (a folder with images/ and captions.jsonl)",
-        ),
-        AdapterSpec(
-            "openai",
-            "unified_bench.adapters.openai_api:OpenAIAdapter",
-            "OpenAI-compatible HTTP API: chat completions to caption, images API to generate",
-            needs=("env:OPENAI_API_KEY", "network access to the API"),
-            aliases=("openai-api",),
-        ),
-        AdapterSpec(
-            "remote",
-            "unified_bench.adapters.remote:RemoteAdapter",
-            "a model served elsewhere by `unified-bench serve` (its own environment or machine)",
-            needs=("a running `unified-bench serve`",),
-        ),
-        AdapterSpec(
-            "pair",
-            "unified_bench.adapters.pair:PairAdapter",
-            "any transformers image-text-to-text model + any diffusers text-to-image pipeline",
-            needs=(*_HF, "diffusers"),
-        ),
-        AdapterSpec(
-            "janus-pro",
-            "unified_bench.adapters.janus:JanusProAdapter",
-            "DeepSeek Janus-Pro through transformers (understanding and generation)",
-            needs=_HF,
-            aliases=("janus",),
-        ),
-        AdapterSpec(
-            "emu3",
-            "unified_bench.adapters.emu3:Emu3Adapter",
-            "BAAI Emu3 through transformers (chat and generation checkpoints)",
-            needs=_HF,
-        ),
-        AdapterSpec(
-            "uae",
-            "unified_bench.adapters.uae:UaeAdapter",
-            "UAE official release: Qwen2.5-VL + LoRA + projector, SD3.5 transformer + LoRA",
-            needs=(*_HF, "diffusers", "peft"),
-        ),
-        AdapterSpec(
-            "uae-reference",
-            "uae_reference.adapter:UAEReferenceAdapter",
-            "reference UAE model (uae_reference): any checkpoint from `uae-reference train` (--model-arg checkpoint=DIR)",
-            needs=(*_HF, "diffusers"),
-        ),
-        AdapterSpec(
-            "uae-tiny",
-            "uae_reference.adapter:UAETinyAdapter",
-            "reference UAE model, the shipped tiny checkpoint trained on Shapes on a CPU",
-            needs=(*_HF, "diffusers"),
-        ),
-        AdapterSpec(
-            "shapes-oracle",
-            "unified_bench.tracks.shapes.adapters:ShapesOracleAdapter",
-            "Shapes track oracle: exact scene caption and exact re-render (upper bound)",
-        ),
-        AdapterSpec(
-            "blank",
-            "unified_bench.tracks.shapes.adapters:BlankAdapter",
-            "lower bound: a fixed caption and a blank image",
-        ),
-    ]
-}
+_BUILTIN_SPECS: list[AdapterSpec] = [
+    AdapterSpec(
+        "mock",
+        "unified_bench.adapters.mock:MockAdapter",
+        "deterministic test double: caption from colour statistics, image from caption+seed",
+    ),
+    AdapterSpec(
+        "precomputed",
+        "unified_bench.adapters.precomputed:PrecomputedAdapter",
+        "captions and images produced elsewhere (a folder with images/ and captions.jsonl)",
+    ),
+    AdapterSpec(
+        "openai",
+        "unified_bench.adapters.openai_api:OpenAIAdapter",
+        "OpenAI-compatible HTTP API: chat completions to caption, images API to generate",
+        needs=("env:OPENAI_API_KEY", "network access to the API"),
+        aliases=("openai-api",),
+    ),
+    AdapterSpec(
+        "remote",
+        "unified_bench.adapters.remote:RemoteAdapter",
+        "a model served elsewhere by `unified-bench serve` (its own environment or machine)",
+        needs=("a running `unified-bench serve`",),
+    ),
+    AdapterSpec(
+        "pair",
+        "unified_bench.adapters.pair:PairAdapter",
+        "any transformers image-text-to-text model + any diffusers text-to-image pipeline",
+        needs=(*_HF, "diffusers"),
+    ),
+    AdapterSpec(
+        "janus-pro",
+        "unified_bench.adapters.janus:JanusProAdapter",
+        "DeepSeek Janus-Pro through transformers (understanding and generation)",
+        needs=_HF,
+        aliases=("janus",),
+    ),
+    AdapterSpec(
+        "emu3",
+        "unified_bench.adapters.emu3:Emu3Adapter",
+        "BAAI Emu3 through transformers (chat and generation checkpoints)",
+        needs=_HF,
+    ),
+    AdapterSpec(
+        "uae",
+        "unified_bench.adapters.uae:UaeAdapter",
+        "UAE official release: Qwen2.5-VL + LoRA + projector, SD3.5 transformer + LoRA",
+        needs=(*_HF, "diffusers", "peft"),
+    ),
+    AdapterSpec(
+        "shapes-oracle",
+        "unified_bench.tracks.shapes.adapters:ShapesOracleAdapter",
+        "Shapes track oracle: exact scene caption and exact re-render (upper bound)",
+    ),
+    AdapterSpec(
+        "blank",
+        "unified_bench.tracks.shapes.adapters:BlankAdapter",
+        "lower bound: a fixed caption and a blank image",
+    ),
+]
 
 #: Named argument bundles. Arguments are checked against the adapter when it is built.
 PRESETS: dict[str, Preset] = {
@@ -201,9 +194,35 @@ PRESETS: dict[str, Preset] = {
     ]
 }
 
-# Classes registered in this process by the decorator, and their specs.
-_REGISTERED: dict[str, type[Adapter]] = {}
-_REGISTERED_SPECS: dict[str, AdapterSpec] = {}
+
+def _plugin_spec(name: str, target: str, dist: str) -> AdapterSpec:
+    return AdapterSpec(
+        name,
+        target,
+        f"plugin adapter {target} (from the {dist} distribution)",
+        needs=(dist,) if dist != "unknown" else (),
+        source=f"plugin:{dist}",
+    )
+
+
+def _install_hint(spec: AdapterSpec) -> str:
+    missing = [need for need in spec.needs if not need_satisfied(need)]
+    return f"; install {', '.join(missing)}" if missing else ""
+
+
+#: The one registry of adapters (built-ins, decorator registrations, entry-point plugins).
+ADAPTERS: Registry[AdapterSpec] = Registry(
+    "model",
+    group=ENTRY_POINT_GROUP,
+    plugin_spec=_plugin_spec,
+    list_command="unified-bench models",
+)
+for _spec in _BUILTIN_SPECS:
+    ADAPTERS.register(_spec)
+del _spec
+
+#: The built-in and in-process entries (a live view: ``ADAPTERS.entries``).
+BUILTIN: dict[str, AdapterSpec] = ADAPTERS.entries
 
 
 def register_adapter(
@@ -213,14 +232,16 @@ def register_adapter(
     needs: Sequence[str] = (),
     aliases: Sequence[str] = (),
 ) -> Callable[[type[Adapter]], type[Adapter]]:
-    """Class decorator: make ``cls`` buildable as ``name`` in this process."""
+    """Class decorator: make ``cls`` buildable as ``name`` in this process.
+
+    Registering a name that is taken by another class raises ``RegistryConflict``;
+    registering the same class again (a re-run cell, a reloaded module) is a no-op."""
 
     def decorate(cls: type[Adapter]) -> type[Adapter]:
         if not (isinstance(cls, type) and issubclass(cls, Adapter)):
             raise TypeError(f"@register_adapter({name!r}) needs an Adapter subclass, got {cls!r}")
-        _REGISTERED[name] = cls
         doc = (inspect.getdoc(cls) or "").strip().splitlines()
-        _REGISTERED_SPECS[name] = AdapterSpec(
+        spec = AdapterSpec(
             name,
             f"{cls.__module__}:{cls.__qualname__}",
             description or (doc[0] if doc else cls.__qualname__),
@@ -228,6 +249,7 @@ def register_adapter(
             tuple(aliases),
             source="decorator",
         )
+        ADAPTERS.register(spec, obj=cls)
         if cls.__dict__.get("name") in (None, "adapter"):
             cls.name = name
         return cls
@@ -237,28 +259,32 @@ def register_adapter(
 
 def unregister_adapter(name: str) -> None:
     """Forget a decorator-registered adapter (tests)."""
-    _REGISTERED.pop(name, None)
-    _REGISTERED_SPECS.pop(name, None)
-
-
-def _plugin_specs() -> dict[str, AdapterSpec]:
-    specs: dict[str, AdapterSpec] = {}
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        dist = getattr(entry, "dist", None)
-        dist_name = getattr(dist, "name", None) or "unknown"
-        specs[entry.name] = AdapterSpec(
-            entry.name,
-            entry.value,
-            f"plugin adapter from the {dist_name} package",
-            needs=(dist_name,) if dist_name != "unknown" else (),
-            source=f"plugin:{dist_name}",
-        )
-    return specs
+    if name in ADAPTERS.entries and ADAPTERS.entries[name].source == "decorator":
+        ADAPTERS.unregister(name)
 
 
 def all_specs() -> dict[str, AdapterSpec]:
-    """Every known adapter; built-ins win over plugins, decorator registrations over both."""
-    return {**_plugin_specs(), **BUILTIN, **_REGISTERED_SPECS}
+    """Every usable adapter: plugins, then built-ins and decorator registrations."""
+    return ADAPTERS.specs()
+
+
+def plugin_problems() -> list[PluginProblem]:
+    """Entry points of ``unified_bench.models`` that could not be registered."""
+    return ADAPTERS.problems()
+
+
+def unavailable(spec: AdapterSpec) -> str | None:
+    """Why ``spec``'s module cannot be imported, found without importing it; None if it can."""
+    if ADAPTERS.object(spec.name) is not None:
+        return None
+    module = spec.target.partition(":")[0]
+    top = module.partition(".")[0]
+    if top != "unified_bench":
+        why = module_available(top)
+        if why is not None:
+            return f"provided by the package {top!r}, which cannot be imported ({why})"
+    why = module_available(module)
+    return None if why is None else f"cannot import {module} ({why})"
 
 
 def list_adapters() -> list[AdapterSpec]:
@@ -272,17 +298,19 @@ def list_presets() -> list[Preset]:
 
 def resolve(name: str) -> tuple[AdapterSpec, dict[str, Any]]:
     """A model name, alias or preset -> (adapter spec, preset arguments)."""
-    specs = all_specs()
-    if name in specs:
-        return specs[name], {}
+    if name in ADAPTERS.entries:
+        return ADAPTERS.entries[name], {}
     if name in PRESETS:
         preset = PRESETS[name]
         spec, base = resolve(preset.adapter)
         return spec, {**base, **preset.args}
-    for spec in specs.values():
-        if name in spec.aliases:
-            return spec, {}
-    known = sorted(set(specs) | set(PRESETS))
+    spec = ADAPTERS.lookup(name)
+    if spec is not None:
+        return spec, {}
+    problem = ADAPTERS.problem(name)
+    if problem is not None:
+        raise ConfigError(ADAPTERS.unknown_message(name))
+    known = sorted(set(all_specs()) | set(PRESETS))
     raise ConfigError(
         f"unknown model {name!r}; known models and presets: {', '.join(known)} "
         f"(run `unified-bench models`; third-party adapters register under the "
@@ -290,21 +318,9 @@ def resolve(name: str) -> tuple[AdapterSpec, dict[str, Any]]:
     )
 
 
-def load_adapter_class(spec: AdapterSpec) -> type[Adapter]:
+def load_adapter_class(spec: AdapterSpec, *, name: str | None = None) -> type[Adapter]:
     """Import the adapter's module (the only place heavy imports happen)."""
-    if spec.name in _REGISTERED and spec.source == "decorator":
-        return _REGISTERED[spec.name]
-    module_name, _, attr = spec.target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        missing = [need for need in spec.needs if not need_satisfied(need)]
-        hint = f"; install {', '.join(missing)}" if missing else ""
-        raise ConfigError(f"model {spec.name!r}: cannot import {module_name} ({err}){hint}") from err
-    try:
-        cls = getattr(module, attr)
-    except AttributeError as err:
-        raise ConfigError(f"model {spec.name!r}: {module_name} has no attribute {attr!r}") from err
+    cls = ADAPTERS.load(spec, name=name, hint=_install_hint(spec))
     if not (isinstance(cls, type) and issubclass(cls, Adapter)):
         raise ConfigError(f"model {spec.name!r}: {spec.target} is not an Adapter subclass")
     return cls

@@ -163,7 +163,7 @@ def register(app: typer.Typer) -> None:
         """List adapters and presets, with what each needs installed."""
         from rich.table import Table
 
-        from unified_bench.adapters.registry import list_adapters, list_presets, need_satisfied
+        from unified_bench.adapters.registry import list_adapters, list_presets, need_satisfied, plugin_problems, unavailable
 
         if name is not None:
             _print_arguments(name)
@@ -174,7 +174,14 @@ def register(app: typer.Typer) -> None:
         table.add_column("source")
         table.add_column("needs")
         table.add_column("description")
+        # plugins whose package is gone, or whose entry point conflicts, get one line each
+        # below the table instead of a row (nothing is imported to find out)
+        broken = [p.line() for p in plugin_problems()]
         for spec in list_adapters():
+            why = unavailable(spec) if spec.source != "builtin" else None
+            if why is not None:
+                broken.append(f"{spec.name} ({spec.source}, {spec.target}): {why}")
+                continue
             needs = []
             for need in spec.needs:
                 ok = need_satisfied(need)
@@ -192,6 +199,10 @@ def register(app: typer.Typer) -> None:
             args = " ".join(f"{k}={v}" for k, v in preset.args.items()) or "(defaults)"
             presets.add_row(preset.name, preset.adapter, args, preset.description)
         console.print(presets)
+        from rich.markup import escape
+
+        for line in broken:
+            console.print(f"[yellow]not available:[/] {escape(line)}", highlight=False, soft_wrap=True)
 
 
 def _print_arguments(name: str) -> None:

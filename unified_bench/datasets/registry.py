@@ -5,17 +5,24 @@ for a Hugging Face dataset (hub name or local folder), or a path: a ``save_to_di
 folder is read with ``datasets``, any other folder as a folder of images. ``--data-arg
 KEY=VALUE`` passes loader options (``split``, ``dir``, ``size``...). Loaders are imported
 only when used.
+
+The table is a :class:`unified_bench.core.registry.Registry` (shared with the adapter and
+metric registries). Installed packages add datasets through the entry-point group
+``unified_bench.datasets``: ``my-set = "my_pkg.data:load"``, where ``load(options: dict[str,
+str], cache_dir: Path | None) -> EvalDataset`` checks its own ``--data-arg`` options.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from unified_bench.core.registry import Registry
 from unified_bench.datasets.base import EvalDataset
 from unified_bench.core.errors import DatasetError
+
+ENTRY_POINT_GROUP = "unified_bench.datasets"
 
 
 @dataclass(frozen=True)
@@ -24,40 +31,53 @@ class DatasetSpec:
     loader: str  # "module:function(options: dict[str, str], cache_dir: Path | None) -> EvalDataset"
     description: str
     default_metrics: tuple[str, ...]
-    options: tuple[str, ...] = ()  # accepted --data-arg keys
+    options: tuple[str, ...] | None = ()  # accepted --data-arg keys; None: the loader checks them
     aliases: tuple[str, ...] = ()
+    source: str = "builtin"  # "builtin" | "plugin:<distribution>"
 
 
-DATASETS: dict[str, DatasetSpec] = {
-    spec.name: spec
-    for spec in [
-        DatasetSpec(
-            "official",
-            "unified_bench.datasets.registry:_load_official",
-            "the paper's 100 reference images (downloaded on demand, cached)",
-            ("clip", "dinov2", "dinov3", "longclip", "siglip"),
-            options=("dir",),
-            aliases=("unified-bench", "unibench"),
-        ),
-        DatasetSpec(
-            "photos",
-            "unified_bench.datasets.registry:_load_photos",
-            "real photos that install offline with scikit-image, scikit-learn and matplotlib",
-            ("effnet", "ssim", "psnr"),
-        ),
-        DatasetSpec(
-            "shapes",
-            "unified_bench.tracks.shapes.dataset:load_shapes",
-            "procedural Shapes scenes with ground truth (offline, exact oracle)",
-            ("shapes-attr", "effnet", "ssim"),
-            options=("split", "size"),
-        ),
-    ]
-}
+def _plugin_spec(name: str, target: str, dist: str) -> DatasetSpec:
+    return DatasetSpec(name, target, f"plugin dataset {target} (from the {dist} distribution)", (), None, source=f"plugin:{dist}")
+
+
+#: The one registry of datasets (built-ins and ``unified_bench.datasets`` entry points).
+REGISTRY: Registry[DatasetSpec] = Registry(
+    "dataset", group=ENTRY_POINT_GROUP, plugin_spec=_plugin_spec, target=lambda spec: spec.loader, error=DatasetError
+)
+
+for _spec in [
+    DatasetSpec(
+        "official",
+        "unified_bench.datasets.registry:_load_official",
+        "the paper's 100 reference images (downloaded on demand, cached)",
+        ("clip", "dinov2", "dinov3", "longclip", "siglip"),
+        options=("dir",),
+        aliases=("unified-bench", "unibench"),
+    ),
+    DatasetSpec(
+        "photos",
+        "unified_bench.datasets.registry:_load_photos",
+        "real photos that install offline with scikit-image, scikit-learn and matplotlib",
+        ("effnet", "ssim", "psnr"),
+    ),
+    DatasetSpec(
+        "shapes",
+        "unified_bench.tracks.shapes.dataset:load_shapes",
+        "procedural Shapes scenes with ground truth (offline, exact oracle)",
+        ("shapes-attr", "effnet", "ssim"),
+        options=("split", "size"),
+    ),
+]:
+    REGISTRY.register(_spec)
+del _spec
+
+#: The built-in entries (a live view: ``REGISTRY.entries``).
+DATASETS: dict[str, DatasetSpec] = REGISTRY.entries
 
 
 def list_datasets() -> list[DatasetSpec]:
-    return [DATASETS[name] for name in sorted(DATASETS)]
+    specs = REGISTRY.specs()
+    return [specs[name] for name in sorted(specs)]
 
 
 def load_eval_dataset(
@@ -73,12 +93,11 @@ def load_eval_dataset(
     options = dict(options or {})
     spec = _lookup(data)
     if spec is not None:
-        unknown = sorted(set(options) - set(spec.options))
+        unknown = sorted(set(options) - set(spec.options)) if spec.options is not None else []
         if unknown:
-            accepted = ", ".join(spec.options) or "none"
+            accepted = ", ".join(spec.options or ()) or "none"
             raise DatasetError(f"dataset {spec.name!r} has no option {', '.join(unknown)} (accepted: {accepted})")
-        module_name, _, attr = spec.loader.partition(":")
-        loader: Callable[..., EvalDataset] = getattr(importlib.import_module(module_name), attr)
+        loader: Callable[..., EvalDataset] = REGISTRY.load(spec, name=data)
         return loader(options, cache_dir)
     if data.startswith("hf:"):
         return hf_dataset(data[3:], options)
@@ -89,7 +108,10 @@ def load_eval_dataset(
         if options:
             raise DatasetError(f"an image folder takes no --data-arg (got {', '.join(sorted(options))})")
         return folder_dataset(path)
-    known = ", ".join(sorted(DATASETS))
+    problem = REGISTRY.problem(data)
+    if problem is not None:
+        raise DatasetError(REGISTRY.unknown_message(data))
+    known = ", ".join(REGISTRY.names())
     raise DatasetError(
         f"--data {data!r} is neither a dataset name ({known}), 'hf:NAME' for a Hugging Face "
         "dataset, nor an existing folder"
@@ -97,12 +119,7 @@ def load_eval_dataset(
 
 
 def _lookup(name: str) -> DatasetSpec | None:
-    if name in DATASETS:
-        return DATASETS[name]
-    for spec in DATASETS.values():
-        if name in spec.aliases:
-            return spec
-    return None
+    return REGISTRY.lookup(name)
 
 
 def _load_official(options: Mapping[str, str], cache_dir: Path | None) -> EvalDataset:
