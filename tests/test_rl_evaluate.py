@@ -3,6 +3,8 @@ curve attached to a run where the leaderboard reads it, and the combined stage c
 
 from __future__ import annotations
 
+import json
+
 import csv
 import sys
 from pathlib import Path
@@ -14,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from leaderboard_runs import make_run, write_references  # noqa: E402
 
 from uae_reference.rl.curves import StepLog, combine_logs, plot_curves, read_log  # noqa: E402
-from uae_reference.rl.evaluate import EvaluationReport, StageEval, attach_training, paired_improvement  # noqa: E402
+from uae_reference.rl.evaluate import EvaluationReport, StageEval, paired_improvement, training_record  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +57,16 @@ def _log(path: Path, rewards: list[float], lengths: list[float]) -> Path:
     return path
 
 
-def test_training_curve_reaches_the_leaderboard(runs, tmp_path):
+def test_training_curve_reaches_the_leaderboard(tmp_path, monkeypatch):
+    """The evaluator's run records its training provenance from the start (through run_eval),
+    not patched into results.json afterwards."""
+    from runner_helpers import make_images
+
     from unified_bench.leaderboard.entries import read_curve
     from unified_bench.results import load_results
+    from unified_bench.runner.eval import EvalConfig, run_eval
 
-    _, high = runs
+    monkeypatch.setenv("UNIFIED_BENCH_CACHE", str(tmp_path / "cache"))
     g4u = _log(tmp_path / "g4u.csv", [0.6, 0.65, 0.7], [20, 25, 31])
     u4g = _log(tmp_path / "u4g.csv", [0.71, 0.73], [31, 31])
     combined = combine_logs([("g4u", g4u), ("u4g", u4g)], tmp_path / "curves.csv")
@@ -69,9 +76,15 @@ def test_training_curve_reaches_the_leaderboard(runs, tmp_path):
         assert [r["stage"] for r in csv.DictReader(handle)] == ["g4u"] * 3 + ["u4g"] * 2
     assert plot_curves([("g4u", g4u), ("u4g", u4g)], tmp_path / "curves.png").stat().st_size > 0
 
-    attach_training(high, checkpoint="runs/uae-tiny-rl/u4g/final", curve_csv=combined)
-    data = load_results(high)  # still a valid results.json
-    assert data["run"]["training"]["curve_csv"] == "train/curve.csv"
+    high = tmp_path / "run"
+    training = training_record(high, checkpoint="runs/uae-tiny-rl/u4g/final", curve_csv=combined)
+    images = make_images(tmp_path / "data", 3)
+    config = EvalConfig(model="mock", data=str(images), out=high, metrics=["ssim"], model_args={"size": 32}, progress=False, training=training)
+    assert run_eval(config).ok
+    data = load_results(high)
+    expected = {"trainer": "uae_reference.rl", "checkpoint": "runs/uae-tiny-rl/u4g/final", "curve_csv": "train/curve.csv"}
+    assert data["run"]["training"] == expected
+    assert json.loads((high / "run.json").read_text())["training"] == expected  # in the run directory from the start
     warnings: list[str] = []
     curve = read_curve(data["run"]["training"], Path(high), warnings)
     assert not warnings

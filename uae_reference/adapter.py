@@ -25,6 +25,7 @@ from PIL import Image
 
 from unified_bench.adapters.base import Adapter, Capabilities
 from unified_bench.core.errors import ConfigError, WeightsNotFoundError
+from unified_bench.core.protocol import ExecutedCaption, ExecutedGeneration
 from uae_reference.model import resize_image
 
 BUNDLED_TINY = Path(__file__).parent / "checkpoints" / "uae-tiny"
@@ -110,6 +111,30 @@ class UAEReferenceAdapter(Adapter):
         if size is not None:
             images = [resize_image(img, tuple(size)) for img in images]
         return images
+
+    def caption_settings(self, prompt: str) -> ExecutedCaption:
+        settings = self.model.settings
+        temperature = settings.caption_temperature if self.config.temperature < 0 else self.config.temperature
+        return ExecutedCaption(
+            prompt=prompt if self.config.prompt == "runner" else settings.caption_prompt,
+            do_sample=temperature > 0,  # temperature 0: greedy
+            temperature=float(temperature),
+            max_new_tokens=int(settings.max_caption_tokens),
+            extra={"encoder_image_size": settings.encoder_image_size, **self.model.caption_sampling_overrides()},
+        )
+
+    def generation_settings(self, size: tuple[int, int] | None) -> ExecutedGeneration:
+        settings = self.model.settings
+        # the decoder renders at the checkpoint's resolution; a requested size is a resize after
+        return ExecutedGeneration(
+            width=settings.image_size,
+            height=settings.image_size,
+            num_inference_steps=int(self.config.num_steps or settings.num_inference_steps),
+            guidance_scale=float(settings.guidance_scale if self.config.guidance_scale < 0 else self.config.guidance_scale),
+            scheduler=type(self.model.scheduler).__name__,
+            dtype=self.config.dtype,
+            extra={"output_size": list(size)} if size is not None and tuple(size) != (settings.image_size,) * 2 else {},
+        )
 
     def describe(self) -> dict[str, Any]:
         settings = self.model.settings

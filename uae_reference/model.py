@@ -307,6 +307,16 @@ class UAEModel(nn.Module):
         logprobs = torch.log_softmax(step_logits, dim=-1).gather(-1, token_ids.unsqueeze(-1)).squeeze(-1)
         return logprobs * mask
 
+    def caption_sampling_overrides(self) -> dict[str, Any]:
+        """Sampling settings the encoder's own ``generation_config`` adds to every caption call
+        (transformers merges it into the config ``sample_captions`` passes), where they differ
+        from transformers' defaults; they shape the distribution the tokens are drawn from."""
+        from transformers import GenerationConfig
+
+        default, own = GenerationConfig(), self.encoder.generation_config
+        keys = ("top_k", "top_p", "min_p", "typical_p", "repetition_penalty", "no_repeat_ngram_size", "length_penalty")
+        return {k: getattr(own, k) for k in keys if getattr(own, k, None) != getattr(default, k, None)}
+
     @torch.no_grad()
     def sample_captions(
         self,

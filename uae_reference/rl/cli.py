@@ -122,14 +122,13 @@ def train_cmd(
         plot_curves(logs, output_dir / "curves.png")
         say(f"curves: {output_dir / 'curves.csv'}, {output_dir / 'curves.png'}")
     if eval_limit and state.is_main_process:
-        from uae_reference.rl.evaluate import attach_training, evaluate_stages
+        from uae_reference.rl.evaluate import evaluate_stages
 
         checkpoints = [("pre-rl" if stages[0] == "g4u" else "start", Path(init_from))]
         checkpoints += [(name, output_dir / name / "final" if stage == "all" else output_dir / "final") for name in stages]
-        report = evaluate_stages(checkpoints, output_dir / "eval", limit=eval_limit, progress=not no_progress)
-        for (name, log_path), stage_eval in zip(logs, report.stages[1:]):
-            curve = output_dir / "curves.csv" if (len(logs) > 1 and name == logs[-1][0]) else log_path
-            attach_training(stage_eval.run_dir, checkpoint=stage_eval.checkpoint, curve_csv=curve)
+        # the last stage's run carries the combined curve of every stage
+        curves = {name: output_dir / "curves.csv" if (len(logs) > 1 and name == logs[-1][0]) else log_path for name, log_path in logs}
+        report = evaluate_stages(checkpoints, output_dir / "eval", limit=eval_limit, progress=not no_progress, curves=curves)
         say(report.markdown())
     # after the evaluation: --init-from may be the bundled uae-tiny that the export replaces
     if export_stages and state.is_main_process:
@@ -163,7 +162,7 @@ def evaluate_cmd(
     no_progress: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Round-trip each checkpoint on Shapes (shapes-attr, effnet, ssim) and report paired improvements with CIs."""
-    from uae_reference.rl.evaluate import attach_training, evaluate_stages
+    from uae_reference.rl.evaluate import evaluate_stages
 
     pairs = []
     for item in checkpoint:
@@ -171,16 +170,18 @@ def evaluate_cmd(
         if not sep or not name or not path:
             raise ConfigError(f"--checkpoint expects NAME=DIR, got {item!r}")
         pairs.append((name, Path(path)))
+    curves = {}
+    for item in curve or []:
+        name, sep, csv_path = item.partition("=")
+        if not sep or not csv_path:
+            raise ConfigError(f"--curve expects NAME=CSV, got {item!r}")
+        if name not in dict(pairs):
+            raise ConfigError(f"--curve names {name!r}, which is not a --checkpoint")
+        curves[name] = Path(csv_path)
     report = evaluate_stages(
         pairs, out, limit=limit, split=split, seed=seed, batch_size=batch_size, progress=not no_progress,
-        num_threads=num_threads, reconstruction=reconstruction,
+        num_threads=num_threads, reconstruction=reconstruction, curves=curves,
     )
-    for item in curve or []:
-        name, _, csv_path = item.partition("=")
-        stage = next((s for s in report.stages if s.name == name), None)
-        if stage is None:
-            raise ConfigError(f"--curve names {name!r}, which is not a --checkpoint")
-        attach_training(stage.run_dir, checkpoint=stage.checkpoint, curve_csv=csv_path)
     console.print(report.markdown())
     console.print(f"report: {out / 'rl_evaluation.json'}")
 

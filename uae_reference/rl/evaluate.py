@@ -202,11 +202,13 @@ def evaluate_stage(
     resume: bool = False,
     progress: bool = True,
     reconstruction: str = "decoder",
+    curve_csv: str | Path | None = None,
 ) -> StageEval:
     """``unified-bench eval`` of one checkpoint on Shapes; returns its means and CIs.
 
     ``reconstruction="renderer"`` replaces the checkpoint's decoder by Shapes' exact renderer
-    of the parsed caption (:class:`EncoderWithRenderer`).
+    of the parsed caption (:class:`EncoderWithRenderer`). The run record's ``training`` names
+    the checkpoint and, with ``curve_csv``, its training curve.
     """
     from unified_bench.results import load_results
     from unified_bench.runner.eval import EvalConfig, run_eval
@@ -232,6 +234,7 @@ def evaluate_stage(
         resume=resume,
         progress=progress,
         command=f"uae-reference rl evaluate ({name}: {checkpoint})",
+        training=training_record(out, checkpoint=str(checkpoint), curve_csv=curve_csv),
     )
     run_eval(config, adapter=adapter)
     adapter.close()
@@ -242,27 +245,20 @@ def evaluate_stage(
     return StageEval(name, str(checkpoint), str(out), means, ci95, n)
 
 
-def attach_training(run_dir: str | Path, *, checkpoint: str, curve_csv: str | Path | None, trainer: str = "uae_reference.rl") -> None:
-    """Set ``run.training`` of a run's results.json (copying the curve CSV into the run directory)."""
+def training_record(
+    run_dir: str | Path, *, checkpoint: str, curve_csv: str | Path | None, trainer: str = "uae_reference.rl"
+) -> dict[str, Any]:
+    """The run record's ``training`` block for a checkpoint evaluated into ``run_dir``; the
+    curve CSV is copied into the run directory (``train/curve.csv``) so the run is self-contained."""
     import shutil
 
-    from unified_bench.results import load_results
-    from unified_bench.results.io import RESULTS_FILE
-
-    run_dir = Path(run_dir)
-    data = load_results(run_dir)
     training: dict[str, Any] = {"trainer": trainer, "checkpoint": checkpoint}
     if curve_csv is not None:
-        target = run_dir / "train" / "curve.csv"
+        target = Path(run_dir) / "train" / "curve.csv"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(curve_csv, target)
         training["curve_csv"] = "train/curve.csv"
-    data["run"]["training"] = training
-    path = run_dir / RESULTS_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
-    load_results(run_dir)  # still valid
+    return training
 
 
 def evaluate_stages(
@@ -278,12 +274,14 @@ def evaluate_stages(
     progress: bool = True,
     num_threads: int = 1,
     reconstruction: str = "decoder",
+    curves: dict[str, str | Path] | None = None,
 ) -> EvaluationReport:
     """Evaluate each (name, checkpoint) in order and the paired change between consecutive ones
     (and from the first to the last); writes ``rl_evaluation.json`` and ``.md`` into ``out``.
 
     ``num_threads`` (torch threads; 0 keeps torch's default): 1 because the tiny model's
-    tensors are small and a shared CPU makes extra threads spin-wait.
+    tensors are small and a shared CPU makes extra threads spin-wait. ``curves`` maps a stage
+    name to its training curve CSV, recorded in that run's ``training``.
     """
     import torch
 
@@ -299,6 +297,7 @@ def evaluate_stages(
             evaluate_stage(
                 name, checkpoint, run_dir, limit=limit, split=split, metrics=metrics, seed=seed, batch_size=batch_size,
                 model_args=(model_args or {}).get(name), resume=resume, progress=progress, reconstruction=reconstruction,
+                curve_csv=(curves or {}).get(name),
             )
         )
     if "shapes-attr" in metrics:

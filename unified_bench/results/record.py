@@ -235,12 +235,18 @@ class RunInfo(_Part):
     metrics: list[str] | None = None
     processed_this_session: int | None = None
     executed: _Executed | None = None
+    training: TrainingRecord | None = None
     batch_size: int | None = None
     limit: int | None = None
     shards: Any = None
     timings: dict[str, float] | None = None
 
-    nested: ClassVar[dict[str, Any]] = {"adapter": AdapterRecord, "dataset_info": DatasetRecord, "executed": _Executed}
+    nested: ClassVar[dict[str, Any]] = {
+        "adapter": AdapterRecord,
+        "dataset_info": DatasetRecord,
+        "executed": _Executed,
+        "training": TrainingRecord,
+    }
 
     #: the fields that must agree between a run and its resumption (or between shards)
     IDENTITY: ClassVar[tuple[str, ...]] = ("model", "model_args", "protocol", "seed", "dataset")

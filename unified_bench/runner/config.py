@@ -38,6 +38,10 @@ class EvalConfig:
     #: is ``metrics`` above (or the dataset's defaults); ``cache_dir`` also holds downloaded sets
     scoring: ScoringConfig = field(default_factory=lambda: ScoringConfig(metrics=()))
     score: bool = True
+    #: where the evaluated checkpoint came from (a ``TrainingRecord`` as a dict: trainer,
+    #: checkpoint, curve_csv relative to ``out``), set by a trainer's evaluator; not an identity
+    #: setting, so a resumed run may learn it later
+    training: dict[str, Any] | None = None
     # plumbing
     progress: bool = True
     durable: bool = True  # fsync every image and line (off only for benchmarks of the alternative)

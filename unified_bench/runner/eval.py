@@ -188,6 +188,7 @@ def run_samples(
             "metrics": list(config.metrics) if config.metrics else (previous or {}).get("metrics"),
             "processed_this_session": len(pending),
             "executed": executed.value.to_dict(),
+            "training": config.training if config.training is not None else (previous or {}).get("training"),
             "batch_size": config.batch_size,
             "limit": config.limit,
         }

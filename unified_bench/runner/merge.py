@@ -94,6 +94,7 @@ def merge_shards(
             "batch_size": first.get("batch_size"),
             "limit": first.get("limit"),
             "executed": _merged_executed(infos).to_dict(),
+            "training": first.get("training"),
             "timings": timings,
         }
     )

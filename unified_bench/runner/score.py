@@ -55,6 +55,8 @@ def score_run(out: Path, config: EvalConfig, *, console: Console | None = None) 
         },
         "timings": {k: v for k, v in (run.timings or {}).items() if isinstance(v, (int, float)) and math.isfinite(v)},
     }
+    if run.training is not None:
+        run_extra["training"] = run.training.to_dict()
     return score_and_write(
         pairs,
         scoring,

@@ -23,6 +23,7 @@ from typing import Any
 from PIL import Image
 
 from unified_bench.adapters.base import Adapter, Capabilities
+from unified_bench.core.protocol import ExecutedCaption, ExecutedGeneration
 from unified_bench.tracks.shapes.captions import DETAILS, caption, parse
 from unified_bench.tracks.shapes.render import BACKGROUND, blank_image, render
 from unified_bench.tracks.shapes.scene import complete_scene
@@ -66,6 +67,14 @@ class ShapesOracleAdapter(Adapter):
             images.append(render(scene, out_size, jitter_seed=seed) if scene.objects else blank_image(out_size))
         return images
 
+    def caption_settings(self, prompt: str) -> ExecutedCaption:
+        # the oracle network parses the scene; the caption is the grammar's text for it
+        return ExecutedCaption(prompt="", do_sample=False, temperature=0.0, max_new_tokens=0, extra={"captioner": f"oracle parse, {self.config.detail} grammar"})
+
+    def generation_settings(self, size: tuple[int, int] | None) -> ExecutedGeneration:
+        width, height = tuple(size) if size else NATIVE_SIZE
+        return ExecutedGeneration(width, height, 0, 0.0, scheduler="none (exact renderer)", dtype="uint8")
+
     def describe(self) -> dict[str, Any]:
         return {
             "detail": self.config.detail,
@@ -97,6 +106,13 @@ class BlankAdapter(Adapter):
 
     def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None, sample_ids: list[str] | None = None) -> list[Image.Image]:
         return [blank_image(tuple(size) if size else NATIVE_SIZE) for _ in prompts]
+
+    def caption_settings(self, prompt: str) -> ExecutedCaption:
+        return ExecutedCaption(prompt="", do_sample=False, temperature=0.0, max_new_tokens=0, extra={"captioner": "fixed caption"})
+
+    def generation_settings(self, size: tuple[int, int] | None) -> ExecutedGeneration:
+        width, height = tuple(size) if size else NATIVE_SIZE
+        return ExecutedGeneration(width, height, 0, 0.0, scheduler="none (blank background)", dtype="uint8")
 
     def describe(self) -> dict[str, Any]:
         return {"caption": self.config.caption, "background": list(BACKGROUND)}
