@@ -27,3 +27,10 @@ def toys(monkeypatch, tmp_path):
     for key in LAUNCHER_ENV:
         monkeypatch.delenv(key, raising=False)
 
+
+@pytest.fixture(scope="module")
+def shapes_metric():
+    """The shapes-attr metric with its bundled oracle checkpoint (loaded once per module)."""
+    from unified_bench.datasets.shapes.oracle import ShapesAttrMetric
+
+    return ShapesAttrMetric(checkpoint="bundled")
