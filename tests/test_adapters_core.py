@@ -14,7 +14,6 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-import toy_metrics
 from PIL import Image
 from runner_helpers import LAUNCHER, cli_env, essentials, make_images, read_captions
 
@@ -23,14 +22,6 @@ from unified_bench.adapters.mock import MockAdapter, MockConfig
 from unified_bench.adapters.registry import build_adapter
 from unified_bench.core.errors import ConfigError
 from unified_bench.runner.eval import EvalConfig, run_eval
-
-
-@pytest.fixture
-def toys(monkeypatch, tmp_path):
-    toy_metrics.register(monkeypatch, "toy-pair")
-    monkeypatch.setenv("UNIFIED_BENCH_CACHE", str(tmp_path / "cache"))
-    for key in ("RANK", "WORLD_SIZE", "SLURM_NTASKS", "SLURM_PROCID"):
-        monkeypatch.delenv(key, raising=False)
 
 
 def evaluate(data, out, model="mock", **args):

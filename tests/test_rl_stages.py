@@ -62,6 +62,7 @@ def test_the_evaluation_oracle_cannot_be_a_reward():
         G4UConfig(reward={"metric": "shapes-attr"})
 
 
+@pytest.mark.slow
 def test_reward_is_the_metrics_own_pair_score(reward, data):
     from uae_reference.model import tensor_to_images
 
@@ -178,6 +179,7 @@ def test_u4g_rescoring_a_stored_transition_gives_its_rollout_log_prob(tiny_check
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
 
 
+@pytest.mark.slow
 def test_u4g_shared_initial_noise_starts_a_group_together_and_lets_it_diverge(tiny_checkpoint, reward, data):
     from uae_reference.rl.u4g import u4g_rollout
 

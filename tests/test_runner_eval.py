@@ -9,7 +9,6 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-import toy_metrics
 from PIL import Image
 from runner_helpers import caption_ids_in_file, essentials, make_images, read_captions, run_cli
 
@@ -24,14 +23,6 @@ from unified_bench.runner.eval import EvalConfig, run_eval
 from unified_bench.core.protocol import OFFICIAL_CAPTION_PROMPT
 from unified_bench.core.seeds import seed_for
 from unified_bench.runner.store import CAPTIONS_FILE, CaptionRecord, RunStore
-
-
-@pytest.fixture
-def toys(monkeypatch, tmp_path):
-    toy_metrics.register(monkeypatch, "toy-pair", "toy-embed")
-    monkeypatch.setenv("UNIFIED_BENCH_CACHE", str(tmp_path / "cache"))
-    for key in ("RANK", "WORLD_SIZE", "SLURM_NTASKS", "SLURM_PROCID"):
-        monkeypatch.delenv(key, raising=False)
 
 
 def config(data, out, **kw) -> EvalConfig:

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-import toy_metrics
 from runner_helpers import LAUNCHER, caption_ids_in_file, cli_env, essentials, make_images, run_cli
 
 from unified_bench.scoring import ScoringConfig
@@ -42,13 +41,6 @@ def kill_after(proc: subprocess.Popen, out: Path, lines: int, timeout: float = 1
     os.kill(proc.pid, signal.SIGKILL)  # the process this test started, by its id
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
-
-
-@pytest.fixture
-def toys(monkeypatch, tmp_path):
-    toy_metrics.register(monkeypatch, "toy-pair", "toy-embed")
-    for key in ("RANK", "WORLD_SIZE", "SLURM_NTASKS", "SLURM_PROCID"):
-        monkeypatch.delenv(key, raising=False)
 
 
 @pytest.mark.slow

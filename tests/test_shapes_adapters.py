@@ -10,7 +10,6 @@ from unified_bench.adapters.base import check_captions, check_images
 from unified_bench.adapters.registry import build_adapter
 from unified_bench.tracks.shapes.adapters import BlankAdapter, BlankConfig, ShapesOracleAdapter, ShapesOracleConfig
 from unified_bench.tracks.shapes import shapes_samples
-from unified_bench.tracks.shapes.oracle import ShapesAttrMetric
 from unified_bench.core.errors import ConfigError
 from unified_bench.metrics import PairInput
 
@@ -20,11 +19,6 @@ N = 40
 @pytest.fixture(scope="module")
 def samples():
     return shapes_samples("test", size=256, limit=N)
-
-
-@pytest.fixture(scope="module")
-def metric():
-    return ShapesAttrMetric()
 
 
 def round_trip(adapter, samples, metric):
@@ -39,21 +33,21 @@ def round_trip(adapter, samples, metric):
     return [c.value for c in captions], {key or "f1": mean(key) for key in (None, "shape", "color", "size", "position", "count")}
 
 
-def test_oracle_long_round_trip_is_near_perfect(samples, metric):
-    captions, scores = round_trip(ShapesOracleAdapter(ShapesOracleConfig(detail="long")), samples, metric)
+def test_oracle_long_round_trip_is_near_perfect(samples, shapes_metric):
+    captions, scores = round_trip(ShapesOracleAdapter(ShapesOracleConfig(detail="long")), samples, shapes_metric)
     assert sum(c == s.caption_long for c, s in zip(captions, samples)) >= N - 1
     assert scores["f1"] >= 0.97, scores
 
 
-def test_oracle_short_loses_size_and_position(samples, metric):
-    captions, scores = round_trip(ShapesOracleAdapter(ShapesOracleConfig(detail="short")), samples, metric)
+def test_oracle_short_loses_size_and_position(samples, shapes_metric):
+    captions, scores = round_trip(ShapesOracleAdapter(ShapesOracleConfig(detail="short")), samples, shapes_metric)
     assert sum(c == s.caption_short for c, s in zip(captions, samples)) >= N - 1
     assert scores["shape"] >= 0.97 and scores["color"] >= 0.97 and scores["count"] >= 0.97, scores
     assert scores["position"] < 0.4 and scores["size"] < 0.8 and scores["f1"] < 0.3, scores
 
 
-def test_blank_is_the_floor(samples, metric):
-    captions, scores = round_trip(BlankAdapter(), samples, metric)
+def test_blank_is_the_floor(samples, shapes_metric):
+    captions, scores = round_trip(BlankAdapter(), samples, shapes_metric)
     assert set(captions) == {"An image."}
     assert scores == dict.fromkeys(scores, 0.0)
 

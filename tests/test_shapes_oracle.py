@@ -25,11 +25,6 @@ GREEN_SQUARE = ShapeObject("square", "green", "small", "bottom right")
 TRUTH = Scene((RED_CIRCLE, BLUE_STAR, GREEN_SQUARE))
 
 
-@pytest.fixture(scope="module")
-def metric():
-    return ShapesAttrMetric(checkpoint="bundled")
-
-
 # --- compare (pure) -------------------------------------------------------------------------
 
 
@@ -126,25 +121,25 @@ def test_metric_is_built_through_the_registry():
     assert built.needs_meta and built.unit == "f1"
 
 
-def test_metric_on_perfect_blank_and_moved_pairs(metric):
+def test_metric_on_perfect_blank_and_moved_pairs(shapes_metric):
     samples = shapes_samples("test", size=128, limit=12)
     perfect = [PairInput(s.sample_id, s.image, s.image, s.meta) for s in samples]
     blank = [PairInput(s.sample_id, s.image, blank_image(128), s.meta) for s in samples]
-    scores = metric.score_pairs(perfect + blank)
+    scores = shapes_metric.score_pairs(perfect + blank)
     assert all(s.error is None for s in scores)
     assert sum(s.value for s in scores[:12]) / 12 >= 0.97
     assert all(s.value == 0.0 and s.sub_scores["count"] == 0.0 for s in scores[12:])
     # the same objects in other cells: shape and colour survive, position does not
     cells = {"top left": "center left", "center": "bottom center", "bottom right": "top right"}
     moved_scene = Scene(tuple(ShapeObject(o.shape, o.color, o.size, cells[o.position]) for o in TRUTH.objects))
-    [moved] = metric.score_pairs([PairInput("m", render(TRUTH), render(moved_scene), {"scene": TRUTH.to_dict()})])
+    [moved] = shapes_metric.score_pairs([PairInput("m", render(TRUTH), render(moved_scene), {"scene": TRUTH.to_dict()})])
     assert moved.value == 0.0 and moved.sub_scores["shape"] == moved.sub_scores["color"] == 1.0
     assert moved.sub_scores["position"] == 0.0
 
 
-def test_metric_without_meta_parses_the_reference(metric):
+def test_metric_without_meta_parses_the_reference(shapes_metric):
     image = render(TRUTH, 256, jitter_seed=3)
-    [same, other, bad] = metric.score_pairs(
+    [same, other, bad] = shapes_metric.score_pairs(
         [
             PairInput("a", image, render(TRUTH, 256, jitter_seed=4)),
             PairInput("b", image, blank_image(256), {}),
@@ -155,7 +150,7 @@ def test_metric_without_meta_parses_the_reference(metric):
     assert bad.value is None and "not a Shapes scene" in bad.error
 
 
-def test_metric_through_the_scoring_engine(tmp_path, metric):
+def test_metric_through_the_scoring_engine(tmp_path, shapes_metric):
     from unified_bench.scoring import Pair, ScoringConfig, score_and_write
 
     pairs = []

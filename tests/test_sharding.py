@@ -8,21 +8,12 @@ import subprocess
 import sys
 
 import pytest
-import toy_metrics
 from runner_helpers import LAUNCHER, VENV_BIN, cli_env, essentials, make_images, read_captions
 
 from unified_bench.core.errors import ConfigError
 from unified_bench.runner.distributed import ShardSpec, detect_process_group, parse_shard
 from unified_bench.runner.eval import EvalConfig, run_eval
 from unified_bench.runner.merge import merge_shards
-
-
-@pytest.fixture
-def toys(monkeypatch, tmp_path):
-    toy_metrics.register(monkeypatch, "toy-pair", "toy-embed")
-    monkeypatch.setenv("UNIFIED_BENCH_CACHE", str(tmp_path / "cache"))
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_NTASKS", "SLURM_PROCID", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(key, raising=False)
 
 
 def config(data, out, **kw):

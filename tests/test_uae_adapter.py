@@ -85,6 +85,7 @@ def test_bundled_rl_stages_load(stage, refs):
     assert adapter.generate(captions, seeds=[0], size=None)[0].size == adapter.capabilities.native_resolution
 
 
+@pytest.mark.slow
 def test_demo_runs_the_shipped_model(tmp_path):
     """`make demo`'s job (unified-bench demo) on a few samples: a valid, scored run of uae-tiny."""
     import json

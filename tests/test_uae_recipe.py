@@ -62,6 +62,7 @@ def test_export_stores_float16_and_loads_as_float32(tmp_path):
 
 
 
+@pytest.mark.slow
 def test_bad_stage_arguments_fail_before_any_training(tmp_path):
     import time
 
@@ -111,6 +112,7 @@ def test_the_shipped_condition_tells_small_from_large(stage):
     assert size > 0.15 and size > 0.2 * colour, (size, colour)
 
 
+@pytest.mark.slow
 def test_the_shipped_vision_tower_sees_sizes():
     """The shipped captioner states sizes at chance; a linear probe on its vision tower's tokens
     reads them well above chance on held-out scenes, so the limit is in reading them out, not
