@@ -208,7 +208,7 @@ def evaluate_stage(
 
     ``reconstruction="renderer"`` replaces the checkpoint's decoder by Shapes' exact renderer
     of the parsed caption (:class:`EncoderWithRenderer`). The run record's ``training`` names
-    the checkpoint and, with ``curve_csv``, its training curve.
+    the checkpoint and its training curve when ``curve_csv`` is given.
     """
     from unified_bench.results import load_results
     from unified_bench.runner.eval import EvalConfig, run_eval
@@ -234,7 +234,8 @@ def evaluate_stage(
         resume=resume,
         progress=progress,
         command=f"uae-reference rl evaluate ({name}: {checkpoint})",
-        training=training_record(out, checkpoint=str(checkpoint), curve_csv=curve_csv),
+        # a stage trained here has its curve; a starting checkpoint is only evaluated
+        training=training_record(out, checkpoint=str(checkpoint), curve_csv=curve_csv) if curve_csv is not None else None,
     )
     run_eval(config, adapter=adapter)
     adapter.close()
