@@ -21,11 +21,11 @@ from unified_bench.cli.common import (
     FUSE_HELP,
     DevicePreprocessing,
     console,
-    device_preprocessing_value,
     err_console,
     finish,
     parse_key_values,
     report_outcome,
+    scoring_config,
 )
 
 app = typer.Typer(
@@ -56,23 +56,23 @@ def score_cmd(
 ) -> None:
     """Score reconstructions against references, matched by file stem."""
     from unified_bench.metrics import parse_metric_list
-    from unified_bench.scoring import ScoringConfig, score_folders
+    from unified_bench.scoring import score_folders
 
     names = parse_metric_list(metrics)
     overrides = parse_key_values(checkpoint, "--checkpoint")
     unknown = sorted(set(overrides) - set(names))
     if unknown:
         raise ConfigError(f"--checkpoint names metrics that are not in --metrics: {', '.join(unknown)}")
-    config = ScoringConfig(
-        metrics=names,
+    config = scoring_config(
+        names,
         checkpoints=overrides,
         device=device,
         dtype=dtype,
         batch_size=batch_size,
         cache_dir=cache_dir,
-        use_cache=not no_cache,
+        no_cache=no_cache,
         fuse=fuse,
-        device_preprocessing=device_preprocessing_value(device_preprocessing),
+        device_preprocessing=device_preprocessing,
     )
     outcome = score_folders(images, refs, out, config, console=err_console)
     report_outcome(outcome)

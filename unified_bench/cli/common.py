@@ -77,6 +77,34 @@ def device_preprocessing_value(choice: DevicePreprocessing | str | None) -> str 
     return choice.value if isinstance(choice, DevicePreprocessing) else choice
 
 
+def scoring_config(
+    metrics: list[str] | tuple[str, ...],
+    *,
+    checkpoints: dict[str, str],
+    device: str,
+    dtype: str | None,
+    batch_size: int | None,
+    cache_dir,
+    no_cache: bool,
+    fuse: bool | None,
+    device_preprocessing: DevicePreprocessing | str | None,
+):
+    """The ``ScoringConfig`` of the scoring flags ``score``, ``eval`` and ``merge`` share."""
+    from unified_bench.scoring import ScoringConfig
+
+    return ScoringConfig(
+        metrics=metrics,
+        checkpoints=checkpoints,
+        device=device,
+        dtype=dtype,
+        batch_size=batch_size,
+        cache_dir=cache_dir,
+        use_cache=not no_cache,
+        fuse=fuse,
+        device_preprocessing=device_preprocessing_value(device_preprocessing),
+    )
+
+
 def parse_size(text: str | None) -> tuple[int, int] | None:
     if not text:
         return None

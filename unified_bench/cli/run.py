@@ -18,11 +18,11 @@ from unified_bench.cli.common import (
     SCORING_PANEL,
     DevicePreprocessing,
     console,
-    device_preprocessing_value,
     err_console,
     finish,
     parse_key_values,
     parse_size,
+    scoring_config,
 )
 
 
@@ -60,7 +60,6 @@ def register(app: typer.Typer) -> None:
         from unified_bench.core.provenance import command_line
         from unified_bench.runner.distributed import parse_shard
         from unified_bench.runner.eval import EvalConfig, run_eval
-        from unified_bench.scoring import ScoringConfig
 
         checkpoints = parse_key_values(checkpoint, "--checkpoint")
         names = parse_metric_list(metrics) if metrics else None
@@ -81,16 +80,16 @@ def register(app: typer.Typer) -> None:
             shard=parse_shard(shard) if shard else None,
             resume=resume,
             size=parse_size(size),
-            scoring=ScoringConfig(
-                metrics=(),
+            scoring=scoring_config(
+                (),
                 checkpoints=checkpoints,
                 device=device,
                 dtype=dtype,
                 batch_size=metric_batch_size,
                 cache_dir=cache_dir,
-                use_cache=not no_cache,
+                no_cache=no_cache,
                 fuse=fuse,
-                device_preprocessing=device_preprocessing_value(device_preprocessing),
+                device_preprocessing=device_preprocessing,
             ),
             progress=not no_progress,
             command=command_line(),
@@ -118,23 +117,22 @@ def register(app: typer.Typer) -> None:
         from unified_bench.core.provenance import command_line
         from unified_bench.runner.eval import EvalConfig
         from unified_bench.runner.merge import merge_shards
-        from unified_bench.scoring import ScoringConfig
 
         config = EvalConfig(
             model="(from shards)",
             data="(from shards)",
             out=out,
             metrics=parse_metric_list(metrics) if metrics else None,
-            scoring=ScoringConfig(
-                metrics=(),
+            scoring=scoring_config(
+                (),
                 checkpoints=parse_key_values(checkpoint, "--checkpoint"),
                 device=device,
                 dtype=dtype,
                 batch_size=metric_batch_size,
                 cache_dir=cache_dir,
-                use_cache=not no_cache,
+                no_cache=no_cache,
                 fuse=fuse,
-                device_preprocessing=device_preprocessing_value(device_preprocessing),
+                device_preprocessing=device_preprocessing,
             ),
             progress=not no_progress,
             command=command_line(),

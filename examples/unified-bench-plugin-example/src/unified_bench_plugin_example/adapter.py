@@ -1,6 +1,6 @@
 """``example-echo``: the smallest complete adapter.
 
-Replace the two method bodies with calls into your model. Everything else (batching,
+Replace the method bodies with calls into your model (and report the settings it runs with). Everything else (batching,
 seeds, retries of failed samples, resume, scoring, the run record) is the runner's job.
 """
 
@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from unified_bench.adapters.base import Adapter, Capabilities
+from unified_bench.core.protocol import ExecutedCaption, ExecutedGeneration
 
 
 @dataclass
@@ -57,6 +58,15 @@ class EchoAdapter(Adapter):
             images.append(Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)))
         return images
 
+    def caption_settings(self, prompt: str) -> ExecutedCaption:
+        # what caption() really runs: this captioner ignores the instruction and samples nothing
+        return ExecutedCaption(prompt="", do_sample=False, temperature=0.0, max_new_tokens=0, extra={"captioner": "brightness"})
+
+    def generation_settings(self, size: tuple[int, int] | None) -> ExecutedGeneration:
+        # what generate() really runs: the resolution drawn, no denoising steps, no guidance
+        width, height = size or (self.config.size, self.config.size)
+        return ExecutedGeneration(width=width, height=height, num_inference_steps=0, guidance_scale=0.0, scheduler="none (gradient)", dtype="uint8")
+
     def describe(self) -> dict:
-        # what goes into every run record: checkpoints, sampling settings, resolution...
+        # anything else the run record should hold: checkpoints and their revisions...
         return {"kind": "example", "size": self.config.size, "palette": self.config.palette}
