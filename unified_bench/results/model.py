@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from unified_bench.metrics import EXTENDED_METRICS, PAPER_METRICS
+from unified_bench.results.record import RunRecord
 from unified_bench.core.stats import bootstrap_joint_ci, bootstrap_mean_ci, finite
 
 SCHEMA_VERSION = 1
@@ -122,6 +123,43 @@ class ScoreReport:
             "unmatched": {"images": list(self.unmatched_images), "refs": list(self.unmatched_refs)},
             "run": self.run,
         }
+
+    @classmethod
+    def from_results_json(cls, data: Mapping[str, Any]) -> ScoreReport:
+        """The report a ``results.json`` was written from (validate it first: ``load_results``).
+
+        Statistics, CIs and composites are derived, so they are recomputed, not read:
+        ``from_results_json(d).to_results_json() == d`` for every file this tool wrote.
+        """
+        samples = [SampleRecord(**record) for record in data["samples"]]
+        if not samples:  # a stored file without sample records still has per-sample scores
+            ids = sorted({sid for values in data["similarities_by_model"].values() for sid in values})
+            samples = [SampleRecord(sid, "", "") for sid in ids]
+        ids = [s.sample_id for s in samples]
+        units = data.get("units") or {}
+        metrics = []
+        for name in data["model_types"]:
+            values = data["similarities_by_model"].get(name, {})
+            subs = {
+                key.split(".", 1)[1]: [block["values"].get(sid) for sid in ids]
+                for key, block in (data.get("sub_scores") or {}).items()
+                if key.split(".", 1)[0] == name
+            }
+            metrics.append(MetricScores(name, units.get(name, "cosine"), [values.get(sid) for sid in ids], subs))
+        unmatched = data.get("unmatched") or {}
+        return cls(
+            samples,
+            metrics,
+            [SampleError(**error) for error in data.get("errors", [])],
+            list(unmatched.get("images", [])),
+            list(unmatched.get("refs", [])),
+            dict(data.get("run") or {}),
+        )
+
+    @property
+    def record(self) -> RunRecord:
+        """The run record, typed."""
+        return RunRecord.from_dict(self.run)
 
     def _composite(self, names: Sequence[str]) -> dict[str, Any] | None:
         """Mean of per-metric means x100, present only when every named metric ran."""

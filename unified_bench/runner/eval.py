@@ -36,6 +36,7 @@ from unified_bench.core.progress import progress_bar
 from unified_bench.core.protocol import ExecutedProtocol
 from unified_bench.core.seeds import seed_for
 from unified_bench.results.model import SampleError
+from unified_bench.results.record import AdapterRecord, DatasetRecord, RunInfo, TrainingRecord, executed_record
 from unified_bench.runner.config import IDENTITY_KEYS, EvalConfig, EvalOutcome
 from unified_bench.runner.distributed import ProcessGroup, ShardSpec, detect_process_group, wait_for_all
 from unified_bench.runner.merge import merge_shards
@@ -145,13 +146,14 @@ def run_samples(
     pending = [s for s in samples if s.sample_id not in state.finished]
 
     timings = {"runner.read_s": 0.0, "runner.caption_s": 0.0, "runner.generate_s": 0.0, "runner.write_s": 0.0}
-    previous_adapter = (previous or {}).get("adapter") or {}
     # a resumed run's earlier calls count too: settings that changed between sessions are "varied"
-    executed = _Executed(ExecutedProtocol.from_dict((previous or {}).get("executed") or {}))
-    describe: dict[str, Any] = dict(previous_adapter.get("describe") or {})
-    capabilities: dict[str, Any] = dict(previous_adapter.get("capabilities") or {})
+    executed = _Executed(previous.executed_protocol() if previous is not None else ExecutedProtocol())
+    adapter_record = AdapterRecord(name=spec.name, target=spec.target, source=spec.source)
+    if previous is not None and previous.adapter is not None:
+        adapter_record.describe = dict(previous.adapter.describe)
+        adapter_record.capabilities = dict(previous.adapter.capabilities)
     if previous is not None:  # before loading a model: a mismatch needs no weights to detect
-        _check_same_run(previous, identity, out)
+        _check_same_run(previous.identity(), identity, out)
     built: Adapter | None = adapter
     try:
         if pending:
@@ -159,39 +161,39 @@ def run_samples(
                 built = instantiate(cls, values)
             size = config.size or built.capabilities.native_resolution or config.protocol.generation.size
             identity["protocol"] = config.protocol.with_size(tuple(size)).to_dict()
-            describe = _jsonable(built.describe())
-            capabilities = _jsonable(vars(built.capabilities))
+            adapter_record.describe = _jsonable(built.describe())
+            adapter_record.capabilities = _jsonable(vars(built.capabilities))
         elif previous is not None:
-            identity["protocol"] = previous.get("protocol")
+            identity["protocol"] = previous.protocol
         # else: nothing to run and no history (an empty shard): protocol stays None, and
         # merge ignores it, rather than loading a model only to learn its resolution
         if previous is not None:
-            _check_same_run(previous, identity, out)
-        info = {
+            _check_same_run(previous.identity(), identity, out)
+        info = RunInfo(
             **identity,
-            "adapter": {
-                "name": spec.name,
-                "target": spec.target,
-                "source": spec.source,
-                "describe": describe,
-                "capabilities": capabilities,
-            },
-            "dataset_info": {
-                "name": dataset.name,
-                "description": dataset.description,
-                "source": _jsonable(dataset.source),
-                "default_metrics": list(dataset.default_metrics),
-                "samples": len(dataset.samples),
-            },
-            "shard": shard.to_dict() if shard else None,
-            "owned_samples": [s.sample_id for s in samples],  # lets merge spot samples that never ran
-            "metrics": list(config.metrics) if config.metrics else (previous or {}).get("metrics"),
-            "processed_this_session": len(pending),
-            "executed": executed.value.to_dict(),
-            "training": config.training if config.training is not None else (previous or {}).get("training"),
-            "batch_size": config.batch_size,
-            "limit": config.limit,
-        }
+            adapter=adapter_record,
+            dataset_info=DatasetRecord(
+                name=dataset.name,
+                description=dataset.description,
+                source=_jsonable(dataset.source),
+                default_metrics=list(dataset.default_metrics),
+                samples=len(dataset.samples),
+                absent=frozenset({"reference_sha256"}),  # the results' record adds them
+            ),
+            shard=shard.to_dict() if shard else None,
+            owned_samples=[s.sample_id for s in samples],  # lets merge spot samples that never ran
+            metrics=list(config.metrics) if config.metrics else (previous.metrics if previous is not None else None),
+            processed_this_session=len(pending),
+            executed=executed_record(executed.value),
+            training=(
+                TrainingRecord.from_dict(config.training)
+                if config.training is not None
+                else (previous.training if previous is not None else None)
+            ),
+            batch_size=config.batch_size,
+            limit=config.limit,
+            absent=frozenset({"shards", "timings"}),  # merge's and the end of the session's
+        )
         store.write_run_info(info)
         if pending:
             assert built is not None
@@ -207,7 +209,8 @@ def run_samples(
                     before = executed.value
                     _run_batch(batch, built, store, protocol["caption_prompt"], size, timings, executed, workers)
                     if executed.value != before:  # on disk at once: a killed run keeps what it ran
-                        store.write_run_info({**info, "executed": executed.value.to_dict()})
+                        info.executed = executed_record(executed.value)
+                        store.write_run_info(info)
                     if progress:
                         progress.advance(task, len(batch))
     finally:
@@ -215,9 +218,11 @@ def run_samples(
             built.close()
     timings["runner.total_s"] = time.perf_counter() - started
     # a resumed run's timings add up over its sessions
-    earlier = (previous or {}).get("timings") or {}
-    total = {key: float(earlier.get(key, 0.0)) + value for key, value in timings.items()}
-    store.write_run_info({**info, "timings": total, "executed": executed.value.to_dict()})
+    earlier = (previous.timings if previous is not None else None) or {}
+    info.timings = {key: float(earlier.get(key, 0.0)) + value for key, value in timings.items()}
+    info.executed = executed_record(executed.value)
+    info.absent = frozenset({"shards"})
+    store.write_run_info(info)
     state = store.read_state()
     owned = {s.sample_id for s in samples}
     errors = [
@@ -252,6 +257,7 @@ def _declared_names(cls: type[Adapter]) -> set[str]:
 
 
 def _check_same_run(previous: dict[str, Any], identity: dict[str, Any], out: Path) -> None:
+    """``previous``: the identity of the run already in ``out`` (``RunInfo.identity()``)."""
     for key in IDENTITY_KEYS:
         if key == "protocol" and (previous.get(key) is None or identity.get(key) is None):
             continue  # an empty shard does not know its protocol

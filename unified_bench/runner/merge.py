@@ -20,7 +20,7 @@ from unified_bench.core.errors import ConfigError
 from unified_bench.core.images import file_sha256
 from unified_bench.results.model import SampleError
 from unified_bench.core.protocol import ExecutedProtocol
-from unified_bench.results.record import RunInfo
+from unified_bench.results.record import RunInfo, executed_record
 from unified_bench.runner.config import IDENTITY_KEYS, EvalConfig, EvalOutcome
 from unified_bench.runner.score import score_run
 from unified_bench.runner.store import CAPTIONS_FILE, ERRORS_FILE, CaptionRecord, ErrorRecord, RunStore
@@ -63,7 +63,7 @@ def merge_shards(
             errors.setdefault(sid, error)
     errors = {sid: e for sid, e in errors.items() if sid not in finished}
     for store, info in zip(shards, infos):
-        for sid in info.get("owned_samples") or []:
+        for sid in info.owned_samples or []:
             if sid not in finished and sid not in errors:  # the shard stopped before reaching it
                 errors[sid] = ErrorRecord(
                     sid, "missing", f"{store.root} never processed this sample; resume that shard, then merge again"
@@ -78,25 +78,26 @@ def merge_shards(
     )
     timings: dict[str, float] = {}
     for info in infos:
-        for key, value in (info.get("timings") or {}).items():
+        for key, value in (info.timings or {}).items():
             if isinstance(value, (int, float)):
                 timings[key] = timings.get(key, 0.0) + float(value)
-    first = next((i for i in infos if i.get("protocol") is not None), infos[0])
+    first = next((i for i in infos if i.protocol is not None), infos[0])
     target.write_run_info(
-        {
+        RunInfo(
             **identity,
-            "adapter": first.get("adapter"),
-            "dataset_info": first.get("dataset_info"),
-            "shard": None,
-            "shards": [{"dir": str(s.root), "shard": i.get("shard")} for s, i in zip(shards, infos)],
-            "owned_samples": sorted({sid for i in infos for sid in i.get("owned_samples") or []}, key=natural_key),
-            "metrics": first.get("metrics"),
-            "batch_size": first.get("batch_size"),
-            "limit": first.get("limit"),
-            "executed": _merged_executed(infos).to_dict(),
-            "training": first.get("training"),
-            "timings": timings,
-        }
+            adapter=first.adapter,
+            dataset_info=first.dataset_info,
+            shard=None,
+            shards=[{"dir": str(s.root), "shard": i.shard} for s, i in zip(shards, infos)],
+            owned_samples=sorted({sid for i in infos for sid in i.owned_samples or []}, key=natural_key),
+            metrics=first.metrics,
+            batch_size=first.batch_size,
+            limit=first.limit,
+            executed=executed_record(_merged_executed(infos)),
+            training=first.training,
+            timings=timings,
+            absent=frozenset({"processed_this_session"}),
+        )
     )
     if conflicts:
         (console or Console(stderr=True)).print(
@@ -115,11 +116,11 @@ def merge_shards(
     return outcome
 
 
-def _merged_executed(infos: list[dict[str, Any]]) -> ExecutedProtocol:
+def _merged_executed(infos: list[RunInfo]) -> ExecutedProtocol:
     """One executed protocol for all shards: a setting that differs between shards is varied."""
     merged = ExecutedProtocol()
     for info in infos:
-        shard = RunInfo.from_dict(info).executed_protocol()
+        shard = info.executed_protocol()
         merged = merged.observe("caption", shard.caption).observe("generation", shard.generation)
         for stage in shard.varied:
             if stage not in merged.varied:
@@ -127,10 +128,10 @@ def _merged_executed(infos: list[dict[str, Any]]) -> ExecutedProtocol:
     return merged
 
 
-def _common_identity(infos: list[dict[str, Any]], roots: list[Path]) -> dict[str, Any]:
+def _common_identity(infos: list[RunInfo], roots: list[Path]) -> dict[str, Any]:
     identity: dict[str, Any] = {}
     for key in IDENTITY_KEYS:
-        values = [(root, info.get(key)) for root, info in zip(roots, infos)]
+        values = [(root, info.identity()[key]) for root, info in zip(roots, infos)]
         if key == "protocol":  # an empty shard never learned its protocol
             values = [(r, v) for r, v in values if v is not None] or values
         reference_root, reference = values[0]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 
@@ -21,9 +20,9 @@ from unified_bench.scoring import Pair, ScoreOutcome, score_and_write
 def score_run(out: Path, config: EvalConfig, *, console: Console | None = None) -> ScoreOutcome:
     """Score the finished samples of run directory ``out`` into ``out/results.json``."""
     store = RunStore(out)
-    info = store.read_run_info() or {}
+    run = store.read_run_info() or RunInfo()
     state = store.read_state()
-    metrics = _metrics_for(config, info)
+    metrics = _metrics_for(config, run)
     records = sorted(state.finished.values(), key=lambda r: natural_key(r.sample_id))
     pairs = [Pair(r.sample_id, store.resolve(r.reference), store.resolve(r.image), r.meta) for r in records]
     runner_errors = [
@@ -33,7 +32,6 @@ def score_run(out: Path, config: EvalConfig, *, console: Console | None = None) 
     scoring = replace(config.scoring, metrics=metrics, progress=config.progress)
     shas = {r.sample_id: r.reference_sha256 for r in records}
     shas.update({e.sample_id: e.reference_sha256 for e in state.errors.values()})
-    run = RunInfo.from_dict(info, where=f"{out / 'run.json'}")
     dataset = run.dataset_info.to_dict() if run.dataset_info is not None else {"name": run.dataset}
     run_extra = {
         "record_version": RECORD_VERSION,
@@ -68,14 +66,14 @@ def score_run(out: Path, config: EvalConfig, *, console: Console | None = None) 
     )
 
 
-def _metrics_for(config: EvalConfig, info: dict[str, Any]) -> list[str]:
+def _metrics_for(config: EvalConfig, run: RunInfo) -> list[str]:
     from unified_bench.metrics import parse_metric_list
 
     if config.metrics:
         return list(config.metrics)
-    if info.get("metrics"):  # what the run (or its shards) asked for
-        return list(info["metrics"])
-    defaults = tuple((info.get("dataset_info") or {}).get("default_metrics") or ())
+    if run.metrics:  # what the run (or its shards) asked for
+        return list(run.metrics)
+    defaults = tuple((run.dataset_info.default_metrics if run.dataset_info is not None else None) or ())
     if not defaults:
         raise ConfigError("no --metrics given and the dataset declares no default metrics")
     return parse_metric_list(",".join(defaults))

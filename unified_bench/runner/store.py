@@ -23,8 +23,9 @@ from typing import Any, BinaryIO
 
 from PIL import Image
 
-from unified_bench.core.errors import ConfigError
+from unified_bench.core.errors import ConfigError, ResultsValidationError
 from unified_bench.results.io import atomic_write_text
+from unified_bench.results.record import RunInfo
 
 CAPTIONS_FILE = "captions.jsonl"
 ERRORS_FILE = "errors.jsonl"
@@ -172,17 +173,18 @@ class RunStore:
                 state.errors[error.sample_id] = error
         return state
 
-    def read_run_info(self) -> dict[str, Any] | None:
+    def read_run_info(self) -> RunInfo | None:
+        """The run's ``run.json`` (any record version), typed; None when there is none yet."""
         path = self.root / RUN_FILE
         if not path.exists():
             return None
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
+            return RunInfo.from_dict(json.loads(path.read_text(encoding="utf-8")), where=str(path))
+        except (OSError, json.JSONDecodeError, ResultsValidationError) as err:
             raise ConfigError(f"{path}: unreadable run file ({err}); remove it or use another --out") from err
 
-    def write_run_info(self, info: dict[str, Any]) -> None:
-        atomic_write_text(self.root / RUN_FILE, json.dumps(info, indent=2, ensure_ascii=False, default=str) + "\n")
+    def write_run_info(self, info: RunInfo) -> None:
+        atomic_write_text(self.root / RUN_FILE, json.dumps(info.to_dict(), indent=2, ensure_ascii=False, default=str) + "\n")
 
     # --- writing ---
     def open(self) -> None:
