@@ -25,7 +25,7 @@ from unified_bench.adapters.registry import (
 )
 from unified_bench.core.errors import ConfigError
 
-EXPECTED = {"mock", "precomputed", "openai", "remote", "pair", "janus-pro", "emu3", "uae", "shapes-oracle", "blank"}
+EXPECTED = {"mock", "precomputed", "openai", "remote", "pair", "janus-pro", "emu3", "uae", "shapes-oracle", "blank", "degrade"}
 
 
 def test_table_lists_every_builtin_without_importing_models():
@@ -50,6 +50,7 @@ def test_targets_point_where_the_issue_says():
     assert specs["uae"].target == "unified_bench.adapters.uae:UaeAdapter"
     assert specs["shapes-oracle"].target == "unified_bench.tracks.shapes.adapters:ShapesOracleAdapter"
     assert specs["blank"].target == "unified_bench.tracks.shapes.adapters:BlankAdapter"
+    assert specs["degrade"].target == "unified_bench.tracks.sanity:DegradeAdapter"
     assert "diffusers" in specs["pair"].needs and "peft" in specs["uae"].needs
 
 

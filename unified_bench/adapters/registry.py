@@ -137,6 +137,11 @@ _BUILTIN_SPECS: list[AdapterSpec] = [
         "unified_bench.tracks.shapes.adapters:BlankAdapter",
         "lower bound: a fixed caption and a blank image",
     ),
+    AdapterSpec(
+        "degrade",
+        "unified_bench.tracks.sanity:DegradeAdapter",
+        "metric sanity test double: the reconstruction is a degraded copy (or another photo) of the input",
+    ),
 ]
 
 #: Named argument bundles. Arguments are checked against the adapter when it is built.

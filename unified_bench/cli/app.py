@@ -156,15 +156,18 @@ def leaderboard_cmd(
 @app.command("sanity")
 def sanity_cmd(
     metrics: Annotated[str, typer.Option("--metrics", help="Comma-separated metrics to check.")] = "effnet,ssim,psnr",
-    out: Annotated[Path, typer.Option("--out", help="Folder for sanity.json, sanity.md and the per-pair scores.")] = Path("runs/sanity"),
+    out: Annotated[Path, typer.Option("--out", help="Folder for sanity.json, sanity.md and the run directory OUT/run (per-pair scores in OUT/run/results.json).")] = Path("runs/sanity"),
     photos: Annotated[Optional[str], typer.Option("--photos", help="Comma-separated photo ids (default: the whole offline set).")] = None,
     max_side: Annotated[int, typer.Option("--max-side", min=16, help="Score photos resized to this long side (px).")] = 512,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per forward (default: 8 on CPU, 64 on CUDA).")] = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
     checkpoint: Annotated[Optional[list[str]], typer.Option("--checkpoint", help="Override a metric's weights: METRIC=PATH_OR_HUB_ID (repeatable).")] = None,
-    keep_images: Annotated[bool, typer.Option("--keep-images", help="Keep the degraded copies under OUT/images.")] = False,
+    keep_images: Annotated[bool, typer.Option("--keep-images", help="Keep the run's degraded copies and references (OUT/run/images, OUT/run/refs).")] = False,
 ) -> None:
-    """Score graded degradations of real photos against unrelated photos; report what each metric sees."""
+    """Score graded degradations of real photos against unrelated photos; report what each metric sees.
+
+    One round trip: the ``degrade`` test-double adapter on the ``photos-sanity`` dataset.
+    """
     from unified_bench.datasets.photos import photo_set
     from unified_bench.metrics import parse_metric_list
     from unified_bench.tracks.sanity import print_report, run_sanity

@@ -5,7 +5,7 @@
     stats         attribute distributions of a split (Markdown)
     train-oracle  train the oracle from scratch (fixed seed) and write its checkpoint
     eval-oracle   per-attribute accuracy of an oracle checkpoint on held-out renders
-    calibrate     the calibration table (shapes-oracle long/short, blank) via the scoring engine
+    calibrate     the calibration table (shapes-oracle long/short, blank): one runner round trip per row
 """
 
 from __future__ import annotations
@@ -117,12 +117,13 @@ def calibrate_cmd(
     limit: Limit = None,
     size: Size = 256,
     metrics: Annotated[str, typer.Option("--metrics", help="Comma-separated metrics.")] = "shapes-attr,effnet,ssim",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue (or rescore) the row run directories already in OUT.")] = False,
 ) -> None:
-    """The calibration table: every row is a round trip scored by the scoring engine."""
+    """The calibration table: every row is a runner round trip (a run directory OUT/<row>/) scored by the scoring engine."""
     from unified_bench.tracks.shapes.calibration import calibrate, markdown_table
 
     started = time.perf_counter()
-    rows = calibrate(out, split=split, limit=limit, size=size, metrics=[m for m in metrics.split(",") if m], log=typer.echo)
+    rows = calibrate(out, split=split, limit=limit, size=size, metrics=[m for m in metrics.split(",") if m], resume=resume, log=typer.echo)
     table = markdown_table(rows)
     (out / "calibration.md").write_text(table + "\n", encoding="utf-8")
     typer.echo(table)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.util
+import io
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -170,11 +171,18 @@ def photo_set(ids: Sequence[str] | None = None) -> list[Photo]:
     return [by_id[name] for name in ids]
 
 
-def save_png(image: Image.Image, path: Path) -> Path:
-    """Write a PNG with nothing but pixels in it, the same bytes every time."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def png_bytes(image: Image.Image) -> bytes:
+    """A PNG with nothing but pixels in it, the same bytes every time."""
     clean = Image.frombytes(image.mode, image.size, image.tobytes())  # drops info/ICC/EXIF
-    clean.save(path, **PNG_OPTIONS)
+    buffer = io.BytesIO()
+    clean.save(buffer, **PNG_OPTIONS)
+    return buffer.getvalue()
+
+
+def save_png(image: Image.Image, path: Path) -> Path:
+    """Write :func:`png_bytes` of ``image`` to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png_bytes(image))
     return path
 
 

@@ -1,6 +1,6 @@
 """Named evaluation datasets and how ``--data NAME|PATH`` is resolved.
 
-``--data`` takes a registered name (``official``, ``photos``, ``shapes``), ``hf:SOURCE``
+``--data`` takes a registered name (``official``, ``photos``, ``shapes``, ``photos-sanity``), ``hf:SOURCE``
 for a Hugging Face dataset (hub name or local folder), or a path: a ``save_to_disk``
 folder is read with ``datasets``, any other folder as a folder of images. ``--data-arg
 KEY=VALUE`` passes loader options (``split``, ``dir``, ``size``...). Loaders are imported
@@ -66,6 +66,13 @@ for _spec in [
         "procedural Shapes scenes with ground truth (offline, exact oracle)",
         ("shapes-attr", "effnet", "ssim"),
         options=("split", "size"),
+    ),
+    DatasetSpec(
+        "photos-sanity",
+        "unified_bench.tracks.sanity:load_sanity_dataset",
+        "degraded copies of the offline photos and unrelated photo pairs (the metric sanity report)",
+        ("effnet", "ssim", "psnr"),
+        options=("photos", "max_side", "levels"),
     ),
 ]:
     REGISTRY.register(_spec)

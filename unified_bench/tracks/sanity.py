@@ -2,8 +2,11 @@
 
 For each real photo (``unified_bench.datasets.photos``) we make graded degradations (JPEG
 quality, Gaussian blur, Gaussian noise, centre crop resized back) and score every copy
-against the original through the real scoring engine, together with every *other* photo as
-an unrelated "reconstruction". Two properties are checked per metric:
+against the original, together with every *other* photo as an unrelated "reconstruction".
+It is one ordinary run: ``run_eval`` of the ``degrade`` test-double adapter (whose
+reconstruction of a sample is its degraded copy, or the other photo) on the derived
+``photos-sanity`` dataset (one sample per copy and per unrelated pair), scored once by the
+scoring engine. Two properties are checked per metric:
 
 - **monotonic**: within a family, similarity never rises as the degradation gets stronger;
 - **separation**: every degraded copy of a photo scores above every unrelated photo.
@@ -18,7 +21,7 @@ import hashlib
 import io
 import json
 import math
-import tempfile
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -30,9 +33,13 @@ from PIL import Image, ImageFilter
 from rich.console import Console
 from rich.table import Table
 
-from unified_bench.datasets.photos import Photo, photo_set, save_png
+from unified_bench.adapters.base import Adapter, Capabilities
+from unified_bench.core.errors import ConfigError, DatasetError
+from unified_bench.core.protocol import ExecutedCaption, ExecutedGeneration
+from unified_bench.datasets.base import EvalDataset, Sample
+from unified_bench.datasets.photos import Photo, photo_set, png_bytes
 from unified_bench.results.io import atomic_write_text
-from unified_bench.scoring import Pair, ScoringConfig, score_and_write
+from unified_bench.runner.store import IMAGES_DIR, REFS_DIR, RUN_FILE, RunStore
 
 DEFAULT_METRICS: tuple[str, ...] = ("effnet", "ssim", "psnr")
 
@@ -106,20 +113,16 @@ def centre_crop(image: Image.Image, keep: float) -> Image.Image:
     return image.crop((left, top, left + crop_w, top + crop_h)).resize((width, height), Image.Resampling.BICUBIC)
 
 
-def write_degraded(image: Image.Image, degradation: Degradation, photo_id: str, folder: Path) -> Path:
-    """Write the degraded copy; JPEG copies are the JPEG file itself."""
-    stem = folder / f"{photo_id}__{degradation.label}"
+def degrade(image: Image.Image, degradation: Degradation, photo_id: str) -> Image.Image:
+    """The degraded copy of ``image`` (a JPEG copy is the decoded JPEG file)."""
     if degradation.family == "jpeg":
-        path = stem.with_suffix(".jpg")
-        path.write_bytes(jpeg_bytes(image, int(degradation.level)))
-        return path
+        with Image.open(io.BytesIO(jpeg_bytes(image, int(degradation.level)))) as decoded:
+            return decoded.convert("RGB")
     if degradation.family == "blur":
-        out = gaussian_blur(image, degradation.level)
-    elif degradation.family == "noise":
-        out = gaussian_noise(image, degradation.level, noise_seed(photo_id, degradation.label))
-    else:
-        out = centre_crop(image, degradation.level)
-    return save_png(out, stem.with_suffix(".png"))
+        return gaussian_blur(image, degradation.level)
+    if degradation.family == "noise":
+        return gaussian_noise(image, degradation.level, noise_seed(photo_id, degradation.label))
+    return centre_crop(image, degradation.level)
 
 
 def working_copy(image: Image.Image, max_side: int | None) -> Image.Image:
@@ -257,12 +260,177 @@ def analyse(
     )
 
 
+# ---------------------------------------------------------------- the dataset and the adapter
+
+#: The derived dataset (registered as ``photos-sanity``) and the adapter that "reconstructs" it.
+DATASET_NAME = "photos-sanity"
+ADAPTER_NAME = "degrade"
+
+
+def format_levels(levels: Mapping[str, Sequence[float]]) -> str:
+    """``{"jpeg": (90, 10), "crop": (0.9,)}`` -> ``"jpeg=90,10;crop=0.9"`` (exact: parses back)."""
+
+    def number(value: float) -> str:
+        short = f"{float(value):g}"
+        return short if float(short) == float(value) else repr(float(value))
+
+    return ";".join(f"{family}=" + ",".join(number(v) for v in values) for family, values in levels.items())
+
+
+def parse_levels(text: str) -> dict[str, tuple[float, ...]]:
+    """The inverse of :func:`format_levels` (families checked by :func:`degradations`)."""
+    levels: dict[str, tuple[float, ...]] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        family, sep, values = part.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            levels[family.strip()] = tuple(float(v) for v in values.split(",") if v.strip())
+        except ValueError:
+            raise ConfigError(f"degradation levels: expected 'family=level,level;...', got {part!r}") from None
+    try:
+        degradations(levels)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return levels
+
+
 def degraded_id(photo_id: str, degradation: Degradation) -> str:
     return f"{photo_id}__{degradation.label}"
 
 
 def unrelated_id(photo_id: str, other: str) -> str:
     return f"{photo_id}__vs__{other}"
+
+
+def load_sanity_dataset(options: Mapping[str, str], cache_dir: Path | None = None) -> EvalDataset:
+    """``photos-sanity``: for every photo, one sample per degraded copy, then one sample per
+    *other* photo (its unrelated "reconstruction"). Every sample's reference is the photo's
+    working copy; the ``degrade`` adapter makes the reconstruction. Degraded samples come
+    first, so the adapter has seen every photo before an unrelated sample asks for it.
+
+    Options: ``photos`` (comma-separated ids; default all), ``max_side`` (px or ``native``),
+    ``levels`` (:func:`format_levels`; default :data:`DEFAULT_LEVELS`).
+    """
+    ids = [p.strip() for p in options.get("photos", "").split(",") if p.strip()] or None
+    photos = photo_set(ids)
+    if len(photos) < 2:
+        raise DatasetError("the sanity dataset needs at least two photos (one is the other's unrelated image)")
+    max_side = _max_side(options.get("max_side", str(DEFAULT_MAX_SIDE)))
+    levels = parse_levels(options["levels"]) if "levels" in options else dict(DEFAULT_LEVELS)
+    references = {photo.id: _WorkingCopy(photo, max_side) for photo in photos}
+    samples = [Sample(degraded_id(p.id, d), image=references[p.id]) for p in photos for d in degradations(levels)]
+    samples += [Sample(unrelated_id(p.id, o.id), image=references[p.id]) for p in photos for o in photos if o.id != p.id]
+    return EvalDataset(
+        DATASET_NAME,
+        samples,
+        DEFAULT_METRICS,
+        "graded degradations of real photos and unrelated photo pairs (metric sanity report)",
+        {"kind": DATASET_NAME, "photos": [p.id for p in photos], "max_side": max_side, "levels": format_levels(levels)},
+    )
+
+
+def _max_side(text: str) -> int | None:
+    if str(text).strip().lower() in ("", "none", "native"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise DatasetError(f"--data-arg max_side expects an integer or 'native', got {text!r}") from None
+
+
+class _WorkingCopy:
+    """A photo's working copy as PNG bytes, made on first use and shared by its samples (so the
+    references of one photo are byte-identical files and are embedded once)."""
+
+    def __init__(self, photo: Photo, max_side: int | None) -> None:
+        self.photo, self.max_side = photo, max_side
+        self._png: bytes | None = None
+
+    def __call__(self) -> bytes:
+        if self._png is None:
+            self._png = png_bytes(working_copy(self.photo.load(), self.max_side))
+        return self._png
+
+
+@dataclass
+class DegradeConfig:
+    levels: str = field(
+        default=format_levels(DEFAULT_LEVELS),
+        metadata={"help": "the degradations it may be asked for, 'family=level,level;...' (as the dataset's levels)"},
+    )
+
+
+class DegradeAdapter(Adapter):
+    """Test double for the sanity report: the "reconstruction" of sample ``<photo>__<label>`` is
+    a controlled degradation of its input image, and that of ``<photo>__vs__<other>`` is the
+    other photo (as this adapter saw it when captioning one of that photo's samples).
+
+    ``caption`` remembers each input image by sample id (and by photo id); ``generate`` makes
+    the copy. It uses no instruction, no sampling and ignores the requested size (a copy has
+    its input's size).
+    """
+
+    name = ADAPTER_NAME
+    config_class = DegradeConfig
+    capabilities = Capabilities(max_batch_size=32, native_resolution=None, deterministic=True)
+
+    def __init__(self, config: DegradeConfig | None = None) -> None:
+        self.config = config or DegradeConfig()
+        self.by_label = {d.label: d for d in degradations(parse_levels(self.config.levels))}
+        self.inputs: dict[str, Image.Image] = {}  # sample id -> input, until generated
+        self.photos: dict[str, Image.Image] = {}  # photo id -> its image
+
+    def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int], sample_ids: list[str] | None = None) -> list[str]:
+        if sample_ids is None:
+            raise ValueError("degrade: needs sample_ids (it reconstructs by sample id)")
+        captions = []
+        for image, sample_id in zip(images, sample_ids):
+            photo, target = self._parse(sample_id)
+            self.inputs[sample_id] = self.photos[photo] = image
+            captions.append(f"{photo}: {target.label}" if isinstance(target, Degradation) else f"{photo}: unrelated photo {target}")
+        return captions
+
+    def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None, sample_ids: list[str] | None = None) -> list[Image.Image]:
+        if sample_ids is None:
+            raise ValueError("degrade: needs sample_ids (it reconstructs by sample id)")
+        out = []
+        for sample_id in sample_ids:
+            photo, target = self._parse(sample_id)
+            image = self.inputs.pop(sample_id, None)
+            if image is None:
+                raise ValueError(f"degrade: sample {sample_id} was not captioned first")
+            if isinstance(target, Degradation):
+                out.append(degrade(image, target, photo))
+            elif target in self.photos:
+                out.append(self.photos[target])
+            else:
+                raise ValueError(f"degrade: {sample_id} asks for photo {target}, which this adapter has not captioned yet")
+        return out
+
+    def _parse(self, sample_id: str) -> tuple[str, Degradation | str]:
+        photo, sep, other = sample_id.partition("__vs__")
+        if sep:
+            return photo, other
+        photo, sep, label = sample_id.rpartition("__")
+        if not sep or label not in self.by_label:
+            raise ValueError(f"degrade: {sample_id!r} is neither <photo>__<degradation> (of {self.config.levels}) nor <photo>__vs__<photo>")
+        return photo, self.by_label[label]
+
+    def caption_settings(self, prompt: str) -> ExecutedCaption:
+        # the caption names the copy to make: no instruction, no sampling, no token budget
+        return ExecutedCaption(prompt="", do_sample=False, temperature=0.0, max_new_tokens=0, extra={"captioner": "none (names the degradation)"})
+
+    def generation_settings(self, size: tuple[int, int] | None) -> ExecutedGeneration:
+        # the copy keeps its input's size, whatever size is asked for
+        return ExecutedGeneration(None, None, 0, 0.0, scheduler="none (degraded copy of the input)", dtype="uint8", extra={"size": "the input's"})
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": ADAPTER_NAME, "levels": self.config.levels}
+
+    def close(self) -> None:
+        self.inputs.clear()
+        self.photos.clear()
 
 
 # ---------------------------------------------------------------- the run
@@ -282,71 +450,82 @@ def run_sanity(
     progress: bool = True,
     console: Console | None = None,
 ) -> SanityReport:
-    """Make the degraded copies, score them with the engine, write sanity.json and sanity.md."""
+    """One ``run_eval`` of the ``degrade`` adapter on the ``photos-sanity`` dataset into
+    ``OUT/run`` (one round trip, one scoring pass), then sanity.json and sanity.md.
+
+    Each call starts that run afresh. Without ``keep_images`` the run's images/ and refs/
+    are removed once scored (results.json, scores.csv and captions.jsonl stay).
+    """
+    from unified_bench.runner.eval import EvalConfig, run_eval
+    from unified_bench.scoring import ScoringConfig
+
     started = time.perf_counter()
     out_dir = Path(out_dir)
     photos = list(photos or photo_set())
     if len(photos) < 2:
         raise ValueError("the sanity report needs at least two photos (one is the other's unrelated image)")
-    copies = degradations(levels)
-    with tempfile.TemporaryDirectory(prefix="ub-sanity-") as scratch:
-        work = out_dir / "images" if keep_images else Path(scratch)
-        pairs = make_pairs(photos, copies, work, max_side)
-        made = time.perf_counter()
-        config = ScoringConfig(
-            metrics=list(metrics),
+    degradations(levels)  # unknown families fail here, before anything is written
+    run_dir = out_dir / RUN_DIR
+    _clear_previous(run_dir)
+    level_text = format_levels(levels)
+    config = EvalConfig(
+        model=ADAPTER_NAME,
+        model_args={"levels": level_text},
+        data=DATASET_NAME,
+        data_args={"photos": ",".join(p.id for p in photos), "max_side": str(max_side or "native"), "levels": level_text},
+        out=run_dir,
+        metrics=list(metrics),
+        batch_size=DegradeAdapter.capabilities.max_batch_size,
+        scoring=ScoringConfig(
+            metrics=(),
             checkpoints=dict(checkpoints or {}),
             device=device,
             batch_size=batch_size,
             use_cache=False,  # the copies are throwaway files; each reference is embedded once anyway
-            progress=progress,
-        )
-        outcome = score_and_write(
-            pairs,
-            config,
-            out_dir / "scores",
-            run_extra={"dataset": {"name": "photos-sanity", "photos": [p.id for p in photos], "max_side": max_side}},
-            command="unified-bench sanity",
-            console=console,
-        )
-    scored = time.perf_counter()
+        ),
+        progress=progress,
+        durable=False,  # throwaway copies, remade by every call
+        command="unified-bench sanity",
+    )
+    outcome = run_eval(config, console=console)
+    assert outcome.score is not None  # run_eval scores a single-process run
+    if not keep_images:
+        for folder in (IMAGES_DIR, REFS_DIR):
+            shutil.rmtree(run_dir / folder, ignore_errors=True)
     ids = [p.id for p in photos]
-    results = outcome.results
+    results = outcome.score.results
     entries = [
-        analyse(results["similarities_by_model"][m.name], ids, levels, m.name, m.unit) for m in outcome.report.metrics
+        analyse(results["similarities_by_model"][m.name], ids, levels, m.name, m.unit) for m in outcome.score.report.metrics
     ]
+    round_trip = outcome.timings.get("runner.total_s", 0.0)
+    total = time.perf_counter() - started
     report = SanityReport(
         photos=ids,
         max_side=max_side,
         levels={family: [float(v) for v in values] for family, values in levels.items()},
         metrics=entries,
-        failed_metrics=[{"metric": f.metric, "message": f.message} for f in outcome.failures],
+        failed_metrics=[{"metric": f.metric, "message": f.message} for f in outcome.score.failures],
         errors=results["errors"],
-        timings={"prepare_s": made - started, "score_s": scored - made, "total_s": time.perf_counter() - started},
-        engine_results="scores/results.json",
+        timings={"prepare_s": round_trip, "score_s": total - round_trip, "total_s": total},
+        engine_results=f"{RUN_DIR}/results.json",
     )
     atomic_write_text(out_dir / "sanity.json", json.dumps(report.to_dict(), indent=2) + "\n")
     atomic_write_text(out_dir / "sanity.md", render_markdown(report))
     return report
 
 
-def make_pairs(photos: Sequence[Photo], copies: Sequence[Degradation], work: Path, max_side: int | None) -> list[Pair]:
-    refs, recons = work / "refs", work / "degraded"
-    refs.mkdir(parents=True, exist_ok=True)
-    recons.mkdir(parents=True, exist_ok=True)
-    ref_paths: dict[str, Path] = {}
-    pairs: list[Pair] = []
-    for photo in photos:
-        image = working_copy(photo.load(), max_side)
-        ref_paths[photo.id] = save_png(image, refs / f"{photo.id}.png")
-        for degradation in copies:
-            path = write_degraded(image, degradation, photo.id, recons)
-            pairs.append(Pair(degraded_id(photo.id, degradation), ref_paths[photo.id], path))
-    for photo in photos:
-        for other in photos:
-            if other.id != photo.id:
-                pairs.append(Pair(unrelated_id(photo.id, other.id), ref_paths[photo.id], ref_paths[other.id]))
-    return pairs
+#: The run directory inside the report's folder.
+RUN_DIR = "run"
+
+
+def _clear_previous(run_dir: Path) -> None:
+    """Remove the run an earlier sanity report left in ``run_dir``; refuse anything else."""
+    if not run_dir.exists():
+        return
+    info = RunStore(run_dir).read_run_info() if (run_dir / RUN_FILE).exists() else None
+    if info is None or info.get("model") != ADAPTER_NAME or info.get("dataset") != DATASET_NAME:
+        raise ConfigError(f"{run_dir} exists and is not a sanity-report run; choose another --out")
+    shutil.rmtree(run_dir)
 
 
 # ---------------------------------------------------------------- presentation

@@ -1,25 +1,24 @@
 """The Shapes track's calibration table: upper bounds and floor scored by the scoring engine.
 
 Rows: ``shapes-oracle detail=long`` (everything a caption can carry), ``shapes-oracle
-detail=short`` (shapes and colours only) and ``blank`` (nothing). Each row is a real round
-trip through the adapter contract (caption the reference, generate from the caption) and
-the real scoring engine (``score_and_write`` with the ground-truth scene in ``Pair.meta``),
-written as a run directory ``OUT/<row>/`` (images/, captions.jsonl, results.json,
-scores.csv). References are written once to ``OUT/refs/``.
+detail=short`` (shapes and colours only) and ``blank`` (nothing). Each row is one
+``run_eval`` on the ``shapes`` dataset: the runner's round trip through the adapter contract
+(caption the reference, generate from the caption) and the real scoring engine (with the
+ground-truth scene in ``Pair.meta``). Row ``<row>`` is a normal run directory ``OUT/<row>/``
+(refs/, images/, captions.jsonl, run.json, errors.jsonl, results.json, scores.csv):
+``unified-bench eval --resume`` continues it and the leaderboard builder reads it.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unified_bench.adapters.base import check_captions, check_images
 from unified_bench.tracks.shapes.compare import SUB_SCORES
-from unified_bench.tracks.shapes.splits import DEFAULT_METRICS, ShapesSample, shapes_samples
+from unified_bench.tracks.shapes.splits import DEFAULT_METRICS
 
 #: (row label, adapter name, adapter arguments)
 CALIBRATION_ROWS: tuple[tuple[str, str, dict[str, Any]], ...] = (
@@ -27,6 +26,9 @@ CALIBRATION_ROWS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("shapes-oracle-short", "shapes-oracle", {"detail": "short"}),
     ("blank", "blank", {}),
 )
+
+#: Samples per adapter call (both calibration adapters take 64 or more).
+BATCH_SIZE = 64
 
 
 @dataclass
@@ -41,60 +43,6 @@ class CalibrationRow:
     failed_metrics: dict[str, str] = field(default_factory=dict)
 
 
-def _batches(items: Sequence, size: int):
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def round_trip(
-    samples: Sequence[ShapesSample],
-    model: str,
-    args: dict[str, Any],
-    out_dir: Path,
-    refs: dict[str, Path],
-    *,
-    seed: int = 0,
-    batch_size: int = 64,
-) -> tuple[list, list[dict]]:
-    """Caption and regenerate every sample with adapter ``model``; write a run directory.
-
-    Returns the scoring pairs and the per-sample errors.
-    """
-    from unified_bench.adapters.registry import build_adapter
-    from unified_bench.core.protocol import OFFICIAL_CAPTION_PROMPT
-    from unified_bench.core.seeds import seed_for
-    from unified_bench.scoring import Pair
-
-    adapter = build_adapter(model, args)
-    images_dir = out_dir / "images"
-    images_dir.mkdir(parents=True, exist_ok=True)
-    pairs, errors, lines = [], [], []
-    size = adapter.capabilities.native_resolution
-    try:
-        for batch in _batches(list(samples), batch_size):
-            seeds = [seed_for(seed, s.sample_id) for s in batch]
-            captions = check_captions(adapter.caption([s.image for s in batch], prompt=OFFICIAL_CAPTION_PROMPT, seeds=seeds), len(batch))
-            ok = [(s, c.value, sd) for s, c, sd in zip(batch, captions, seeds) if c.ok]
-            errors += [{"sample_id": s.sample_id, "stage": "caption", "message": c.error} for s, c in zip(batch, captions) if not c.ok]
-            generated = check_images(
-                adapter.generate([c for _, c, _ in ok], seeds=[sd for _, _, sd in ok], size=size), len(ok)
-            )
-            for (sample, text, sample_seed), image in zip(ok, generated):
-                if not image.ok:
-                    errors.append({"sample_id": sample.sample_id, "stage": "generate", "message": image.error})
-                    continue
-                path = images_dir / f"{sample.sample_id}.png"
-                image.value.save(path)
-                lines.append({"sample_id": sample.sample_id, "caption": text, "seed": sample_seed})
-                pairs.append(Pair(sample.sample_id, refs[sample.sample_id], path, sample.meta))
-    finally:
-        adapter.close()
-    with open(out_dir / "captions.jsonl", "w", encoding="utf-8") as handle:
-        for line in lines:
-            handle.write(json.dumps(line) + "\n")
-    return pairs, errors
-
-
 def calibrate(
     out_dir: str | Path,
     *,
@@ -104,36 +52,40 @@ def calibrate(
     metrics: Sequence[str] = DEFAULT_METRICS,
     rows: Sequence[tuple[str, str, dict[str, Any]]] = CALIBRATION_ROWS,
     seed: int = 0,
+    resume: bool = False,
     log: Callable[[str], None] = print,
 ) -> list[CalibrationRow]:
-    """Run every calibration row on ``split`` and score it; see the module docstring."""
-    from unified_bench.scoring import ScoringConfig, score_and_write
+    """Run every calibration row on ``split`` through the runner and score it; see the module
+    docstring. ``resume``: continue (or just rescore) row directories an earlier call left."""
+    from unified_bench.runner.eval import EvalConfig, run_eval
 
     out_dir = Path(out_dir)
-    samples = shapes_samples(split, size, limit)
-    refs_dir = out_dir / "refs"
-    refs_dir.mkdir(parents=True, exist_ok=True)
-    refs = {}
-    for sample in samples:
-        refs[sample.sample_id] = refs_dir / f"{sample.sample_id}.png"
-        if not refs[sample.sample_id].exists():
-            sample.image.save(refs[sample.sample_id])
     results = []
     for label, model, args in rows:
-        log(f"{label}: round trip of {len(samples)} {split} samples")
-        row_dir = out_dir / label
-        pairs, errors = round_trip(samples, model, args, row_dir, refs, seed=seed)
-        outcome = score_and_write(
-            pairs,
-            ScoringConfig(metrics=list(metrics), progress=False),
-            row_dir,
-            run_extra={"dataset": {"name": "shapes", "split": split, "limit": limit, "size": size}, "model": {"name": model, "args": args}},
-            command=f"unified-bench shapes calibrate --split {split}",
+        log(f"{label}: round trip of the first {limit or 'all'} {split} samples")
+        outcome = run_eval(
+            EvalConfig(
+                model=model,
+                model_args=dict(args),
+                data="shapes",
+                data_args={"split": split, "size": str(size)},
+                limit=limit,
+                metrics=list(metrics),
+                seed=seed,
+                out=out_dir / label,
+                batch_size=BATCH_SIZE,
+                resume=resume,
+                progress=False,
+                command=f"unified-bench shapes calibrate --split {split}",
+            )
         )
-        row = CalibrationRow(label, model, dict(args), len(samples), len(errors) + len(outcome.report.errors))
-        for failure in outcome.failures:
+        assert outcome.score is not None  # run_eval scores a single-process run
+        score = outcome.score
+        # the score report's errors include the runner's (caption/generate) errors
+        row = CalibrationRow(label, model, dict(args), outcome.finished + len(outcome.errors), len(score.report.errors))
+        for failure in score.failures:
             row.failed_metrics[failure.metric] = failure.message
-        res = outcome.results
+        res = score.results
         for name in metrics:
             ci = res["confidence_intervals"].get(name)
             if ci:
