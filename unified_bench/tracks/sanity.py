@@ -523,7 +523,7 @@ def _clear_previous(run_dir: Path) -> None:
     if not run_dir.exists():
         return
     info = RunStore(run_dir).read_run_info() if (run_dir / RUN_FILE).exists() else None
-    if info is None or info.get("model") != ADAPTER_NAME or info.get("dataset") != DATASET_NAME:
+    if info is None or info.model != ADAPTER_NAME or info.dataset != DATASET_NAME:
         raise ConfigError(f"{run_dir} exists and is not a sanity-report run; choose another --out")
     shutil.rmtree(run_dir)
 
