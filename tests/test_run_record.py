@@ -132,3 +132,13 @@ def test_settings_that_change_between_calls_are_recorded_as_varied(toys, tmp_pat
     assert steps == [4, 5]  # two batches of two, one more step the second time
     executed = RunRecord.from_dict(run).executed()
     assert executed.varied == ("generation",) and executed.generation.num_inference_steps == 4
+
+
+@pytest.mark.parametrize("path", SHIPPED_RESULTS, ids=lambda p: str(p.relative_to(REPO)))
+def test_score_report_reads_back_the_results_it_wrote(path):
+    from unified_bench.results import read_report
+
+    data = load_results(path)
+    report = read_report(path)
+    assert report.to_results_json() == data  # statistics, CIs and composites recomputed equal
+    assert report.record == RunRecord.from_dict(data["run"])

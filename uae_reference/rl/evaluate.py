@@ -141,11 +141,13 @@ def round_trip_breakdown(run_dir: str | Path, *, oracle: Any = None) -> dict[str
 
 
 def per_sample_scores(run_dir: str | Path, metric: str) -> dict[str, float | None]:
-    """``similarities_by_model[metric]`` of a run's results.json (sample id -> score)."""
-    from unified_bench.results import load_results
+    """One metric's per-sample scores of a run (sample id -> score; empty if it did not run)."""
+    from unified_bench.results import read_report
 
-    data = load_results(run_dir)
-    return dict(data["similarities_by_model"].get(metric) or {})
+    report = read_report(run_dir)
+    if metric not in {m.name for m in report.metrics}:
+        return {}
+    return {s.sample_id: v for s, v in zip(report.samples, report.metric(metric).values)}
 
 
 def paired_improvement(before: tuple[str, str | Path], after: tuple[str, str | Path], metric: str) -> Improvement:
@@ -177,6 +179,12 @@ class EncoderWithRenderer:
             def generate(self, prompts, *, seeds, size, sample_ids: list[str] | None = None):
                 side = self.model.settings.image_size
                 return render_captions(list(prompts), list(seeds), side)
+
+            def generation_settings(self, size):
+                from unified_bench.core.protocol import ExecutedGeneration
+
+                side = self.model.settings.image_size
+                return ExecutedGeneration(side, side, 0, 0.0, scheduler="none (Shapes renderer of the parsed caption)", dtype="uint8")
 
             def describe(self):
                 return {**super().describe(), "decoder": "Shapes renderer of the parsed caption (ideal decoder)"}
@@ -210,7 +218,6 @@ def evaluate_stage(
     of the parsed caption (:class:`EncoderWithRenderer`). The run record's ``training`` names
     the checkpoint and its training curve when ``curve_csv`` is given.
     """
-    from unified_bench.results import load_results
     from unified_bench.runner.eval import EvalConfig, run_eval
     from uae_reference.adapter import UAEReferenceAdapter, UAEReferenceConfig
 
@@ -237,10 +244,9 @@ def evaluate_stage(
         # a stage trained here has its curve; a starting checkpoint is only evaluated
         training=training_record(out, checkpoint=str(checkpoint), curve_csv=curve_csv) if curve_csv is not None else None,
     )
-    run_eval(config, adapter=adapter)
+    outcome = run_eval(config, adapter=adapter)
     adapter.close()
-    data = load_results(out)
-    means = {m: data["statistics_by_model"][m]["average_similarity"] for m in metrics}
+    data = outcome.score.results = {m: data["statistics_by_model"][m]["average_similarity"] for m in metrics}
     ci95 = {m: [data["confidence_intervals"][m]["low"], data["confidence_intervals"][m]["high"]] for m in metrics}
     n = len(data["samples"])
     return StageEval(name, str(checkpoint), str(out), means, ci95, n)

@@ -1,6 +1,6 @@
 """Results: the typed report, results.json (official keys + ours), its schema, and I/O."""
 
-from unified_bench.results.io import load_results, validate_results, write_report
+from unified_bench.results.io import load_results, read_report, validate_results, write_report
 from unified_bench.results.model import (
     MetricScores,
     SampleError,
@@ -16,6 +16,7 @@ __all__ = [
     "SampleRecord",
     "ScoreReport",
     "load_results",
+    "read_report",
     "metric_statistics",
     "scores_table_rows",
     "validate_results",

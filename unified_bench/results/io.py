@@ -97,3 +97,8 @@ def write_report(report: ScoreReport, out_dir: str | Path) -> dict[str, Any]:
         writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
     atomic_write_text(out_dir / SCORES_FILE, buffer.getvalue())
     return data
+
+
+def read_report(path: str | Path) -> ScoreReport:
+    """A run directory's (or a file's) ``results.json``, validated, as the typed report."""
+    return ScoreReport.from_results_json(load_results(path))
