@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from unified_bench.core.images import file_sha256
-from unified_bench.core.protocol import as_executed
+from unified_bench.core.protocol import OFFICIAL_CAPTION_PROMPT, as_executed
 from unified_bench.core.provenance import new_run_record
 from unified_bench.results import MetricScores, SampleError, SampleRecord, ScoreReport, write_report
 
@@ -35,12 +35,7 @@ ATTRIBUTES = ("shape", "color", "size", "position", "count")
 def paper_protocol(**changes: Any) -> dict[str, Any]:
     """The paper protocol as the runner records it, with optional dotted overrides."""
     protocol: dict[str, Any] = {
-        "caption_prompt": (
-            "You are an expert vision-language model.  \n"
-            "Your task is: Given an input image, generate a **textual description** of the image. "
-            'If there is text in the image, transcribe it inside double quotes "".  \n'
-            "Now, carefully analyze the input image and output the full description. "
-        ),
+        "caption_prompt": OFFICIAL_CAPTION_PROMPT,
         "caption": {"do_sample": True, "temperature": 0.7, "max_new_tokens": 512},
         "generation": {"width": 1024, "height": 1024, "num_inference_steps": 40, "guidance_scale": 5.0},
         "source": "test",

@@ -246,7 +246,8 @@ def evaluate_stage(
     )
     outcome = run_eval(config, adapter=adapter)
     adapter.close()
-    data = outcome.score.results = {m: data["statistics_by_model"][m]["average_similarity"] for m in metrics}
+    data = outcome.score.results
+    means = {m: data["statistics_by_model"][m]["average_similarity"] for m in metrics}
     ci95 = {m: [data["confidence_intervals"][m]["low"], data["confidence_intervals"][m]["high"]] for m in metrics}
     n = len(data["samples"])
     return StageEval(name, str(checkpoint), str(out), means, ci95, n)
