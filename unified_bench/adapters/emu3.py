@@ -31,11 +31,10 @@ from unified_bench.adapters.base import Capabilities
 from unified_bench.adapters.hf_common import (
     HfAdapter,
     HfRuntimeConfig,
+    autoregressive_settings,
+    cfg_scale,
     chat_messages,
     chat_text,
-    distribution_extra,
-    dtype_name,
-    effective_generation_config,
     images_from_array,
     input_device,
     model_revision,
@@ -109,16 +108,12 @@ class Emu3Adapter(HfAdapter):
 
     config_class: ClassVar[type[Emu3Config]] = Emu3Config
 
-    def __init__(self, config: Emu3Config | None = None, /, **overrides: Any) -> None:
-        super().__init__(config, **overrides)
-        config = self.config
-        if config.guidance_scale < 1.0:
-            raise ConfigError("emu3: guidance_scale must be >= 1 (1 disables classifier-free guidance)")
+    def _setup(self, config: Emu3Config) -> None:
         self.model_ref = config.model
         self.gen_ref = config.gen_model or config.model
         self.revision = config.revision
         self.gen_revision = config.gen_revision if config.gen_model else config.revision
-        self.guidance_scale = float(config.guidance_scale)
+        self.guidance_scale = cfg_scale("emu3", config.guidance_scale)
         self.top_k = int(config.top_k)
         self.image_area = int(config.image_area)
         self.positive_suffix = config.positive_suffix
@@ -236,33 +231,20 @@ class Emu3Adapter(HfAdapter):
 
     def generation_settings(self, size: tuple[int, int] | None) -> ExecutedGeneration:
         """width/height: what the VQ decoder renders, i.e. the processor's token grid for the
-        requested size times the decoder's upsampling; when rounding to the grid changed it,
-        the bicubic resize to the requested size is named in ``extra``. Steps are the tokens
-        sampled (visual tokens plus the grid's end-of-line and end tokens); the guidance is
-        CFG against the negative prompt."""
+        requested size times the decoder's upsampling (a bicubic resize to the requested size,
+        named in ``extra``, when rounding to the grid changed it). Steps: every token sampled
+        (visual tokens plus the grid's end-of-line and end tokens)."""
         width, height = self._output_size(size)
-        processor, model = self.gen_processor, self.gen_model
-        grid_h, grid_w = (int(v) for v in processor(text=[""], **self._layout(width, height))["image_sizes"][0])
-        config = effective_generation_config(model.generation_config, self._image_generate_kwargs(grid_h, grid_w))
-        factor = int(model.model.vqmodel.vision_spatial_factor)
-        rendered = (grid_w * factor, grid_h * factor)
-        extra: dict[str, Any] = {
-            "image_temperature": float(config.temperature),
-            "image_tokens": grid_h * grid_w,
-            **distribution_extra(config, skip=("guidance_scale",)),
-            "positive_suffix": self.positive_suffix,
-            "negative_prompt": self.negative_prompt,
-        }
-        if rendered != (width, height):
-            extra.update(output_width=width, output_height=height, resize="bicubic")
-        return ExecutedGeneration(
-            width=rendered[0],
-            height=rendered[1],
-            num_inference_steps=int(config.max_new_tokens),
-            guidance_scale=float(config.guidance_scale),
-            scheduler="autoregressive (image tokens)",
-            dtype=dtype_name(getattr(model, "dtype", self.dtype)),
-            extra=extra,
+        grid_h, grid_w = (int(v) for v in self.gen_processor(text=[""], **self._layout(width, height))["image_sizes"][0])
+        factor = int(self.gen_model.model.vqmodel.vision_spatial_factor)
+        return autoregressive_settings(
+            self.gen_model,
+            self._image_generate_kwargs(grid_h, grid_w),
+            rendered=(grid_w * factor, grid_h * factor),
+            output=(width, height),
+            steps=image_token_budget(grid_h, grid_w),
+            image_tokens=grid_h * grid_w,
+            extra={"positive_suffix": self.positive_suffix, "negative_prompt": self.negative_prompt},
         )
 
     # --- record ----------------------------------------------------------------------------

@@ -304,6 +304,13 @@ def effective_sampling(generation_config: Any, overrides: dict[str, Any]) -> dic
     return {key: value for key, value in base.items() if value is not None}
 
 
+def cfg_scale(adapter: str, guidance_scale: float) -> float:
+    """A classifier-free guidance weight, checked: below 1 is an error, 1 disables guidance."""
+    if guidance_scale < 1.0:
+        raise ConfigError(f"{adapter}: guidance_scale must be >= 1 (1 disables classifier-free guidance)")
+    return float(guidance_scale)
+
+
 def caption_generate_kwargs(*, max_new_tokens: int, do_sample: bool, temperature: float) -> dict[str, Any]:
     """Keyword arguments for ``model.generate`` (temperature only matters when sampling)."""
     kwargs: dict[str, Any] = {"max_new_tokens": int(max_new_tokens), "do_sample": bool(do_sample)}
@@ -434,6 +441,43 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def autoregressive_settings(
+    model: Any,
+    overrides: Mapping[str, Any],
+    *,
+    rendered: tuple[int, int],
+    output: tuple[int, int],
+    steps: int,
+    image_tokens: int,
+    extra: Mapping[str, Any] | None = None,
+) -> ExecutedGeneration:
+    """The executed generation settings of image tokens sampled by ``model.generate(**overrides)``
+    (its generation_config merged in) and decoded at ``rendered`` (width, height).
+
+    ``steps`` is the number of tokens sampled one by one (each a forward pass); the guidance
+    is CFG on their logits. When the returned ``output`` size differs, the bicubic resize to
+    it is named in ``extra`` (``output_width``/``output_height``).
+    """
+    config = effective_generation_config(model.generation_config, overrides)
+    info: dict[str, Any] = {
+        "image_temperature": float(config.temperature),
+        "image_tokens": int(image_tokens),
+        **distribution_extra(config, skip=("guidance_scale",)),
+        **(extra or {}),
+    }
+    if tuple(output) != tuple(rendered):
+        info.update(output_width=int(output[0]), output_height=int(output[1]), resize="bicubic")
+    return ExecutedGeneration(
+        width=int(rendered[0]),
+        height=int(rendered[1]),
+        num_inference_steps=int(steps),
+        guidance_scale=float(config.guidance_scale),
+        scheduler="autoregressive (image tokens)",
+        dtype=dtype_name(getattr(model, "dtype", None)),
+        extra=info,
+    )
+
+
 def pipeline_settings(
     pipe: Any, call: Mapping[str, Any], *, dtype: Any, extra: Mapping[str, Any] | None = None
 ) -> ExecutedGeneration:
@@ -508,11 +552,11 @@ class HfRuntimeConfig:
 class HfAdapter(Adapter):
     """What the Hugging Face adapters share; each keeps its own arguments, prompts and generation.
 
-    An adapter sets ``config_class`` (a subclass of :class:`HfRuntimeConfig`) and calls
-    ``super().__init__(config, **overrides)`` first: it builds ``self.config`` (the registry
-    passes a config; a Python caller may pass keyword arguments instead) and sets ``device``,
-    ``dtype``, ``device_map``, ``trust_remote_code`` and the caption sampling settings. The
-    adapter then sets ``self.processor`` before captioning; :meth:`_caption_model` names the
+    An adapter sets ``config_class`` (a subclass of :class:`HfRuntimeConfig`) and implements
+    :meth:`_setup`. Construction builds ``self.config`` (the registry passes a config; a
+    Python caller may pass keyword arguments instead), sets ``device``, ``dtype``,
+    ``device_map``, ``trust_remote_code`` and the caption sampling settings, then calls
+    ``_setup(config)``, which sets ``self.processor`` before captioning; :meth:`_caption_model` names the
     model that captions (``self.model`` by default).
     """
 
@@ -531,6 +575,11 @@ class HfAdapter(Adapter):
         self.max_new_tokens = int(config.max_new_tokens)
         self.temperature = float(config.temperature)
         self.do_sample = bool(config.do_sample)
+        self._setup(config)
+
+    def _setup(self, config: Any) -> None:
+        """The adapter's own part of construction: its settings from ``config`` (its
+        ``config_class``), then loading. Runs after the runtime settings are set."""
 
     def _caption_generate_kwargs(self) -> dict[str, Any]:
         return caption_generate_kwargs(

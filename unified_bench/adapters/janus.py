@@ -30,11 +30,10 @@ from unified_bench.adapters.base import Capabilities
 from unified_bench.adapters.hf_common import (
     HfAdapter,
     HfRuntimeConfig,
+    autoregressive_settings,
+    cfg_scale,
     chat_messages,
     chat_text,
-    distribution_extra,
-    dtype_name,
-    effective_generation_config,
     images_from_array,
     input_device,
     model_revision,
@@ -42,7 +41,6 @@ from unified_bench.adapters.hf_common import (
     seeded,
     unnormalize,
 )
-from unified_bench.core.errors import ConfigError
 from unified_bench.core.protocol import ExecutedGeneration
 
 logger = logging.getLogger(__name__)
@@ -73,14 +71,10 @@ class JanusProAdapter(HfAdapter):
 
     config_class: ClassVar[type[JanusConfig]] = JanusConfig
 
-    def __init__(self, config: JanusConfig | None = None, /, **overrides: Any) -> None:
-        super().__init__(config, **overrides)
-        config = self.config
-        if config.guidance_scale < 1.0:
-            raise ConfigError("janus-pro: guidance_scale must be >= 1 (1 disables classifier-free guidance)")
+    def _setup(self, config: JanusConfig) -> None:
         self.model_ref = config.model
         self.revision = config.revision
-        self.guidance_scale = float(config.guidance_scale)
+        self.guidance_scale = cfg_scale("janus-pro", config.guidance_scale)
         self.image_temperature = float(config.image_temperature)
         self.image_first = bool(config.image_first)
         self.processor, self.model = self._load()
@@ -156,26 +150,11 @@ class JanusProAdapter(HfAdapter):
 
     def generation_settings(self, size: tuple[int, int] | None) -> ExecutedGeneration:
         """width/height: what the VQ decoder renders (the native size); a requested other size
-        is a bicubic resize of it, named in ``extra`` (``output_width``/``output_height``).
-        Steps are the image tokens sampled one by one; the guidance is CFG on their logits."""
-        config = effective_generation_config(self.model.generation_config, self._image_generate_kwargs())
+        is a bicubic resize of it, named in ``extra``. Steps: the image tokens sampled."""
         tokens = int(self.model.config.vision_config.num_image_tokens)
-        extra: dict[str, Any] = {
-            "image_temperature": float(config.temperature),
-            "image_tokens": tokens,
-            **distribution_extra(config, skip=("guidance_scale",)),
-        }
-        width, height = self.native_size
-        if size is not None and (int(size[0]), int(size[1])) != (width, height):
-            extra.update(output_width=int(size[0]), output_height=int(size[1]), resize="bicubic")
-        return ExecutedGeneration(
-            width=width,
-            height=height,
-            num_inference_steps=tokens,
-            guidance_scale=float(config.guidance_scale),
-            scheduler="autoregressive (image tokens)",
-            dtype=dtype_name(getattr(self.model, "dtype", self.dtype)),
-            extra=extra,
+        output = (int(size[0]), int(size[1])) if size is not None else self.native_size
+        return autoregressive_settings(
+            self.model, self._image_generate_kwargs(), rendered=self.native_size, output=output, steps=tokens, image_tokens=tokens
         )
 
     # --- record ----------------------------------------------------------------------------

@@ -82,9 +82,7 @@ class PairAdapter(HfAdapter):
 
     config_class: ClassVar[type[PairConfig]] = PairConfig
 
-    def __init__(self, config: PairConfig | None = None, /, **overrides: Any) -> None:
-        super().__init__(config, **overrides)
-        config = self.config
+    def _setup(self, config: PairConfig) -> None:
         if config.steps < 1 or config.max_new_tokens < 1 or config.gen_batch_size < 1:
             raise ConfigError("pair: steps, max_new_tokens and gen_batch_size must be positive")
         self.captioner_ref = config.captioner

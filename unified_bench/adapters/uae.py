@@ -323,9 +323,7 @@ class UaeAdapter(HfAdapter):
 
     config_class: ClassVar[type[UaeConfig]] = UaeConfig
 
-    def __init__(self, config: UaeConfig | None = None, /, **overrides: Any) -> None:
-        super().__init__(config, **overrides)
-        config = self.config
+    def _setup(self, config: UaeConfig) -> None:
         self.model_ref = config.model
         self.sd3_ref = config.sd3
         self.revision = config.revision
