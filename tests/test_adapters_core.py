@@ -142,6 +142,20 @@ def test_openai_round_trip_with_retries(toys, tmp_path, monkeypatch, fake_openai
     assert chat["messages"][0]["content"][0]["text"].startswith("You are an expert vision-language model.")
     images_call = next(c[2] for c in FakeOpenAI.calls if c[0] == "/v1/images/generations")
     assert images_call["response_format"] == "b64_json" and images_call["size"] == "1024x1024"
+    # The executed protocol is what the requests carried; what the API does not say is None.
+    executed = json.loads((out / "results.json").read_text())["run"]["protocol_executed"]
+    assert executed["caption"] == {
+        "prompt": chat["messages"][0]["content"][0]["text"],
+        "do_sample": None,
+        "temperature": chat["temperature"],
+        "max_new_tokens": chat["max_tokens"],
+        "extra": {"model": chat["model"], "seed_sent": "seed" in chat},
+    }
+    width, height = map(int, images_call["size"].split("x"))
+    assert executed["generation"] == {
+        "width": width, "height": height, "num_inference_steps": None, "guidance_scale": None,
+        "scheduler": None, "dtype": None, "extra": {"model": images_call["model"]},
+    }
 
 
 def test_openai_errors(monkeypatch, fake_openai):

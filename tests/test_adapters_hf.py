@@ -8,6 +8,7 @@ or in a batch of two.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -484,3 +485,231 @@ def test_uae_llm_lora_without_lora_keys_is_an_error(uae_release, tmp_path):
 def test_uae_eval_cli(uae_release, image_folder, tmp_path):
     args = [f"{k}={v}" for k, v in uae_args(uae_release).items()]
     run_eval_cli("uae", args, image_folder, tmp_path / "run")
+
+
+# --- executed settings: what the adapter reports is what reached the model -------------------------------
+#
+# Each test spies on the model (its ``generate``, and the GenerationConfig and logits processors
+# transformers builds inside it) or on the pipeline's ``__call__`` while the adapter runs, then
+# compares the adapter's caption_settings/generation_settings with what was recorded. The
+# checkpoint's generation_config gets repetition_penalty and top_k, which ``generate`` merges
+# into every call: the report must show them although the adapter never passes them.
+
+REPETITION_PENALTY, TOP_K = 1.3, 7
+
+
+def spy_generate(monkeypatch, model) -> list[dict]:
+    """Record each ``model.generate`` call: kwargs, output, and the effective GenerationConfig
+    and logits processors transformers built for it."""
+    calls: list[dict] = []
+    original_generate, original_processors = model.generate, model._get_logits_processor
+
+    def generate(*args, **kwargs):
+        call = {"kwargs": kwargs, "processors": []}
+        calls.append(call)
+        call["output"] = original_generate(*args, **kwargs)
+        return call["output"]
+
+    def get_logits_processor(generation_config, *args, **kwargs):
+        processors = original_processors(generation_config, *args, **kwargs)
+        calls[-1]["config"] = copy.deepcopy(generation_config)
+        calls[-1]["processors"] = list(processors)
+        return processors
+
+    monkeypatch.setattr(model, "generate", generate)
+    monkeypatch.setattr(model, "_get_logits_processor", get_logits_processor)
+    return calls
+
+
+def spy_decode(monkeypatch, model) -> list[tuple[int, ...]]:
+    """Record the shape of every decoded image tensor (what the VQ decoder really rendered)."""
+    shapes: list[tuple[int, ...]] = []
+    original = model.decode_image_tokens
+
+    def decode(*args, **kwargs):
+        out = original(*args, **kwargs)
+        shapes.append(tuple(out.shape))
+        return out
+
+    monkeypatch.setattr(model, "decode_image_tokens", decode)
+    return shapes
+
+
+def spy_pipeline(monkeypatch, pipe) -> list[dict]:
+    """Record each pipeline call: its kwargs, the timesteps the scheduler ran, the guidance the
+    pipeline applied and the output's size."""
+    calls: list[dict] = []
+    original = type(pipe).__call__
+
+    def call(self, *args, **kwargs):
+        output = original(self, *args, **kwargs)
+        calls.append(
+            {
+                "kwargs": kwargs,
+                "timesteps": len(self.scheduler.timesteps),
+                "guidance_scale": self.guidance_scale,
+                "size": (output.images.shape[-2], output.images.shape[-3]),
+            }
+        )
+        return output
+
+    monkeypatch.setattr(type(pipe), "__call__", call)
+    return calls
+
+
+def processor(call: dict, name: str):
+    found = [p for p in call["processors"] if type(p).__name__ == name]
+    assert len(found) == 1, f"{name} not in {[type(p).__name__ for p in call['processors']]}"
+    return found[0]
+
+
+def with_checkpoint_sampling(monkeypatch, model) -> None:
+    """Settings the checkpoint's generation_config.json could carry (restored afterwards)."""
+    monkeypatch.setattr(model.generation_config, "repetition_penalty", REPETITION_PENALTY)
+    monkeypatch.setattr(model.generation_config, "top_k", TOP_K)
+
+
+def assert_caption_report_matches(adapter, model, monkeypatch, images, tokenizer) -> None:
+    with_checkpoint_sampling(monkeypatch, model)
+    calls = spy_generate(monkeypatch, model)
+    adapter.caption(images[:1], prompt=PROMPT, seeds=SEEDS[:1])
+    report = adapter.caption_settings(PROMPT)
+    (call,) = calls
+    config, kwargs = call["config"], call["kwargs"]
+    assert report.max_new_tokens == kwargs["max_new_tokens"] == config.max_new_tokens
+    assert report.do_sample is kwargs["do_sample"] is config.do_sample is True
+    assert report.temperature == kwargs["temperature"] == config.temperature
+    assert processor(call, "TemperatureLogitsWarper").temperature == report.temperature
+    # merged in from the checkpoint's generation_config, never passed by the adapter
+    assert "repetition_penalty" not in kwargs and "top_k" not in kwargs
+    assert report.extra["repetition_penalty"] == config.repetition_penalty == REPETITION_PENALTY
+    assert processor(call, "RepetitionPenaltyLogitsProcessor").penalty == REPETITION_PENALTY
+    assert report.extra["top_k"] == config.top_k == processor(call, "TopKLogitsWarper").top_k == TOP_K
+    assert report.extra == {key: getattr(config, key) for key in report.extra}
+    # the instruction that reached the model
+    assert report.prompt == PROMPT and PROMPT in tokenizer.decode(kwargs["input_ids"][0])
+
+
+def test_effective_generation_config_merges_checkpoint_and_call():
+    from transformers import GenerationConfig
+
+    from unified_bench.adapters.hf_common import effective_generation_config, executed_caption
+
+    checkpoint = GenerationConfig(repetition_penalty=1.3, top_p=0.9, temperature=1.5, no_repeat_ngram_size=3)
+    config = effective_generation_config(checkpoint, {"max_new_tokens": 8, "do_sample": True, "temperature": 0.7, "generation_mode": "text"})
+    assert checkpoint.temperature == 1.5  # a copy: the model's own config is untouched
+    report = executed_caption("p", config)
+    assert (report.do_sample, report.temperature, report.max_new_tokens) == (True, 0.7, 8)
+    assert report.extra == {"repetition_penalty": 1.3, "top_p": 0.9, "no_repeat_ngram_size": 3}
+    # greedy: transformers applies no temperature and no top-p/top-k, but still the penalties
+    greedy = executed_caption("p", effective_generation_config(checkpoint, {"max_new_tokens": 8, "do_sample": False}))
+    assert (greedy.do_sample, greedy.temperature) == (False, 0.0)
+    assert greedy.extra == {"repetition_penalty": 1.3, "no_repeat_ngram_size": 3, "decoding": "greedy"}
+
+
+@pytest.mark.slow
+def test_pair_reports_what_ran(pair, images, monkeypatch):
+    assert_caption_report_matches(pair, pair.model, monkeypatch, images, pair.processor.tokenizer)
+    calls = spy_pipeline(monkeypatch, pair.pipe)
+    for size in (None, (48, 32)):
+        calls.clear()
+        out = pair.generate(["a red cat"], seeds=[1], size=size)
+        report = pair.generation_settings(size)
+        (call,) = calls
+        kwargs = call["kwargs"]
+        assert (report.width, report.height) == (kwargs["width"], kwargs["height"]) == call["size"] == out[0].size
+        assert report.num_inference_steps == kwargs["num_inference_steps"] == call["timesteps"] == 2
+        assert report.guidance_scale == kwargs["guidance_scale"] == call["guidance_scale"] == 5.0
+        assert report.scheduler == type(pair.pipe.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
+        assert report.dtype == str(pair.pipe.transformer.dtype).replace("torch.", "")
+    assert (report.width, report.height) == (48, 32)
+
+
+@pytest.mark.slow
+def test_uae_reports_what_ran(uae, images, monkeypatch):
+    assert_caption_report_matches(uae, uae.llm, monkeypatch, images, uae.processor.tokenizer)
+    calls = spy_pipeline(monkeypatch, uae.pipe)
+    uae.generate(["a red cat"], seeds=[1], size=None)
+    report = uae.generation_settings(None)
+    (call,) = calls
+    kwargs = call["kwargs"]
+    assert (report.width, report.height) == (kwargs["width"], kwargs["height"]) == call["size"] == (32, 32)
+    assert report.num_inference_steps == kwargs["num_inference_steps"] == call["timesteps"] == 2
+    assert report.guidance_scale == kwargs["guidance_scale"] == call["guidance_scale"] == 5.0
+    assert report.scheduler == type(uae.pipe.scheduler).__name__
+    assert report.dtype == str(uae.pipe.dtype).replace("torch.", "")
+
+
+@pytest.fixture(scope="module")
+def janus(janus_dir):
+    adapter = build_adapter("janus-pro", janus_args(janus_dir))
+    yield adapter
+    adapter.close()
+
+
+@pytest.mark.slow
+def test_janus_reports_what_ran(janus, images, monkeypatch):
+    assert_caption_report_matches(janus, janus.model, monkeypatch, images, janus.processor.tokenizer)
+    monkeypatch.setattr(janus, "image_temperature", 0.9)
+    calls = spy_generate(monkeypatch, janus.model)
+    decoded = spy_decode(monkeypatch, janus.model)
+    out = janus.generate(["a red cat"], seeds=[1], size=(48, 40))
+    report = janus.generation_settings((48, 40))
+    (call,) = calls
+    config, kwargs = call["config"], call["kwargs"]
+    assert (report.width, report.height) == (decoded[0][2], decoded[0][1]) == (32, 32)  # rendered [1, H, W, 3]
+    assert (report.extra["output_width"], report.extra["output_height"]) == out[0].size == (48, 40)
+    assert report.num_inference_steps == call["output"].shape[1] == report.extra["image_tokens"]
+    assert report.guidance_scale == kwargs["guidance_scale"] == processor(call, "ClassifierFreeGuidanceLogitsProcessor").guidance_scale
+    assert report.extra["image_temperature"] == kwargs["temperature"] == processor(call, "TemperatureLogitsWarper").temperature == 0.9
+    assert report.extra["repetition_penalty"] == processor(call, "RepetitionPenaltyLogitsProcessor").penalty == REPETITION_PENALTY
+    assert report.extra["top_k"] == config.top_k == processor(call, "TopKLogitsWarper").top_k == TOP_K
+    assert report.dtype == str(janus.model.dtype).replace("torch.", "")
+
+
+@pytest.fixture(scope="module")
+def emu3(emu3_dir):
+    adapter = build_adapter("emu3", emu3_args(emu3_dir))
+    yield adapter
+    adapter.close()
+
+
+@pytest.mark.slow
+def test_emu3_reports_what_ran(emu3, images, monkeypatch):
+    assert_caption_report_matches(emu3, emu3.model, monkeypatch, images, emu3.processor.tokenizer)
+    calls = spy_generate(monkeypatch, emu3.gen_model)
+    decoded = spy_decode(monkeypatch, emu3.gen_model)
+    out = emu3.generate(["a red cat"], seeds=[1], size=(48, 32))
+    report = emu3.generation_settings((48, 32))
+    (call,) = calls
+    config, kwargs = call["config"], call["kwargs"]
+    assert (report.width, report.height) == (decoded[0][3], decoded[0][2]) == out[0].size == (48, 32)  # [1, 3, H, W]
+    new_tokens = call["output"].sequences.shape[1] - kwargs["input_ids"].shape[1]
+    assert report.num_inference_steps == kwargs["max_new_tokens"] == new_tokens
+    assert report.guidance_scale == kwargs["guidance_scale"] == processor(call, "UnbatchedClassifierFreeGuidanceLogitsProcessor").guidance_scale
+    # top_k is the adapter's (it overrides the checkpoint's); the penalty comes from the checkpoint
+    assert report.extra["top_k"] == kwargs["top_k"] == config.top_k == processor(call, "TopKLogitsWarper").top_k
+    assert report.extra["repetition_penalty"] == processor(call, "RepetitionPenaltyLogitsProcessor").penalty == REPETITION_PENALTY
+    assert report.extra["image_temperature"] == config.temperature
+    assert "output_width" not in report.extra  # 48x32 is a whole token grid: no resize
+
+
+@pytest.mark.slow
+def test_run_eval_records_the_adapters_report(janus, image_folder, tmp_path, monkeypatch):
+    from unified_bench.runner.eval import EvalConfig, run_eval
+
+    with_checkpoint_sampling(monkeypatch, janus.model)
+    out = tmp_path / "run"
+    config = EvalConfig(model="janus-pro", data=str(image_folder), out=out, metrics=["ssim"], size=(48, 40), progress=False)
+    outcome = run_eval(config, adapter=janus)
+    assert outcome.finished == 2 and not outcome.errors
+    run = json.loads((out / "results.json").read_text())["run"]
+    executed = run["protocol_executed"]
+    assert executed == {
+        "caption": janus.caption_settings(run["protocol"]["caption_prompt"]).to_dict(),
+        "generation": janus.generation_settings((48, 40)).to_dict(),
+        "varied": [],
+    }
+    assert executed["caption"]["extra"] == {"repetition_penalty": REPETITION_PENALTY, "top_k": TOP_K}
+    assert executed["generation"]["extra"]["output_width"] == 48
+    assert Image.open(out / "images" / "photo0.png").size == (48, 40)

@@ -22,7 +22,7 @@ resized to the exact requested size when rounding changed it.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from PIL import Image
@@ -30,6 +30,9 @@ from PIL import Image
 from unified_bench.adapters.base import Capabilities
 from unified_bench.adapters.hf_common import (
     HfAdapter,
+    HfRuntimeConfig,
+    autoregressive_settings,
+    cfg_scale,
     chat_messages,
     chat_text,
     images_from_array,
@@ -40,6 +43,7 @@ from unified_bench.adapters.hf_common import (
     unnormalize,
 )
 from unified_bench.core.errors import ConfigError
+from unified_bench.core.protocol import ExecutedGeneration
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +82,19 @@ def allowed_next_tokens(
     return visual
 
 
+@dataclass
+class Emu3Config(HfRuntimeConfig):
+    model: str = EMU3_CHAT
+    gen_model: str | None = EMU3_GEN
+    revision: str | None = None
+    gen_revision: str | None = None
+    guidance_scale: float = 3.0
+    top_k: int = 2048
+    image_area: int = 518400
+    positive_suffix: str = POSITIVE_SUFFIX
+    negative_prompt: str = NEGATIVE_PROMPT
+
+
 class Emu3Adapter(HfAdapter):
     """Emu3 chat + generation checkpoints through transformers."""
 
@@ -89,45 +106,18 @@ class Emu3Adapter(HfAdapter):
         needs=("transformers", "accelerate"),
     )
 
-    def __init__(
-        self,
-        model: str = EMU3_CHAT,
-        gen_model: str | None = EMU3_GEN,
-        device: str = "auto",
-        dtype: str = "auto",
-        device_map: str | None = None,
-        trust_remote_code: bool = False,
-        revision: str | None = None,
-        gen_revision: str | None = None,
-        max_new_tokens: int = 512,
-        temperature: float = 0.7,
-        do_sample: bool = True,
-        guidance_scale: float = 3.0,
-        top_k: int = 2048,
-        image_area: int = 518400,
-        positive_suffix: str = POSITIVE_SUFFIX,
-        negative_prompt: str = NEGATIVE_PROMPT,
-    ) -> None:
-        if guidance_scale < 1.0:
-            raise ConfigError("emu3: guidance_scale must be >= 1 (1 disables classifier-free guidance)")
-        self._init_hf(
-            device=device,
-            dtype=dtype,
-            device_map=device_map,
-            trust_remote_code=trust_remote_code,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            do_sample=do_sample,
-        )
-        self.model_ref = model
-        self.gen_ref = gen_model or model
-        self.revision = revision
-        self.gen_revision = gen_revision if gen_model else revision
-        self.guidance_scale = float(guidance_scale)
-        self.top_k = int(top_k)
-        self.image_area = int(image_area)
-        self.positive_suffix = positive_suffix
-        self.negative_prompt = negative_prompt
+    config_class: ClassVar[type[Emu3Config]] = Emu3Config
+
+    def _setup(self, config: Emu3Config) -> None:
+        self.model_ref = config.model
+        self.gen_ref = config.gen_model or config.model
+        self.revision = config.revision
+        self.gen_revision = config.gen_revision if config.gen_model else config.revision
+        self.guidance_scale = cfg_scale("emu3", config.guidance_scale)
+        self.top_k = int(config.top_k)
+        self.image_area = int(config.image_area)
+        self.positive_suffix = config.positive_suffix
+        self.negative_prompt = config.negative_prompt
         self.processor, self.model = self._load(self.model_ref, self.revision, "model")
         if (self.gen_ref, self.gen_revision) == (self.model_ref, self.revision):
             self.gen_processor, self.gen_model = self.processor, self.model
@@ -186,13 +176,31 @@ class Emu3Adapter(HfAdapter):
 
         return prefix_allowed_tokens_fn
 
+    def _output_size(self, size: tuple[int, int] | None) -> tuple[int, int]:
+        width, height = size if size is not None else self.capabilities.native_resolution
+        return int(width), int(height)
+
+    @staticmethod
+    def _layout(width: int, height: int) -> dict[str, Any]:
+        """The processor's image-generation layout for an output of ``width x height``."""
+        return {"return_for_image_generation": True, "ratio": f"{width}:{height}", "image_area": width * height}
+
+    def _image_generate_kwargs(self, grid_h: int, grid_w: int) -> dict[str, Any]:
+        """The sampling arguments of one image's ``generate`` (a ``grid_h x grid_w`` token grid)."""
+        return {
+            "max_new_tokens": image_token_budget(grid_h, grid_w),
+            "do_sample": True,
+            "top_k": self.top_k,
+            "guidance_scale": self.guidance_scale,
+        }
+
     def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None, sample_ids: list[str] | None = None) -> list[Image.Image]:
         import torch
 
-        width, height = size if size is not None else self.capabilities.native_resolution
+        width, height = self._output_size(size)
         processor, model = self.gen_processor, self.gen_model
         device = input_device(model, self.device)
-        layout = {"return_for_image_generation": True, "ratio": f"{int(width)}:{int(height)}", "image_area": int(width) * int(height)}
+        layout = self._layout(width, height)
         negative = processor(text=[self.negative_prompt], return_tensors="pt", **layout)
         negative.pop("image_sizes")
         negative = negative.to(device)
@@ -205,13 +213,10 @@ class Emu3Adapter(HfAdapter):
             with torch.inference_mode(), seeded(seed, device):
                 output = model.generate(
                     **inputs,
-                    max_new_tokens=image_token_budget(grid_h, grid_w),
-                    do_sample=True,
-                    top_k=self.top_k,
+                    **self._image_generate_kwargs(grid_h, grid_w),
                     prefix_allowed_tokens_fn=self._grammar(grid_h, grid_w),
                     negative_prompt_ids=negative["input_ids"],
                     negative_prompt_attention_mask=negative["attention_mask"],
-                    guidance_scale=self.guidance_scale,
                     return_dict_in_generate=True,
                 )
                 tokens = output.sequences[:, inputs["input_ids"].shape[1] :]
@@ -223,6 +228,24 @@ class Emu3Adapter(HfAdapter):
             )
             images.extend(images_from_array(pixels))
         return resize_to(images, (int(width), int(height)))
+
+    def generation_settings(self, size: tuple[int, int] | None) -> ExecutedGeneration:
+        """width/height: what the VQ decoder renders, i.e. the processor's token grid for the
+        requested size times the decoder's upsampling (a bicubic resize to the requested size,
+        named in ``extra``, when rounding to the grid changed it). Steps: every token sampled
+        (visual tokens plus the grid's end-of-line and end tokens)."""
+        width, height = self._output_size(size)
+        grid_h, grid_w = (int(v) for v in self.gen_processor(text=[""], **self._layout(width, height))["image_sizes"][0])
+        factor = int(self.gen_model.model.vqmodel.vision_spatial_factor)
+        return autoregressive_settings(
+            self.gen_model,
+            self._image_generate_kwargs(grid_h, grid_w),
+            rendered=(grid_w * factor, grid_h * factor),
+            output=(width, height),
+            steps=image_token_budget(grid_h, grid_w),
+            image_tokens=grid_h * grid_w,
+            extra={"positive_suffix": self.positive_suffix, "negative_prompt": self.negative_prompt},
+        )
 
     # --- record ----------------------------------------------------------------------------
 

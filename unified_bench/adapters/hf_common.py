@@ -12,25 +12,34 @@ Small pure helpers, so each adapter file reads as "load, caption, generate":
   non-finite sample into an image that :func:`~unified_bench.adapters.base.check_images`
   rejects (a NaN must become a per-sample error, never a silently black picture);
 - :func:`chat_text` builds a one-turn chat prompt with the processor's own template;
-- :class:`HfAdapter` holds what the transformers/diffusers adapters share: the runtime and
-  caption-sampling settings, loading a processor + model, the per-sample seeded caption
-  loop, the common ``describe()`` entries and ``close()``.
+- :func:`effective_generation_config` / :func:`distribution_extra` give the settings
+  ``model.generate`` really runs with (the checkpoint's ``generation_config`` merged with
+  the call's keyword arguments), for the executed protocol;
+- :class:`HfRuntimeConfig` declares the runtime and caption-sampling ``--model-arg`` keys
+  every Hugging Face adapter takes; each adapter's own config dataclass subclasses it;
+- :class:`HfAdapter` holds what the transformers/diffusers adapters share: building the
+  config, the runtime and caption-sampling settings, loading a processor + model, the
+  per-sample seeded caption loop, the caption half of the executed protocol, the common
+  ``describe()`` entries and ``close()``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
 
 from unified_bench.adapters.base import Adapter
 from unified_bench.core.errors import ConfigError, GatedCheckpointError, WeightsNotFoundError
+from unified_bench.core.protocol import ExecutedCaption, ExecutedGeneration
 
 logger = logging.getLogger(__name__)
 
@@ -289,10 +298,17 @@ SAMPLING_FIELDS = ("do_sample", "temperature", "top_p", "top_k", "min_p", "repet
 def effective_sampling(generation_config: Any, overrides: dict[str, Any]) -> dict[str, Any]:
     """What ``generate`` will use: the checkpoint's generation_config with our overrides on top."""
     base = {name: getattr(generation_config, name, None) for name in SAMPLING_FIELDS}
-    base.update(overrides)
+    base.update({name: value for name, value in overrides.items() if name in SAMPLING_FIELDS})
     if not base.get("do_sample"):  # greedy decoding ignores the sampling knobs
         base = {k: v for k, v in base.items() if k in ("do_sample", "repetition_penalty", "max_new_tokens")}
     return {key: value for key, value in base.items() if value is not None}
+
+
+def cfg_scale(adapter: str, guidance_scale: float) -> float:
+    """A classifier-free guidance weight, checked: below 1 is an error, 1 disables guidance."""
+    if guidance_scale < 1.0:
+        raise ConfigError(f"{adapter}: guidance_scale must be >= 1 (1 disables classifier-free guidance)")
+    return float(guidance_scale)
 
 
 def caption_generate_kwargs(*, max_new_tokens: int, do_sample: bool, temperature: float) -> dict[str, Any]:
@@ -301,6 +317,180 @@ def caption_generate_kwargs(*, max_new_tokens: int, do_sample: bool, temperature
     if do_sample:
         kwargs["temperature"] = float(temperature)
     return kwargs
+
+
+# --- what generate really runs with ------------------------------------------------------------
+
+#: GenerationConfig fields that change which tokens come out, besides ``do_sample``,
+#: ``temperature`` and ``max_new_tokens`` (the executed protocol has fields of their own).
+DISTRIBUTION_FIELDS = (
+    "top_k",
+    "top_p",
+    "min_p",
+    "typical_p",
+    "epsilon_cutoff",
+    "eta_cutoff",
+    "top_h",
+    "repetition_penalty",
+    "encoder_repetition_penalty",
+    "no_repeat_ngram_size",
+    "encoder_no_repeat_ngram_size",
+    "bad_words_ids",
+    "sequence_bias",
+    "suppress_tokens",
+    "begin_suppress_tokens",
+    "forced_bos_token_id",
+    "forced_eos_token_id",
+    "min_length",
+    "min_new_tokens",
+    "exponential_decay_length_penalty",
+    "num_beams",
+    "num_beam_groups",
+    "diversity_penalty",
+    "length_penalty",
+    "penalty_alpha",
+    "guidance_scale",
+    "renormalize_logits",
+    "remove_invalid_values",
+    "watermarking_config",
+)
+#: The logits warpers transformers applies only when ``do_sample`` is on.
+SAMPLING_ONLY_FIELDS = ("temperature", "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "top_h")
+
+
+def library_generation_defaults() -> dict[str, Any]:
+    """transformers' own defaults: ``GenerationConfig()`` with the global defaults that
+    ``generate`` fills in for what neither the checkpoint nor the call sets (transformers 5
+    keeps them apart; in 4.x they are the attributes of ``GenerationConfig()``)."""
+    from transformers import GenerationConfig
+
+    defaults = GenerationConfig().to_dict()
+    global_defaults = getattr(GenerationConfig, "_get_default_generation_params", None)
+    for key, value in (global_defaults() if global_defaults else {}).items():
+        if defaults.get(key) is None:
+            defaults[key] = value
+    return defaults
+
+
+def effective_generation_config(generation_config: Any, overrides: Mapping[str, Any]) -> Any:
+    """The GenerationConfig ``model.generate(**overrides)`` runs with.
+
+    ``generate`` starts from the checkpoint's ``model.generation_config`` (top_k, top_p,
+    repetition_penalty... from ``generation_config.json``), fills what it leaves unset with
+    the library defaults, then applies the call's keyword arguments; so does this (a copy:
+    the model's own config is never touched). Keys that are not generation settings (model
+    inputs, ``generation_mode``) are ignored.
+    """
+    from transformers import GenerationConfig
+
+    config = copy.deepcopy(generation_config) if generation_config is not None else GenerationConfig()
+    for key, value in library_generation_defaults().items():
+        if getattr(config, key, None) is None and value is not None:
+            setattr(config, key, value)
+    for key, value in overrides.items():
+        if hasattr(config, key):
+            setattr(config, key, value)
+    return config
+
+
+def distribution_extra(config: Any, *, skip: Sequence[str] = ()) -> dict[str, Any]:
+    """Every field of :data:`DISTRIBUTION_FIELDS` whose value in ``config`` differs from the
+    library default and that ``generate`` applies (the sampling-only warpers are dropped
+    when ``do_sample`` is off), JSON-ready; ``skip`` names fields reported elsewhere."""
+    defaults = library_generation_defaults()
+    sampling = bool(getattr(config, "do_sample", False))
+    out: dict[str, Any] = {}
+    for name in DISTRIBUTION_FIELDS:
+        if name in skip or (not sampling and name in SAMPLING_ONLY_FIELDS) or not hasattr(config, name):
+            continue
+        value = getattr(config, name)
+        if value != defaults.get(name):
+            out[name] = _jsonable(value)
+    return out
+
+
+def executed_caption(prompt: str, config: Any) -> ExecutedCaption:
+    """The executed caption settings for an instruction and an effective GenerationConfig.
+
+    Without sampling transformers decodes greedily (or by beam search) and never applies the
+    temperature: that is reported as temperature 0.0 (the greedy limit) and named in
+    ``extra["decoding"]``.
+    """
+    sampling = bool(config.do_sample)
+    extra = distribution_extra(config)
+    if not sampling:
+        extra["decoding"] = "beam search" if int(config.num_beams or 1) > 1 else "greedy"
+    return ExecutedCaption(
+        prompt=prompt,
+        do_sample=sampling,
+        temperature=float(config.temperature) if sampling else 0.0,
+        max_new_tokens=None if config.max_new_tokens is None else int(config.max_new_tokens),
+        extra=extra,
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "to_dict"):
+        return _jsonable(value.to_dict())
+    return str(value)
+
+
+def autoregressive_settings(
+    model: Any,
+    overrides: Mapping[str, Any],
+    *,
+    rendered: tuple[int, int],
+    output: tuple[int, int],
+    steps: int,
+    image_tokens: int,
+    extra: Mapping[str, Any] | None = None,
+) -> ExecutedGeneration:
+    """The executed generation settings of image tokens sampled by ``model.generate(**overrides)``
+    (its generation_config merged in) and decoded at ``rendered`` (width, height).
+
+    ``steps`` is the number of tokens sampled one by one (each a forward pass); the guidance
+    is CFG on their logits. When the returned ``output`` size differs, the bicubic resize to
+    it is named in ``extra`` (``output_width``/``output_height``).
+    """
+    config = effective_generation_config(model.generation_config, overrides)
+    info: dict[str, Any] = {
+        "image_temperature": float(config.temperature),
+        "image_tokens": int(image_tokens),
+        **distribution_extra(config, skip=("guidance_scale",)),
+        **(extra or {}),
+    }
+    if tuple(output) != tuple(rendered):
+        info.update(output_width=int(output[0]), output_height=int(output[1]), resize="bicubic")
+    return ExecutedGeneration(
+        width=int(rendered[0]),
+        height=int(rendered[1]),
+        num_inference_steps=int(steps),
+        guidance_scale=float(config.guidance_scale),
+        scheduler="autoregressive (image tokens)",
+        dtype=dtype_name(getattr(model, "dtype", None)),
+        extra=info,
+    )
+
+
+def pipeline_settings(
+    pipe: Any, call: Mapping[str, Any], *, dtype: Any, extra: Mapping[str, Any] | None = None
+) -> ExecutedGeneration:
+    """The executed generation settings of a diffusers pipeline called with ``call``."""
+    return ExecutedGeneration(
+        width=int(call["width"]),
+        height=int(call["height"]),
+        num_inference_steps=int(call["num_inference_steps"]),
+        guidance_scale=float(call["guidance_scale"]),
+        scheduler=type(pipe.scheduler).__name__,
+        dtype=dtype_name(getattr(pipe, "dtype", None) or dtype),
+        extra=dict(extra or {}),
+    )
 
 
 # --- prompts --------------------------------------------------------------------------------------
@@ -339,32 +529,57 @@ def model_revision(model: Any) -> str | None:
 # --- the shared adapter base ---------------------------------------------------------------------
 
 
+@dataclasses.dataclass
+class HfRuntimeConfig:
+    """The ``--model-arg`` keys every Hugging Face adapter takes: where and how the weights
+    run, and how captions are sampled (the paper's 0.7 / 512 by default).
+
+    Each adapter declares its own config as a subclass that adds its checkpoints and
+    generation settings; the registry lists the fields (these first) as its arguments.
+    ``trust_remote_code`` stays off unless the user turns it on: it is passed to
+    ``from_pretrained`` only then.
+    """
+
+    device: str = "auto"
+    dtype: str = "auto"
+    device_map: str | None = None
+    trust_remote_code: bool = False
+    max_new_tokens: int = 512
+    temperature: float = 0.7
+    do_sample: bool = True
+
+
 class HfAdapter(Adapter):
     """What the Hugging Face adapters share; each keeps its own arguments, prompts and generation.
 
-    Subclasses call :meth:`_init_hf` first in ``__init__`` (it sets ``device``, ``dtype``,
-    ``device_map``, ``trust_remote_code`` and the caption sampling settings) and set
-    ``self.processor`` before captioning.
+    An adapter sets ``config_class`` (a subclass of :class:`HfRuntimeConfig`) and implements
+    :meth:`_setup`. Construction builds ``self.config`` (the registry passes a config; a
+    Python caller may pass keyword arguments instead), sets ``device``, ``dtype``,
+    ``device_map``, ``trust_remote_code`` and the caption sampling settings, then calls
+    ``_setup(config)``, which sets ``self.processor`` before captioning; :meth:`_caption_model` names the
+    model that captions (``self.model`` by default).
     """
 
-    def _init_hf(
-        self,
-        *,
-        device: str | None,
-        dtype: str | None,
-        device_map: str | None,
-        trust_remote_code: bool,
-        max_new_tokens: int,
-        temperature: float,
-        do_sample: bool,
-    ) -> None:
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
-        self.device_map = device_map or None
-        self.trust_remote_code = bool(trust_remote_code)
-        self.max_new_tokens = int(max_new_tokens)
-        self.temperature = float(temperature)
-        self.do_sample = bool(do_sample)
+    config_class: ClassVar[type[HfRuntimeConfig]] = HfRuntimeConfig
+
+    def __init__(self, config: HfRuntimeConfig | None = None, /, **overrides: Any) -> None:
+        if config is None:
+            config = self.config_class(**overrides)
+        elif overrides:
+            config = dataclasses.replace(config, **overrides)
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.dtype = resolve_dtype(config.dtype, self.device)
+        self.device_map = config.device_map or None
+        self.trust_remote_code = bool(config.trust_remote_code)
+        self.max_new_tokens = int(config.max_new_tokens)
+        self.temperature = float(config.temperature)
+        self.do_sample = bool(config.do_sample)
+        self._setup(config)
+
+    def _setup(self, config: Any) -> None:
+        """The adapter's own part of construction: its settings from ``config`` (its
+        ``config_class``), then loading. Runs after the runtime settings are set."""
 
     def _caption_generate_kwargs(self) -> dict[str, Any]:
         return caption_generate_kwargs(
@@ -418,6 +633,18 @@ class HfAdapter(Adapter):
                 sequences = model.generate(**inputs, **kwargs)
             captions.extend(decode_new_tokens(self.processor, sequences, inputs["input_ids"].shape[1], strip=strip))
         return captions
+
+    def _caption_model(self) -> Any:
+        """The transformers model whose ``generate`` writes the captions."""
+        return self.model
+
+    def caption_settings(self, prompt: str) -> ExecutedCaption:
+        """What ``caption(prompt=prompt)`` runs: the instruction as given (every HF adapter puts
+        it into its chat turn unchanged) and the effective sampling settings, i.e. the
+        caption model's ``generation_config`` merged with the call's keyword arguments."""
+        model = self._caption_model()
+        config = effective_generation_config(getattr(model, "generation_config", None), self._caption_generate_kwargs())
+        return executed_caption(prompt, config)
 
     def _runtime_record(self) -> dict[str, Any]:
         """The ``device``/``device_map``/``dtype`` entries of ``describe()``."""

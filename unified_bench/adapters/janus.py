@@ -21,7 +21,7 @@ cost is GPU throughput). The native resolution is fixed by the VQ decoder; a dif
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from PIL import Image
@@ -29,6 +29,9 @@ from PIL import Image
 from unified_bench.adapters.base import Capabilities
 from unified_bench.adapters.hf_common import (
     HfAdapter,
+    HfRuntimeConfig,
+    autoregressive_settings,
+    cfg_scale,
     chat_messages,
     chat_text,
     images_from_array,
@@ -38,12 +41,21 @@ from unified_bench.adapters.hf_common import (
     seeded,
     unnormalize,
 )
-from unified_bench.core.errors import ConfigError
+from unified_bench.core.protocol import ExecutedGeneration
 
 logger = logging.getLogger(__name__)
 
 JANUS_PRO_1B = "deepseek-community/Janus-Pro-1B"
 JANUS_PRO_7B = "deepseek-community/Janus-Pro-7B"
+
+
+@dataclass
+class JanusConfig(HfRuntimeConfig):
+    model: str = JANUS_PRO_7B
+    revision: str | None = None
+    guidance_scale: float = 5.0
+    image_temperature: float = 1.0
+    image_first: bool = True
 
 
 class JanusProAdapter(HfAdapter):
@@ -57,37 +69,14 @@ class JanusProAdapter(HfAdapter):
         needs=("transformers", "accelerate"),
     )
 
-    def __init__(
-        self,
-        model: str = JANUS_PRO_7B,
-        device: str = "auto",
-        dtype: str = "auto",
-        device_map: str | None = None,
-        trust_remote_code: bool = False,
-        revision: str | None = None,
-        max_new_tokens: int = 512,
-        temperature: float = 0.7,
-        do_sample: bool = True,
-        guidance_scale: float = 5.0,
-        image_temperature: float = 1.0,
-        image_first: bool = True,
-    ) -> None:
-        if guidance_scale < 1.0:
-            raise ConfigError("janus-pro: guidance_scale must be >= 1 (1 disables classifier-free guidance)")
-        self._init_hf(
-            device=device,
-            dtype=dtype,
-            device_map=device_map,
-            trust_remote_code=trust_remote_code,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            do_sample=do_sample,
-        )
-        self.model_ref = model
-        self.revision = revision
-        self.guidance_scale = float(guidance_scale)
-        self.image_temperature = float(image_temperature)
-        self.image_first = bool(image_first)
+    config_class: ClassVar[type[JanusConfig]] = JanusConfig
+
+    def _setup(self, config: JanusConfig) -> None:
+        self.model_ref = config.model
+        self.revision = config.revision
+        self.guidance_scale = cfg_scale("janus-pro", config.guidance_scale)
+        self.image_temperature = float(config.image_temperature)
+        self.image_first = bool(config.image_first)
         self.processor, self.model = self._load()
         self.native_size = self._native_size()
         # The runner renders at capabilities.native_resolution unless --size says otherwise.
@@ -113,6 +102,11 @@ class JanusProAdapter(HfAdapter):
 
     # --- understanding ---------------------------------------------------------------------
 
+    def _caption_generate_kwargs(self) -> dict[str, Any]:
+        # Text mode runs without classifier-free guidance whatever generation_config says
+        # (JanusForConditionalGeneration.generate sets it to None there; said here for the report).
+        return {**super()._caption_generate_kwargs(), "generation_mode": "text", "guidance_scale": None}
+
     def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int], sample_ids: list[str] | None = None) -> list[str]:
         text = chat_text(self.processor, chat_messages(prompt, with_image=True, image_first=self.image_first))
         return self._caption_each(
@@ -120,10 +114,19 @@ class JanusProAdapter(HfAdapter):
             images,
             seeds,
             lambda image: self.processor(text=[text], images=[image], generation_mode="text", return_tensors="pt"),
-            generation_mode="text",
         )
 
     # --- generation ------------------------------------------------------------------------
+
+    def _image_generate_kwargs(self) -> dict[str, Any]:
+        return {
+            "generation_mode": "image",
+            "do_sample": True,
+            "temperature": self.image_temperature,
+            "guidance_scale": self.guidance_scale,
+            "num_return_sequences": 1,
+            "use_cache": True,
+        }
 
     def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None, sample_ids: list[str] | None = None) -> list[Image.Image]:
         import torch
@@ -135,15 +138,7 @@ class JanusProAdapter(HfAdapter):
             text = chat_text(self.processor, chat_messages(prompt, with_image=False))
             inputs = self.processor(text=[text], generation_mode="image", return_tensors="pt").to(device)
             with torch.inference_mode(), seeded(seed, device):
-                tokens = self.model.generate(
-                    **inputs,
-                    generation_mode="image",
-                    do_sample=True,
-                    temperature=self.image_temperature,
-                    guidance_scale=self.guidance_scale,
-                    num_return_sequences=1,
-                    use_cache=True,
-                )
+                tokens = self.model.generate(**inputs, **self._image_generate_kwargs())
                 decoded = self.model.decode_image_tokens(tokens)  # [1, H, W, 3] in [-1, 1]
             pixels = unnormalize(
                 decoded.float().cpu().numpy(),
@@ -152,6 +147,15 @@ class JanusProAdapter(HfAdapter):
             )
             images.extend(images_from_array(pixels))
         return resize_to(images, size)
+
+    def generation_settings(self, size: tuple[int, int] | None) -> ExecutedGeneration:
+        """width/height: what the VQ decoder renders (the native size); a requested other size
+        is a bicubic resize of it, named in ``extra``. Steps: the image tokens sampled."""
+        tokens = int(self.model.config.vision_config.num_image_tokens)
+        output = (int(size[0]), int(size[1])) if size is not None else self.native_size
+        return autoregressive_settings(
+            self.model, self._image_generate_kwargs(), rendered=self.native_size, output=output, steps=tokens, image_tokens=tokens
+        )
 
     # --- record ----------------------------------------------------------------------------
 

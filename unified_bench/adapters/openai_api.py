@@ -18,6 +18,7 @@ from PIL import Image
 from unified_bench.adapters.base import Adapter, Capabilities
 from unified_bench.adapters.http import RetryPolicy, decode_image, encode_png, request_json
 from unified_bench.core.errors import ConfigError
+from unified_bench.core.protocol import ExecutedCaption, ExecutedGeneration
 from unified_bench.core.images import to_rgb
 
 
@@ -123,6 +124,28 @@ class OpenAIAdapter(Adapter):
         except (KeyError, IndexError, TypeError):
             raise ValueError(f"images answer without data[0].b64_json: {str(answer)[:200]}") from None
         return to_rgb(decode_image(encoded))
+
+    def caption_settings(self, prompt: str) -> ExecutedCaption:
+        """What each chat request sends: the instruction as given, the temperature and the
+        token cap. The server's decoding rule is not sent, so ``do_sample`` is not reported;
+        nor are top_p and the rest (the server's defaults apply)."""
+        return ExecutedCaption(
+            prompt=prompt,
+            do_sample=None,
+            temperature=float(self.config.temperature),
+            max_new_tokens=int(self.config.max_tokens),
+            extra={"model": self.config.caption_model, "seed_sent": bool(self.config.send_seed)},
+        )
+
+    def generation_settings(self, size: tuple[int, int] | None) -> ExecutedGeneration:
+        """What each images request sends: the model, the size (None when no size is sent:
+        the server's default applies) and the quality; steps, guidance, scheduler and dtype
+        are the service's and not reported."""
+        extra: dict = {"model": self.config.image_model}
+        if self.config.quality:
+            extra["quality"] = self.config.quality
+        width, height = (int(size[0]), int(size[1])) if size else (None, None)
+        return ExecutedGeneration(width=width, height=height, extra=extra)
 
     def describe(self) -> dict:
         return {

@@ -27,7 +27,7 @@ the effective values.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from PIL import Image
@@ -35,6 +35,7 @@ from PIL import Image
 from unified_bench.adapters.base import Capabilities
 from unified_bench.adapters.hf_common import (
     HfAdapter,
+    HfRuntimeConfig,
     batches,
     chat_messages,
     chat_text,
@@ -43,10 +44,30 @@ from unified_bench.adapters.hf_common import (
     images_from_array,
     make_generator,
     model_revision,
+    pipeline_settings,
 )
 from unified_bench.core.errors import ConfigError
+from unified_bench.core.protocol import ExecutedGeneration
 
 logger = logging.getLogger(__name__)
+
+@dataclass
+class PairConfig(HfRuntimeConfig):
+    captioner: str = "Qwen/Qwen2.5-VL-7B-Instruct"
+    generator: str = "stabilityai/stable-diffusion-3.5-large"
+    steps: int = 40
+    guidance_scale: float = 5.0
+    height: int = 1024
+    width: int = 1024
+    negative_prompt: str | None = None
+    image_first: bool = True
+    gen_batch_size: int = 1
+    generator_device: str = "cpu"
+    captioner_revision: str | None = None
+    generator_revision: str | None = None
+    pipeline_kwargs: dict | None = None
+    call_kwargs: dict | None = None
+
 
 class PairAdapter(HfAdapter):
     """An image-to-text model and a text-to-image pipeline, joined through the caption."""
@@ -59,55 +80,27 @@ class PairAdapter(HfAdapter):
         needs=("transformers", "diffusers", "accelerate"),
     )
 
-    def __init__(
-        self,
-        captioner: str = "Qwen/Qwen2.5-VL-7B-Instruct",
-        generator: str = "stabilityai/stable-diffusion-3.5-large",
-        device: str = "auto",
-        dtype: str = "auto",
-        device_map: str | None = None,
-        trust_remote_code: bool = False,
-        max_new_tokens: int = 512,
-        temperature: float = 0.7,
-        do_sample: bool = True,
-        steps: int = 40,
-        guidance_scale: float = 5.0,
-        height: int = 1024,
-        width: int = 1024,
-        negative_prompt: str | None = None,
-        image_first: bool = True,
-        gen_batch_size: int = 1,
-        generator_device: str = "cpu",
-        captioner_revision: str | None = None,
-        generator_revision: str | None = None,
-        pipeline_kwargs: dict | None = None,
-        call_kwargs: dict | None = None,
-    ) -> None:
-        if steps < 1 or max_new_tokens < 1 or gen_batch_size < 1:
+    config_class: ClassVar[type[PairConfig]] = PairConfig
+
+    def _setup(self, config: PairConfig) -> None:
+        if config.steps < 1 or config.max_new_tokens < 1 or config.gen_batch_size < 1:
             raise ConfigError("pair: steps, max_new_tokens and gen_batch_size must be positive")
-        self._init_hf(
-            device=device,
-            dtype=dtype,
-            device_map=device_map,
-            trust_remote_code=trust_remote_code,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            do_sample=do_sample,
-        )
-        self.captioner_ref = captioner
-        self.generator_ref = generator
-        self.steps = int(steps)
-        self.guidance_scale = float(guidance_scale)
-        self.height = int(height)
-        self.width = int(width)
-        self.negative_prompt = negative_prompt
-        self.image_first = bool(image_first)
-        self.gen_batch_size = int(gen_batch_size)
-        self.generator_device = generator_device
-        self.captioner_revision = captioner_revision
-        self.generator_revision = generator_revision
-        self.pipeline_kwargs = dict(pipeline_kwargs or {})
-        self.call_kwargs = dict(call_kwargs or {})
+        self.captioner_ref = config.captioner
+        self.generator_ref = config.generator
+        self.steps = int(config.steps)
+        self.guidance_scale = float(config.guidance_scale)
+        self.height = int(config.height)
+        self.width = int(config.width)
+        self.negative_prompt = config.negative_prompt
+        self.image_first = bool(config.image_first)
+        self.gen_batch_size = int(config.gen_batch_size)
+        self.generator_device = config.generator_device
+        self.captioner_revision = config.captioner_revision
+        self.generator_revision = config.generator_revision
+        self.pipeline_kwargs = dict(config.pipeline_kwargs or {})
+        self.call_kwargs = dict(config.call_kwargs or {})
+        #: (requested width, height) -> the size the pipeline really returned (FLUX rounds)
+        self._rendered: dict[tuple[int, int], tuple[int, int]] = {}
         # Fail at construction, not on the first sample: a missing checkpoint is a run error.
         self.processor, self.model = self._load_captioner()
         self.pipe = self._load_pipeline()
@@ -161,18 +154,13 @@ class PairAdapter(HfAdapter):
         import numpy as np
         import torch
 
-        width, height = size if size is not None else (self.width, self.height)
+        requested = self._requested_size(size)
         images: list[Image.Image] = []
         for chunk in batches(len(prompts), self.gen_batch_size):
             call: dict[str, Any] = {
                 "prompt": [prompts[i] for i in chunk],
-                "num_inference_steps": self.steps,
-                "guidance_scale": self.guidance_scale,
-                "height": int(height),
-                "width": int(width),
                 "generator": [make_generator(seeds[i], self.generator_device) for i in chunk],
-                "output_type": "np",  # floats, so a NaN stays visible (PIL output would be black)
-                **self.call_kwargs,
+                **self._call_settings(requested),
             }
             if self.negative_prompt is not None:
                 call["negative_prompt"] = [self.negative_prompt] * len(chunk)
@@ -181,8 +169,40 @@ class PairAdapter(HfAdapter):
             array = output.images if hasattr(output, "images") else output[0]
             if isinstance(array, list):
                 array = np.stack([np.asarray(a) for a in array])
+            self._rendered[requested] = (int(array.shape[-2]), int(array.shape[-3]))
             images.extend(images_from_array(array))
         return images
+
+    def _requested_size(self, size: tuple[int, int] | None) -> tuple[int, int]:
+        width, height = size if size is not None else (self.width, self.height)
+        return int(width), int(height)
+
+    def _call_settings(self, size: tuple[int, int]) -> dict[str, Any]:
+        """The pipeline arguments every prompt gets at ``size``; ``call_kwargs`` win."""
+        width, height = size
+        return {
+            "num_inference_steps": self.steps,
+            "guidance_scale": self.guidance_scale,
+            "height": height,
+            "width": width,
+            "output_type": "np",  # floats, so a NaN stays visible (PIL output would be black)
+            **self.call_kwargs,
+        }
+
+    def generation_settings(self, size: tuple[int, int] | None) -> ExecutedGeneration:
+        """The pipeline call's steps, guidance and size (``call_kwargs`` included); width and
+        height are the size the pipeline returned when it rounded the requested one (FLUX
+        does), with the requested size in ``extra``."""
+        requested = self._requested_size(size)
+        call = self._call_settings(requested)
+        extra = {k: v for k, v in call.items() if k not in ("num_inference_steps", "guidance_scale", "height", "width", "output_type")}
+        rendered = self._rendered.get(requested, requested)
+        if rendered != requested:
+            extra.update(requested_width=requested[0], requested_height=requested[1])
+            call = {**call, "width": rendered[0], "height": rendered[1]}
+        if self.negative_prompt is not None:
+            extra["negative_prompt"] = self.negative_prompt
+        return pipeline_settings(self.pipe, call, dtype=self.dtype, extra=extra)
 
     # --- record ----------------------------------------------------------------------------
 

@@ -70,6 +70,7 @@ from torch import nn
 from unified_bench.adapters.base import Capabilities
 from unified_bench.adapters.hf_common import (
     HfAdapter,
+    HfRuntimeConfig,
     diffusers_dtype_kwargs,
     from_pretrained_kwargs,
     hf_loading,
@@ -77,9 +78,11 @@ from unified_bench.adapters.hf_common import (
     input_device,
     looks_local,
     make_generator,
+    pipeline_settings,
     place,
 )
 from unified_bench.core.errors import ConfigError, WeightsNotFoundError
+from unified_bench.core.protocol import ExecutedGeneration
 
 logger = logging.getLogger(__name__)
 
@@ -286,6 +289,27 @@ def qwen_pre_resize(image: Image.Image, factor: int = 28) -> Image.Image:
 # --- the adapter ------------------------------------------------------------------------------------
 
 
+@dataclass
+class UaeConfig(HfRuntimeConfig):
+    model: str = UAE_HUB
+    sd3: str = SD35_LARGE
+    llm: str | None = None
+    llm_lora: str | None = None
+    llm_processor: str | None = None
+    dit: str | None = None
+    dit_lora: str | None = None
+    pooled_embeds: str | None = None
+    revision: str | None = None
+    steps: int = 40
+    guidance_scale: float = 5.0
+    height: int = 1024
+    width: int = 1024
+    negative_prompt: str = NEGATIVE_PROMPT
+    lora_alpha: float = LLM_LORA_ALPHA
+    qwen_pre_resize: bool = True
+    generator_device: str = "cpu"
+
+
 class UaeAdapter(HfAdapter):
     """UAE: Qwen2.5-VL + LoRA + projector encoder, SD3.5 transformer + LoRA decoder."""
 
@@ -297,66 +321,28 @@ class UaeAdapter(HfAdapter):
         needs=("transformers", "diffusers", "peft", "accelerate"),
     )
 
-    def __init__(
-        self,
-        model: str = UAE_HUB,
-        sd3: str = SD35_LARGE,
-        llm: str | None = None,
-        llm_lora: str | None = None,
-        llm_processor: str | None = None,
-        dit: str | None = None,
-        dit_lora: str | None = None,
-        pooled_embeds: str | None = None,
-        device: str = "auto",
-        dtype: str = "auto",
-        device_map: str | None = None,
-        trust_remote_code: bool = False,
-        revision: str | None = None,
-        max_new_tokens: int = 512,
-        temperature: float = 0.7,
-        do_sample: bool = True,
-        steps: int = 40,
-        guidance_scale: float = 5.0,
-        height: int = 1024,
-        width: int = 1024,
-        negative_prompt: str = NEGATIVE_PROMPT,
-        lora_alpha: float = LLM_LORA_ALPHA,
-        qwen_pre_resize: bool = True,
-        generator_device: str = "cpu",
-    ) -> None:
-        self._init_hf(
-            device=device,
-            dtype=dtype,
-            device_map=device_map,
-            trust_remote_code=trust_remote_code,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            do_sample=do_sample,
-        )
-        self.model_ref = model
-        self.sd3_ref = sd3
-        self.revision = revision
-        self.steps = int(steps)
-        self.guidance_scale = float(guidance_scale)
-        self.height = int(height)
-        self.width = int(width)
-        self.negative_prompt = negative_prompt
-        self.lora_alpha = float(lora_alpha)
-        self.use_qwen_pre_resize = bool(qwen_pre_resize)
-        self.generator_device = generator_device
-        self.paths = find_release(
-            self._release_root(model, any(p is None for p in (llm, llm_lora, dit, dit_lora))),
-            llm=llm,
-            llm_lora=llm_lora,
-            llm_processor=llm_processor,
-            dit=dit,
-            dit_lora=dit_lora,
-        )
+    config_class: ClassVar[type[UaeConfig]] = UaeConfig
+
+    def _setup(self, config: UaeConfig) -> None:
+        self.model_ref = config.model
+        self.sd3_ref = config.sd3
+        self.revision = config.revision
+        self.steps = int(config.steps)
+        self.guidance_scale = float(config.guidance_scale)
+        self.height = int(config.height)
+        self.width = int(config.width)
+        self.negative_prompt = config.negative_prompt
+        self.lora_alpha = float(config.lora_alpha)
+        self.use_qwen_pre_resize = bool(config.qwen_pre_resize)
+        self.generator_device = config.generator_device
+        folders = {name: getattr(config, name) for name in ("llm", "llm_lora", "llm_processor", "dit", "dit_lora")}
+        needed = any(folders[name] is None for name in ("llm", "llm_lora", "dit", "dit_lora"))
+        self.paths = find_release(self._release_root(config.model, needed), **folders)
         self.load_report: dict[str, Any] = {}
         self.processor = self._load_processor()
         self.llm, self.projector = self._load_encoder()
-        self.pooled_source = pooled_embeds or f"{sd3} (CLIP-L + CLIP-G, empty prompt)"
-        self.pooled = self._pooled_embeds(pooled_embeds)
+        self.pooled_source = config.pooled_embeds or f"{config.sd3} (CLIP-L + CLIP-G, empty prompt)"
+        self.pooled = self._pooled_embeds(config.pooled_embeds)
         self.pipe = self._load_decoder()
         self.negative_ids = self._generation_ids(self.negative_prompt)
         self.capabilities = replace(type(self).capabilities, native_resolution=(self.width, self.height))
@@ -519,6 +505,9 @@ class UaeAdapter(HfAdapter):
 
     # --- understanding -----------------------------------------------------------------------
 
+    def _caption_model(self) -> Any:
+        return self.llm
+
     def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int], sample_ids: list[str] | None = None) -> list[str]:
         # Official order: the instruction, then the image.
         messages = [{"role": "user", "content": [{"type": "text", "text": prompt}, {"type": "image"}]}]
@@ -558,8 +547,13 @@ class UaeAdapter(HfAdapter):
         negative, positive = projected.chunk(2, dim=0)
         return negative, positive
 
-    def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None, sample_ids: list[str] | None = None) -> list[Image.Image]:
+    def _call_settings(self, size: tuple[int, int] | None) -> dict[str, Any]:
+        """The pipeline arguments every prompt gets at ``size`` (None: the configured size)."""
         width, height = size if size is not None else (self.width, self.height)
+        return {"height": int(height), "width": int(width), "num_inference_steps": self.steps, "guidance_scale": self.guidance_scale}
+
+    def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None, sample_ids: list[str] | None = None) -> list[Image.Image]:
+        call = self._call_settings(size)
         images: list[Image.Image] = []
         pipe_device = self.pipe._execution_device
         pooled = self.pooled.to(pipe_device)
@@ -571,15 +565,18 @@ class UaeAdapter(HfAdapter):
                     negative_prompt_embeds=negative.to(pipe_device),
                     pooled_prompt_embeds=pooled,
                     negative_pooled_prompt_embeds=pooled,
-                    height=int(height),
-                    width=int(width),
-                    num_inference_steps=self.steps,
-                    guidance_scale=self.guidance_scale,
+                    **call,
                     generator=make_generator(seed, self.generator_device),
                     output_type="np",
                 )
             images.extend(images_from_array(output.images))
         return images
+
+    def generation_settings(self, size: tuple[int, int] | None) -> ExecutedGeneration:
+        """SD3.5 with the DiT LoRA, conditioned on the projected encoder states."""
+        return pipeline_settings(
+            self.pipe, self._call_settings(size), dtype=self.dtype, extra={"negative_prompt": self.negative_prompt}
+        )
 
     # --- record ------------------------------------------------------------------------------
 
