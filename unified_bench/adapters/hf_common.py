@@ -549,6 +549,19 @@ class HfRuntimeConfig:
     do_sample: bool = True
 
 
+@dataclasses.dataclass
+class DiffusersConfig(HfRuntimeConfig):
+    """The generation keys of the adapters that render through a diffusers pipeline (the
+    paper's 40 steps, CFG 5.0, 1024x1024 by default)."""
+
+    steps: int = 40
+    guidance_scale: float = 5.0
+    height: int = 1024
+    width: int = 1024
+    negative_prompt: str | None = None
+    generator_device: str = "cpu"
+
+
 class HfAdapter(Adapter):
     """What the Hugging Face adapters share; each keeps its own arguments, prompts and generation.
 
@@ -561,6 +574,27 @@ class HfAdapter(Adapter):
     """
 
     config_class: ClassVar[type[HfRuntimeConfig]] = HfRuntimeConfig
+
+    def _setup_pipeline(self, config: DiffusersConfig) -> None:
+        """The diffusers generation settings of ``config`` as attributes (checked)."""
+        if config.steps < 1:
+            raise ConfigError(f"{self.name}: steps must be positive")
+        self.steps = int(config.steps)
+        self.guidance_scale = float(config.guidance_scale)
+        self.height = int(config.height)
+        self.width = int(config.width)
+        self.negative_prompt = config.negative_prompt
+        self.generator_device = config.generator_device
+
+    def _pipeline_describe(self) -> dict[str, Any]:
+        """The diffusers generation settings, for ``describe()``."""
+        return {
+            "steps": self.steps,
+            "guidance_scale": self.guidance_scale,
+            "height": self.height,
+            "width": self.width,
+            "negative_prompt": self.negative_prompt,
+        }
 
     def __init__(self, config: HfRuntimeConfig | None = None, /, **overrides: Any) -> None:
         if config is None:

@@ -34,8 +34,8 @@ from PIL import Image
 
 from unified_bench.adapters.base import Capabilities
 from unified_bench.adapters.hf_common import (
+    DiffusersConfig,
     HfAdapter,
-    HfRuntimeConfig,
     batches,
     chat_messages,
     chat_text,
@@ -52,17 +52,11 @@ from unified_bench.core.protocol import ExecutedGeneration
 logger = logging.getLogger(__name__)
 
 @dataclass
-class PairConfig(HfRuntimeConfig):
+class PairConfig(DiffusersConfig):
     captioner: str = "Qwen/Qwen2.5-VL-7B-Instruct"
     generator: str = "stabilityai/stable-diffusion-3.5-large"
-    steps: int = 40
-    guidance_scale: float = 5.0
-    height: int = 1024
-    width: int = 1024
-    negative_prompt: str | None = None
     image_first: bool = True
     gen_batch_size: int = 1
-    generator_device: str = "cpu"
     captioner_revision: str | None = None
     generator_revision: str | None = None
     pipeline_kwargs: dict | None = None
@@ -85,16 +79,11 @@ class PairAdapter(HfAdapter):
     def _setup(self, config: PairConfig) -> None:
         if config.steps < 1 or config.max_new_tokens < 1 or config.gen_batch_size < 1:
             raise ConfigError("pair: steps, max_new_tokens and gen_batch_size must be positive")
+        self._setup_pipeline(config)
         self.captioner_ref = config.captioner
         self.generator_ref = config.generator
-        self.steps = int(config.steps)
-        self.guidance_scale = float(config.guidance_scale)
-        self.height = int(config.height)
-        self.width = int(config.width)
-        self.negative_prompt = config.negative_prompt
         self.image_first = bool(config.image_first)
         self.gen_batch_size = int(config.gen_batch_size)
-        self.generator_device = config.generator_device
         self.captioner_revision = config.captioner_revision
         self.generator_revision = config.generator_revision
         self.pipeline_kwargs = dict(config.pipeline_kwargs or {})
@@ -219,11 +208,7 @@ class PairAdapter(HfAdapter):
             "caption_batching": "one image at a time under torch.manual_seed(seed) (batch invariant)",
             "image_first": self.image_first,
             "generation": {
-                "steps": self.steps,
-                "guidance_scale": self.guidance_scale,
-                "height": self.height,
-                "width": self.width,
-                "negative_prompt": self.negative_prompt,
+                **self._pipeline_describe(),
                 "generator_device": str(self.generator_device),
                 "gen_batch_size": self.gen_batch_size,
                 "call_kwargs": self.call_kwargs,

@@ -69,8 +69,8 @@ from torch import nn
 
 from unified_bench.adapters.base import Capabilities
 from unified_bench.adapters.hf_common import (
+    DiffusersConfig,
     HfAdapter,
-    HfRuntimeConfig,
     diffusers_dtype_kwargs,
     from_pretrained_kwargs,
     hf_loading,
@@ -290,7 +290,7 @@ def qwen_pre_resize(image: Image.Image, factor: int = 28) -> Image.Image:
 
 
 @dataclass
-class UaeConfig(HfRuntimeConfig):
+class UaeConfig(DiffusersConfig):
     model: str = UAE_HUB
     sd3: str = SD35_LARGE
     llm: str | None = None
@@ -300,14 +300,9 @@ class UaeConfig(HfRuntimeConfig):
     dit_lora: str | None = None
     pooled_embeds: str | None = None
     revision: str | None = None
-    steps: int = 40
-    guidance_scale: float = 5.0
-    height: int = 1024
-    width: int = 1024
-    negative_prompt: str = NEGATIVE_PROMPT
+    negative_prompt: str | None = NEGATIVE_PROMPT
     lora_alpha: float = LLM_LORA_ALPHA
     qwen_pre_resize: bool = True
-    generator_device: str = "cpu"
 
 
 class UaeAdapter(HfAdapter):
@@ -327,14 +322,9 @@ class UaeAdapter(HfAdapter):
         self.model_ref = config.model
         self.sd3_ref = config.sd3
         self.revision = config.revision
-        self.steps = int(config.steps)
-        self.guidance_scale = float(config.guidance_scale)
-        self.height = int(config.height)
-        self.width = int(config.width)
-        self.negative_prompt = config.negative_prompt
+        self._setup_pipeline(config)
         self.lora_alpha = float(config.lora_alpha)
         self.use_qwen_pre_resize = bool(config.qwen_pre_resize)
-        self.generator_device = config.generator_device
         folders = {name: getattr(config, name) for name in ("llm", "llm_lora", "llm_processor", "dit", "dit_lora")}
         needed = any(folders[name] is None for name in ("llm", "llm_lora", "dit", "dit_lora"))
         self.paths = find_release(self._release_root(config.model, needed), **folders)
@@ -591,11 +581,7 @@ class UaeAdapter(HfAdapter):
             "caption_sampling": self._caption_sampling(self.llm),
             "caption_image_pre_resize": "qwen_vl_utils.fetch_image" if self.use_qwen_pre_resize else None,
             "generation": {
-                "steps": self.steps,
-                "guidance_scale": self.guidance_scale,
-                "height": self.height,
-                "width": self.width,
-                "negative_prompt": self.negative_prompt,
+                **self._pipeline_describe(),
                 "pooled_prompt_embeds": self.pooled_source,
                 "position_ids": "arange (as in the official round trip)",
                 "generator_device": str(self.generator_device),
