@@ -31,6 +31,8 @@ from unified_bench.leaderboard.tracks import check_protocol, check_run, get_trac
 from unified_bench.leaderboard.views import script_json, slug
 from unified_bench.core.stats import paired_difference_ci
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def page_data(html: str) -> dict:
     match = re.search(r'<script type="application/json" id="page-data">(.*?)</script>', html, re.S)
@@ -186,6 +188,30 @@ def test_the_check_reads_what_ran_not_what_was_asked():
     assert old.status == "unknown" and "record version 1" in old.unrecorded[0]
     # an adapter that reports nothing is unknown too
     assert check_run(record(executed={"caption": None, "generation": None, "varied": []}), ub).status == "unknown"
+
+
+@pytest.mark.slow
+def test_shipped_uae_tiny_rows_show_what_they_ran(tmp_path):
+    """The shipped entries record the executed protocol: the uae-tiny rows and model pages
+    show every way the tiny model's round trip differs from the paper's."""
+    build_site([], [REPO / "leaderboard" / "entries"], tmp_path / "site")
+    shapes = (tmp_path / "site" / "tracks" / "shapes.html").read_text(encoding="utf-8")
+    rows = [r for r in _rows(shapes) if 'data-sort="uae-reference" class="model"' in r]
+    assert len(rows) == 3  # pre-rl, g4u, u4g
+    for row in rows:
+        assert 'data-protocol="differs"' in row
+        assert "ran: T=0.7, 64 tok, 48x48, 20 steps, CFG 1.0" in row
+        for deviation in (
+            "caption.prompt: ran Describe the image.",
+            "caption.max_new_tokens: ran 64 (protocol: 512)",
+            "generation.width: ran 48 (protocol: 1024)",
+            "generation.num_inference_steps: ran 20 (protocol: 40)",
+            "generation.guidance_scale: ran 1.0 (protocol: 5.0)",
+        ):
+            assert deviation in row
+    pages = list((tmp_path / "site" / "models").glob("*.html"))
+    tiny = [p.read_text(encoding="utf-8") for p in pages if "uae-reference" in p.read_text(encoding="utf-8")[:2000]]
+    assert tiny and all("generation.num_inference_steps: ran 20 (protocol: 40)" in page for page in tiny)
 
 
 # ---- model, run record and compare pages -----------------------------------------------------

@@ -236,6 +236,8 @@ def as_executed(protocol: dict[str, Any]) -> dict[str, Any]:
 
 
 def _short(value: Any, limit: int = 60) -> str:
+    if value == "":
+        return "(no instruction)"
     text = value if isinstance(value, str) else repr(value)
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
