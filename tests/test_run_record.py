@@ -142,3 +142,28 @@ def test_score_report_reads_back_the_results_it_wrote(path):
     report = read_report(path)
     assert report.to_results_json() == data  # statistics, CIs and composites recomputed equal
     assert report.record == RunRecord.from_dict(data["run"])
+
+
+class _BadReports(_Steady):
+    """Third-party reports gone wrong: one raises, one has a string where a size goes."""
+
+    name = "bad-reports"
+
+    def caption_settings(self, prompt):
+        raise RuntimeError("no idea")
+
+    def generation_settings(self, size):
+        return ExecutedGeneration(width="1024", height=1024)
+
+
+def test_a_broken_settings_report_is_not_reported_and_never_fails_the_run(toys, tmp_path, capsys):
+    run, info = _eval(tmp_path, _BadReports())  # the run and its scoring succeed
+    assert run["protocol_executed"] == {"caption": None, "generation": None, "varied": []}
+    assert info["executed"] == run["protocol_executed"]
+    from unified_bench.leaderboard.tracks import check_run, get_track
+
+    check = check_run(RunRecord.from_dict(run), get_track("unified-bench"))
+    assert check.status != "match" and any("not reported" in u for u in check.unrecorded)
+    err = capsys.readouterr().err
+    assert "caption settings report raised RuntimeError: no idea" in err
+    assert "generation settings report width is '1024', expected int" in err

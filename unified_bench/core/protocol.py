@@ -8,6 +8,7 @@ paper arXiv 2509.09666): the captioning instruction, sampling at temperature 0.7
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -115,6 +116,40 @@ class ExecutedGeneration:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExecutedGeneration:
         return cls(**{k: (dict(v) if k == "extra" else v) for k, v in data.items()})
+
+
+_SETTING_TYPES: dict[str, tuple[type, ...]] = {
+    "prompt": (str,),
+    "do_sample": (bool,),
+    "temperature": (int, float),
+    "max_new_tokens": (int,),
+    "width": (int,),
+    "height": (int,),
+    "num_inference_steps": (int,),
+    "guidance_scale": (int, float),
+    "scheduler": (str,),
+    "dtype": (str,),
+}
+
+
+def check_settings(report: Any, expected: type) -> str | None:
+    """Why an adapter's settings report is unusable (None when it is a well-typed ``expected``):
+    the record must stay valid JSON of the schema's types whatever a third-party adapter returns."""
+    if not isinstance(report, expected):
+        return f"returned {type(report).__name__}, expected {expected.__name__} or None"
+    for name, types in _SETTING_TYPES.items():
+        value = getattr(report, name, None)
+        if value is None or not hasattr(report, name):
+            continue
+        if isinstance(value, bool) and bool not in types:
+            return f"{name} is a bool"
+        if not isinstance(value, types) or (isinstance(value, float) and not math.isfinite(value)):
+            return f"{name} is {value!r}, expected {' or '.join(t.__name__ for t in types)}"
+    try:
+        json.dumps(report.extra, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        return f"extra is not plain JSON ({err})"
+    return None
 
 
 @dataclass(frozen=True)

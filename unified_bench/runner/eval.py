@@ -33,7 +33,7 @@ from unified_bench.datasets.base import EvalDataset, Sample, natural_key
 from unified_bench.core.errors import ConfigError, ImageLoadError, UnifiedBenchError
 from unified_bench.core.images import file_sha256, load_image
 from unified_bench.core.progress import progress_bar
-from unified_bench.core.protocol import ExecutedProtocol
+from unified_bench.core.protocol import ExecutedCaption, ExecutedGeneration, ExecutedProtocol, check_settings
 from unified_bench.core.seeds import seed_for
 from unified_bench.results.model import SampleError
 from unified_bench.results.record import AdapterRecord, DatasetRecord, RunInfo, TrainingRecord, executed_record
@@ -147,7 +147,7 @@ def run_samples(
 
     timings = {"runner.read_s": 0.0, "runner.caption_s": 0.0, "runner.generate_s": 0.0, "runner.write_s": 0.0}
     # a resumed run's earlier calls count too: settings that changed between sessions are "varied"
-    executed = _Executed(previous.executed_protocol() if previous is not None else ExecutedProtocol())
+    executed = _Executed(previous.executed_protocol() if previous is not None else ExecutedProtocol(), console)
     adapter_record = AdapterRecord(name=spec.name, target=spec.target, source=spec.source)
     if previous is not None and previous.adapter is not None:
         adapter_record.describe = dict(previous.adapter.describe)
@@ -298,7 +298,7 @@ def _run_batch(
         lambda item, value: setattr(item, "caption", value),
     )
     if live:
-        executed.value = executed.value.observe("caption", adapter.caption_settings(prompt))
+        executed.observe("caption", lambda: adapter.caption_settings(prompt), ExecutedCaption)
     t2 = time.perf_counter()
     live = [i for i in live if i.error is None]
     _stage(
@@ -311,7 +311,7 @@ def _run_batch(
         lambda item, value: setattr(item, "output", value),
     )
     if live:
-        executed.value = executed.value.observe("generation", adapter.generation_settings(size))
+        executed.observe("generation", lambda: adapter.generation_settings(size), ExecutedGeneration)
     t3 = time.perf_counter()
     done = [i for i in items if i.error is None]
     records = {
@@ -345,6 +345,23 @@ class _Executed:
     """The run's executed protocol, updated after every adapter call."""
 
     value: ExecutedProtocol = field(default_factory=ExecutedProtocol)
+    console: Console | None = None
+    warned: set[str] = field(default_factory=set)
+
+    def observe(self, stage: str, report: Callable[[], Any], expected: type) -> None:
+        """Ask the adapter what it ran; a report that raises or is malformed counts as not
+        reported (said once per stage), never as a failure of the run."""
+        try:
+            settings = report()
+            problem = None if settings is None else check_settings(settings, expected)
+        except Exception as err:  # third-party code
+            settings, problem = None, f"raised {type(err).__name__}: {err}"
+        if problem is not None:
+            if stage not in self.warned and self.console is not None:
+                self.console.print(f"[yellow]the adapter's {stage} settings report {problem}; recorded as not reported", highlight=False)
+            self.warned.add(stage)
+            settings = None
+        self.value = self.value.observe(stage, settings)
 
 
 def _load_reference(item: _Item, store: RunStore) -> None:
