@@ -71,6 +71,7 @@ def test_runs_land_on_their_tracks(world):
         "shapes-attr.count",
     ):
         assert f">{column}</button>" in shapes
+    assert ">effnet</button>" in shapes and ">ssim</button>" not in shapes  # ssim: by name only
 
 
 def test_track_membership_rules():
@@ -553,7 +554,7 @@ def test_site_from_a_real_eval_run(tmp_path):
     """`unified-bench eval --model mock` on the Shapes set, then `unified-bench leaderboard`."""
     run = tmp_path / "runs" / "mock"
     try:
-        main(["eval", "--model", "mock", "--data", "shapes", "--metrics", "ssim", "--limit", "4",
+        main(["eval", "--model", "mock", "--data", "shapes", "--metrics", "shapes-attr,ssim", "--limit", "4",
               "--size", "64", "--out", str(run), "--no-progress"])  # fmt: skip
     except SystemExit as exit_:
         assert exit_.code in (0, None)
@@ -561,8 +562,10 @@ def test_site_from_a_real_eval_run(tmp_path):
     data = json.loads((run / "results.json").read_text())
     shapes = (tmp_path / "site" / "tracks" / "shapes.html").read_text(encoding="utf-8")
     (row,) = _rows(shapes)
-    ssim = data["statistics_by_model"]["ssim"]["average_similarity"] * 100
-    assert f"{ssim:.2f}" in row
+    f1 = data["statistics_by_model"]["shapes-attr"]["average_similarity"] * 100
+    assert f"{f1:.2f}" in row
+    # ssim was scored (by name) but is no column of the Shapes track: a blank image wins it
+    assert "ssim" in data["statistics_by_model"] and ">ssim</button>" not in shapes
     # what the mock reported running, not what was asked, is checked and shown on the row
     assert "generation.width: ran 64 (protocol: 1024)" in row  # rendered at 64 px: flagged
     assert "generation.num_inference_steps: ran 0 (protocol: 40)" in row

@@ -201,7 +201,7 @@ def demo_cmd(
     Runs ``unified-bench eval --model uae-tiny --data shapes --limit 200``: the tiny reference
     UAE model (trained here, shipped in the repository) captions the first 200 test scenes,
     regenerates each from its own caption, and the round trip is scored with the attribute
-    oracle (``shapes-attr``), ``effnet`` and ``ssim``, with bootstrap intervals. Re-running
+    oracle (``shapes-attr``) and ``effnet``, with bootstrap intervals. Re-running
     resumes the same run directory.
     """
     from unified_bench.core.provenance import command_line

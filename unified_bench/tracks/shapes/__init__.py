@@ -11,7 +11,7 @@ Stable API for the runner and the reference trainer::
     s.caption_long   # canonical long caption; s.caption_short: shapes and colours only
     s.paraphrase("long", variant=1)
     s.meta           # {"scene": {...}, ...}: PairInput.meta for the shapes-attr metric
-    DEFAULT_METRICS  # ("shapes-attr", "effnet", "ssim")
+    DEFAULT_METRICS  # ("shapes-attr", "effnet"); ssim by name only
 
 Modules: ``scene`` (attributes, seeded generator), ``render`` (exact anti-aliased
 rasteriser), ``captions`` (grammar, paraphrases, parser), ``splits`` (fixed splits,
