@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from unified_bench.core.protocol import OFFICIAL_CAPTION_PROMPT, PAPER_PROTOCOL
 from unified_bench.core.seeds import seed_for, shard_of
 
@@ -49,8 +51,9 @@ def test_seed_is_a_pure_function_of_global_seed_and_id():
 def test_shard_of_partitions_stably():
     ids = [f"s{i}" for i in range(300)]
     for count in (1, 2, 3, 8):
-        owners = [shard_of(sid, count) for sid in ids]
+        owners = [shard_of(sid, count, ids) for sid in ids]
         assert set(owners) == set(range(count))  # every shard gets work at this size
-        assert owners == [shard_of(sid, count) for sid in ids]
-    # independent of the other ids present: a subset keeps its owners
-    assert [shard_of(s, 4) for s in ids[10:20]] == [shard_of(s, 4) for s in ids][10:20]
+        assert owners == [shard_of(sid, count, ids[::-1]) for sid in ids]  # whatever the listing order
+    # the deal is of the whole list (so shard sizes stay even): ids outside it have no owner
+    with pytest.raises(KeyError):
+        shard_of("s300", 4, ids)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 from runner_helpers import LAUNCHER, VENV_BIN, cli_env, essentials, make_images, read_captions
 
 from unified_bench.core.errors import ConfigError
+from unified_bench.core.seeds import deal_order, seed_for, shard_assignment
 from unified_bench.runner.distributed import ShardSpec, detect_process_group, parse_shard
 from unified_bench.runner.eval import EvalConfig, run_eval
 from unified_bench.runner.merge import merge_shards
@@ -35,6 +37,59 @@ def test_parse_and_detect():
     slurm = detect_process_group({"SLURM_PROCID": "2", "SLURM_NTASKS": "3", "SLURM_LOCALID": "0"})
     assert (slurm.rank, slurm.world_size, slurm.launcher, slurm.rendezvous) == (2, 3, "slurm", False)
     assert slurm.shard == ShardSpec(2, 3)
+
+
+def test_detect_refuses_launches_it_cannot_read():
+    """A launch whose rank or world size is unreadable fails with one line, never runs alone."""
+    accelerate_cpu = {"ACCELERATE_USE_CPU": "True", "ACCELERATE_MIXED_PRECISION": "no",
+                      "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}  # accelerate launch --cpu --num_processes 2
+    for env, match in ((accelerate_cpu, "accelerate launch was asked for several processes"),
+                       ({"WORLD_SIZE": "2"}, "WORLD_SIZE is set but RANK is not"),
+                       ({"RANK": "1"}, "RANK is set but WORLD_SIZE is not"),
+                       ({"RANK": "0", "WORLD_SIZE": "two"}, "'two' is not an integer")):
+        with pytest.raises(ConfigError, match=match) as err:
+            detect_process_group(env)
+        assert "\n" not in str(err.value)
+    # accelerate with one process sets no rendezvous: a plain single run
+    assert detect_process_group({"ACCELERATE_USE_CPU": "True", "ACCELERATE_MIXED_PRECISION": "no"}) is None
+    group = detect_process_group({**accelerate_cpu, "RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"})
+    assert (group.rank, group.world_size, group.launcher, group.rendezvous) == (1, 2, "accelerate", True)
+    mpi = detect_process_group({"OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "3", "OMPI_COMM_WORLD_LOCAL_RANK": "1"})
+    assert (mpi.rank, mpi.world_size, mpi.local_rank, mpi.launcher) == (1, 3, 1, "mpirun")
+    assert detect_process_group({"PMI_RANK": "0", "PMI_SIZE": "1"}) is None
+
+
+def _sweep():
+    """(shard count, sample ids) cases: every N in 1..16 with 0..300 samples, ids of mixed shapes."""
+    rng = random.Random(21)
+    for count in range(1, 17):
+        for n in sorted({0, 1, 2, count - 1, count, count + 1, 8, 100, 299, 300, *rng.sample(range(301), 12)}):
+            if n < 0:
+                continue
+            style = rng.choice(["n", "img", "shapes"])
+            ids = [str(i) if style == "n" else f"{style}-{i:05d}" if style == "shapes" else f"{style}{i}" for i in range(n)]
+            yield count, ids
+
+
+def test_shard_sizes_differ_by_at_most_one_and_partition():
+    """Acceptance 6: for any N in 1..16 and 0..300 samples, sizes differ by <= 1 and the shards
+    partition the set; the deal ignores the listing order and seeds ignore the deal."""
+    cases = 0
+    for count, ids in _sweep():
+        shards = [ShardSpec(i, count).select(ids) for i in range(count)]
+        sizes = [len(s) for s in shards]
+        assert max(sizes) - min(sizes) <= 1, (count, len(ids), sizes)
+        assert sorted(sid for s in shards for sid in s) == sorted(ids)  # a partition: no overlap, no gap
+        shuffled = ids[:]
+        random.Random(count).shuffle(shuffled)
+        assert shard_assignment(shuffled, count) == shard_assignment(ids, count)
+        cases += 1
+    assert cases > 16 * 12
+    # the issue's examples: 8 over 3 gave 6/2/0, the official 100 over 8 gave 9 to 17
+    assert sorted(len(ShardSpec(i, 3).select([f"img{k}" for k in range(8)])) for i in range(3)) == [2, 3, 3]
+    assert {len(ShardSpec(i, 8).select([f"{k:03d}" for k in range(100)])) for i in range(8)} == {12, 13}
+    assert deal_order(["b", "a", "b"]) == deal_order(["a", "b"])  # duplicates are dealt once
+    assert seed_for(0, "0") == 960439038  # seeds still come from (global seed, sample id) alone
 
 
 def test_same_results_whatever_batch_size_or_shard_count(toys, tmp_path):
@@ -126,6 +181,54 @@ def test_torchrun_two_cpu_processes_equal_single_process(tmp_path):
     assert len(info["runner"]["shards"]) == 2
 
 
+def _accelerate(tmp_path, *launch_args):
+    accelerate = VENV_BIN / "accelerate"
+    if not accelerate.exists():
+        pytest.skip("accelerate is not installed")
+    env = cli_env(tmp_path)
+    env.update({"OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path / "hf")})  # no user accelerate config
+    data = make_images(tmp_path / "data", 7)
+    common = ["--model", "mock", "--data", str(data), "--metrics", "toy-pair,toy-embed", "--model-arg", "size=32",
+              "--seed", "5", "--no-progress", "--batch-size", "3"]
+    launched = subprocess.run(
+        [str(accelerate), "launch", *launch_args, "--num_machines", "1", "--mixed_precision", "no",
+         "--dynamo_backend", "no", "--main_process_port", "0", str(LAUNCHER), "eval", *common, "--out", str(tmp_path / "dist")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    return launched, common, env
+
+
+@pytest.mark.slow
+def test_accelerate_two_cpu_processes_equal_single_process(tmp_path):
+    """Acceptance 6: `accelerate launch --multi_gpu --num_processes 2` on a CPU-only machine
+    (accelerate's torchrun path) runs two shards whose merge equals the single-process run."""
+    launched, common, env = _accelerate(tmp_path, "--multi_gpu", "--num_processes", "2")
+    assert launched.returncode == 0, launched.stdout + launched.stderr
+    shards = sorted(p.name for p in (tmp_path / "dist" / "shards").iterdir())
+    assert shards == ["shard-00000-of-00002", "shard-00001-of-00002"]
+    sizes = sorted(len(read_captions(tmp_path / "dist" / "shards" / name)) for name in shards)
+    assert sizes == [3, 4]  # both ranks worked, an even deal
+    single = subprocess.run([sys.executable, str(LAUNCHER), "eval", *common, "--out", str(tmp_path / "single")],
+                            env=env, capture_output=True, text=True, timeout=180)
+    assert single.returncode == 0, single.stderr
+    assert essentials(tmp_path / "dist") == essentials(tmp_path / "single")
+    info = json.loads((tmp_path / "dist" / "results.json").read_text())["run"]
+    assert len(info["runner"]["shards"]) == 2
+
+
+@pytest.mark.slow
+def test_accelerate_cpu_launch_that_starts_one_process_fails_in_one_line(tmp_path):
+    """`accelerate launch --cpu --num_processes 2` starts one process without a rank (accelerate
+    needs mpirun for several CPU processes): the runner refuses instead of running alone."""
+    launched, _, _ = _accelerate(tmp_path, "--cpu", "--num_processes", "2")
+    assert launched.returncode != 0
+    # the runner's one line (accelerate then repeats the child's stderr in its own traceback)
+    (line,) = [ln for ln in launched.stderr.splitlines() if ln.startswith("error: accelerate launch was asked")]
+    assert "--multi_gpu" in line and "torchrun --nproc_per_node" in line
+    assert "unified_bench" not in launched.stderr  # no runner traceback
+    assert not (tmp_path / "dist" / "captions.jsonl").exists()
+
+
 @pytest.mark.slow
 def test_slurm_tasks_without_rendezvous_merge_on_rank0(tmp_path):
     """srun without MASTER_ADDR: ranks meet through shard.done markers; rank 0 merges."""
@@ -148,7 +251,7 @@ def test_slurm_tasks_without_rendezvous_merge_on_rank0(tmp_path):
     for rank in range(2):
         shard = out / "shards" / ShardSpec(rank, 2).label
         assert (shard / "shard.done").is_file()
-        assert set(read_captions(shard)) == {sid for sid in merged if ShardSpec(rank, 2).owns(sid)}
+        assert set(read_captions(shard)) == set(ShardSpec(rank, 2).select(list(merged)))
 
 
 def test_merge_reports_samples_a_shard_never_reached(toys, tmp_path):
@@ -167,3 +270,30 @@ def test_merge_reports_samples_a_shard_never_reached(toys, tmp_path):
     results = json.loads((tmp_path / "m" / "results.json").read_text())
     assert [(e["sample_id"], e["stage"]) for e in results["errors"]] == [(lost, "missing")]
     assert len(results["samples"]) == 5
+
+
+def test_resume_and_merge_refuse_another_deal(toys, tmp_path):
+    """The deal depends on the whole id list: a shard resumed or merged with another list would
+    own other samples, so both are refused; a shard left out of a merge is named."""
+    data = make_images(tmp_path / "data", 6)
+    run_eval(config(data, tmp_path / "a", shard=ShardSpec(0, 2), limit=4))
+    info = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert info["shard"]["index"] == 0 and info["shard"]["count"] == 2 and info["shard"]["samples"] == 4
+    with pytest.raises(ConfigError, match="cannot resume, shard 0/2 of 6 samples differs"):
+        run_eval(config(data, tmp_path / "a", shard=ShardSpec(0, 2), resume=True))
+    run_eval(config(data, tmp_path / "a", shard=ShardSpec(0, 2), limit=4, resume=True))  # the same deal resumes
+    run_eval(config(data, tmp_path / "b", shard=ShardSpec(1, 2)))
+    with pytest.raises(ConfigError, match="cannot merge: .* samples_?"):
+        merge_shards([tmp_path / "a", tmp_path / "b"], tmp_path / "m")
+    run_eval(config(data, tmp_path / "c", shard=ShardSpec(1, 3)))
+    run_eval(config(data, tmp_path / "d", shard=ShardSpec(0, 2)))
+    with pytest.raises(ConfigError, match="count differs"):
+        merge_shards([tmp_path / "d", tmp_path / "c"], tmp_path / "m")
+    messages = []
+
+    class Recorder:
+        def print(self, text, *args, **kwargs):
+            messages.append(str(text))
+
+    merge_shards([tmp_path / "d"], tmp_path / "m1", config(data, tmp_path / "m1"), console=Recorder())
+    assert any("merged without shard(s) 1/2" in m for m in messages)

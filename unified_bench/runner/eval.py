@@ -130,7 +130,10 @@ def run_samples(
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
     if config.batch_size < 1:
         raise ConfigError("--batch-size must be >= 1")
-    samples = [s for s in dataset.samples if shard is None or shard.owns(s.sample_id)]
+    all_ids = [s.sample_id for s in dataset.samples]
+    owned = None if shard is None else set(shard.select(all_ids))  # dealt from the whole list
+    samples = [s for s in dataset.samples if owned is None or s.sample_id in owned]
+    layout = shard.layout(all_ids) if shard is not None else None
 
     spec, cls, values = _prepare_adapter(config, adapter, local_rank)
     identity = {
@@ -154,6 +157,7 @@ def run_samples(
         adapter_record.capabilities = dict(previous.adapter.capabilities)
     if previous is not None:  # before loading a model: a mismatch needs no weights to detect
         _check_same_run(previous.identity(), identity, out)
+        _check_same_deal(previous.shard, layout, out)
     built: Adapter | None = adapter
     try:
         if pending:
@@ -180,7 +184,7 @@ def run_samples(
                 samples=len(dataset.samples),
                 absent=frozenset({"reference_sha256"}),  # the results' record adds them
             ),
-            shard=shard.to_dict() if shard else None,
+            shard=layout,
             owned_samples=[s.sample_id for s in samples],  # lets merge spot samples that never ran
             metrics=list(config.metrics) if config.metrics else (previous.metrics if previous is not None else None),
             processed_this_session=len(pending),
@@ -266,6 +270,20 @@ def _check_same_run(previous: dict[str, Any], identity: dict[str, Any], out: Pat
                 f"{out}: cannot resume, {key} differs from the run there "
                 f"({previous.get(key)!r} vs {identity.get(key)!r}); use the same settings or another --out"
             )
+
+
+def _check_same_deal(previous: dict[str, Any] | None, layout: dict[str, Any] | None, out: Path) -> None:
+    """A resumed shard must be dealt from the same sample list into the same shard: with
+    another list (another --limit, say) it would own other samples."""
+    if previous is None or layout is None or "sample_ids_sha256" not in previous:
+        return  # unsharded, or a shard recorded before deals were recorded
+    if previous != layout:
+        raise ConfigError(
+            f"{out}: cannot resume, shard {layout['index']}/{layout['count']} of {layout['samples']} samples "
+            f"differs from the shard there ({previous.get('index')}/{previous.get('count')} of "
+            f"{previous.get('samples')} samples, ids {str(previous.get('sample_ids_sha256'))[:12]}); "
+            "use the same --data, --limit and shard count, or another --out"
+        )
 
 
 def _run_batch(

@@ -45,6 +45,7 @@ def merge_shards(
             raise ConfigError(f"{store.root}: not a run directory (no run.json)")
         infos.append(info)
     identity = _common_identity(infos, [s.root for s in shards])
+    absent_shards = _check_one_deal(infos, [s.root for s in shards])
 
     target = RunStore(out)
     target.images_dir.mkdir(parents=True, exist_ok=True)
@@ -99,6 +100,10 @@ def merge_shards(
             absent=frozenset({"processed_this_session"}),
         )
     )
+    if absent_shards:
+        (console or Console(stderr=True)).print(
+            f"[yellow]merged without shard(s) {', '.join(absent_shards)}: their samples are not in {out}"
+        )
     if conflicts:
         (console or Console(stderr=True)).print(
             f"[yellow]{len(conflicts)} sample(s) differ between shards (kept the first): {', '.join(conflicts[:10])}"
@@ -143,6 +148,27 @@ def _common_identity(infos: list[RunInfo], roots: list[Path]) -> dict[str, Any]:
                 )
         identity[key] = reference
     return identity
+
+
+def _check_one_deal(infos: list[RunInfo], roots: list[Path]) -> list[str]:
+    """Shards that record their deal must come from one deal (same shard count, same sample
+    list); returns the labels ("I/N") of that deal's shards that were not given."""
+    dealt = [(root, info.shard) for root, info in zip(roots, infos) if info.shard and "sample_ids_sha256" in info.shard]
+    if not dealt:
+        return []
+    reference_root, reference = dealt[0]
+    for root, shard in dealt[1:]:
+        for key in ("count", "samples", "sample_ids_sha256"):
+            if shard.get(key) != reference.get(key):
+                raise ConfigError(
+                    f"cannot merge: {root} was dealt as shard {shard.get('index')}/{shard.get('count')} of "
+                    f"{shard.get('samples')} samples, {reference_root} as {reference.get('index')}/"
+                    f"{reference.get('count')} of {reference.get('samples')} ({key} differs); "
+                    "shards must split one sample list (same --data, --limit and shard count)"
+                )
+    given = {shard.get("index") for _, shard in dealt}
+    count = int(reference["count"])
+    return [f"{i}/{count}" for i in range(count) if i not in given] if len(dealt) == len(infos) else []
 
 
 def _copy_into(record: CaptionRecord, source: RunStore, target: RunStore) -> CaptionRecord:
