@@ -23,6 +23,7 @@ from unified_bench.cli.common import (
     DevicePreprocessing,
     console,
     err_console,
+    check_name,
     finish,
     markdown_table,
     parse_key_values,
@@ -55,6 +56,7 @@ def score_cmd(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the reference-embedding cache.")] = False,
     fuse: Annotated[Optional[bool], typer.Option("--fuse/--no-fuse", help=FUSE_HELP)] = None,
     device_preprocessing: Annotated[Optional[DevicePreprocessing], typer.Option("--device-preprocessing", help=DEVICE_PREPROCESSING_HELP)] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Display label stored in the run record and shown on the leaderboard (default: the model's name).")] = None,
 ) -> None:
     """Score reconstructions against references, matched by file stem."""
     from unified_bench.metrics import parse_metric_list
@@ -76,7 +78,7 @@ def score_cmd(
         fuse=fuse,
         device_preprocessing=device_preprocessing,
     )
-    outcome = score_folders(images, refs, out, config, console=err_console)
+    outcome = score_folders(images, refs, out, config, console=err_console, name=check_name(name))
     report_outcome(outcome)
 
 

@@ -164,3 +164,12 @@ def markdown_table(frame) -> str:
         body = frame.to_csv(sep="|", index=False, float_format="%.4g", lineterminator="\n").rstrip("\n").splitlines()
         rule = "|".join("---" for _ in frame.columns)
         return "\n".join(f"| {line.replace('|', ' | ')} |" for line in [body[0], rule, *body[1:]])
+
+
+def check_name(name: str | None) -> str | None:
+    """``--name``: a non-empty, single-line label (None: the model's name is shown)."""
+    if name is None:
+        return None
+    if not name.strip() or "\n" in name or "\r" in name:
+        raise ConfigError(f"--name expects a non-empty single-line label, got {name!r}")
+    return name.strip()

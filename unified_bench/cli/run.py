@@ -19,6 +19,7 @@ from unified_bench.cli.common import (
     DevicePreprocessing,
     console,
     err_console,
+    check_name,
     finish,
     parse_key_values,
     parse_size,
@@ -52,6 +53,7 @@ def register(app: typer.Typer) -> None:
         fuse: Annotated[Optional[bool], typer.Option("--fuse/--no-fuse", help=FUSE_HELP, rich_help_panel=SCORING_PANEL)] = None,
         device_preprocessing: Annotated[Optional[DevicePreprocessing], typer.Option("--device-preprocessing", help=DEVICE_PREPROCESSING_HELP, rich_help_panel=SCORING_PANEL)] = None,
         no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
+        name: Annotated[Optional[str], typer.Option("--name", help="Display label stored in the run record and shown on the leaderboard (default: the model's name).")] = None,
     ) -> None:
         """Round-trip a model over a dataset (caption, regenerate), then score the run."""
         from unified_bench.adapters.registry import parse_model_args
@@ -93,6 +95,7 @@ def register(app: typer.Typer) -> None:
             ),
             progress=not no_progress,
             command=command_line(),
+            name=check_name(name),
         )
         outcome = run_eval(config, console=err_console)
         finish(outcome)

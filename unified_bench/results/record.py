@@ -167,6 +167,7 @@ class RunRecord(_Part):
 
     record_version: int = RECORD_VERSION
     run_id: str = ""
+    name: str | None = None  # the display label (``--name``); absent: the model's name is shown
     created: str = ""
     command: str = ""
     package_versions: dict[str, str | None] = field(default_factory=dict)
@@ -227,6 +228,7 @@ class RunInfo(_Part):
     model_args: dict[str, Any] | None = None
     protocol: dict[str, Any] | None = None
     seed: int | None = None
+    name: str | None = None  # the display label (``--name``); not an identity setting
     dataset: str | None = None
     adapter: AdapterRecord | None = None
     dataset_info: DatasetRecord | None = None

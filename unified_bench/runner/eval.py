@@ -169,8 +169,10 @@ def run_samples(
         # merge ignores it, rather than loading a model only to learn its resolution
         if previous is not None:
             _check_same_run(previous.identity(), identity, out)
+        name = config.name if config.name is not None else (previous.name if previous is not None else None)
         info = RunInfo(
             **identity,
+            name=name,
             adapter=adapter_record,
             dataset_info=DatasetRecord(
                 name=dataset.name,
@@ -192,7 +194,8 @@ def run_samples(
             ),
             batch_size=config.batch_size,
             limit=config.limit,
-            absent=frozenset({"shards", "timings"}),  # merge's and the end of the session's
+            # merge's and the end of the session's; no name key unless the run has one
+            absent=frozenset({"shards", "timings"} | ({"name"} if name is None else set())),
         )
         store.write_run_info(info)
         if pending:
@@ -221,7 +224,7 @@ def run_samples(
     earlier = (previous.timings if previous is not None else None) or {}
     info.timings = {key: float(earlier.get(key, 0.0)) + value for key, value in timings.items()}
     info.executed = executed_record(executed.value)
-    info.absent = frozenset({"shards"})
+    info.absent = frozenset({"shards"} | ({"name"} if info.name is None else set()))
     store.write_run_info(info)
     state = store.read_state()
     owned = {s.sample_id for s in samples}
