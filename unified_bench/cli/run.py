@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("eval")
     def eval_cmd(
-        model: Annotated[str, typer.Option("--model", help="Adapter name, alias or preset (see `unified-bench models`).")],
+        model: Annotated[str, typer.Option("--model", help="Adapter name, alias or preset (see `unified-bench models`), or an adapter class: path/to/file.py:Class or package.module:Class.")],
         data: Annotated[str, typer.Option("--data", help="official, photos, shapes, hf:NAME, or a folder of images.")],
         out: Annotated[Path, typer.Option("--out", help="Run directory (images/, captions.jsonl, results.json).")],
         model_arg: Annotated[Optional[list[str]], typer.Option("--model-arg", help="KEY=VALUE adapter argument (repeatable).")] = None,
@@ -214,7 +214,10 @@ def _print_arguments(name: str) -> None:
 
     spec, preset_args = resolve(name)
     cls = load_adapter_class(spec)  # imports the adapter module, not its weights
-    table = Table(title=f"{name}: --model-arg KEY=VALUE ({spec.target})")
+    from rich.text import Text
+
+    # a Text title: a path:Class name is shown as typed (no emoji codes, no markup)
+    table = Table(title=Text(f"{name}: --model-arg KEY=VALUE ({spec.target})"))
     table.add_column("argument")
     table.add_column("default")
     table.add_column("help")

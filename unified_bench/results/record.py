@@ -91,9 +91,10 @@ class _Executed(_Part):
 class AdapterRecord(_Part):
     name: str | None = None
     target: str | None = None
-    source: str | None = None
+    source: str | None = None  # builtin, decorator, plugin:<dist>, file:<path>, module:<module>, instance
     describe: dict[str, Any] = field(default_factory=dict)
     capabilities: dict[str, Any] = field(default_factory=dict)
+    sha256: str | None = None  # the adapter file's SHA-256 (``--model path/to/file.py:Class`` only)
 
 
 @dataclass

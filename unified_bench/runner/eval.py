@@ -148,7 +148,13 @@ def run_samples(
     timings = {"runner.read_s": 0.0, "runner.caption_s": 0.0, "runner.generate_s": 0.0, "runner.write_s": 0.0}
     # a resumed run's earlier calls count too: settings that changed between sessions are "varied"
     executed = _Executed(previous.executed_protocol() if previous is not None else ExecutedProtocol(), console)
-    adapter_record = AdapterRecord(name=spec.name, target=spec.target, source=spec.source)
+    adapter_record = AdapterRecord(
+        name=spec.name,
+        target=spec.target,
+        source=spec.source,
+        sha256=spec.sha256,
+        absent=frozenset() if spec.sha256 is not None else frozenset({"sha256"}),
+    )
     if previous is not None and previous.adapter is not None:
         adapter_record.describe = dict(previous.adapter.describe)
         adapter_record.capabilities = dict(previous.adapter.capabilities)
