@@ -111,3 +111,27 @@ def test_compare_usage_errors_are_one_line(two_runs, capsys):
         assert exit_info.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and fragment in err[0]
+
+
+def test_composite_difference_matches_an_independent_computation(tmp_path):
+    from leaderboard_runs import PAPER, make_run, write_references
+
+    refs = write_references(tmp_path / "refs", 8)
+    a_dir = make_run(tmp_path / "a", refs, model="alpha", run_id="ra", quality=0.6, seed=1, missing={"clip": [2]})
+    b_dir = make_run(tmp_path / "b", refs, model="beta", run_id="rb", quality=0.7, seed=2)
+    comparison = compare_reports(read_report(a_dir), read_report(b_dir))
+    diff = {d.metric: d for d in comparison.differences}["unified_score"]
+    ra, rb = (json.loads((d / "results.json").read_text()) for d in (a_dir, b_dir))
+    ids = [s["sample_id"] for s in ra["samples"]]
+    a = np.array([[np.nan if ra["similarities_by_model"][m][i] is None else ra["similarities_by_model"][m][i] for i in ids] for m in PAPER])
+    b = np.array([[rb["similarities_by_model"][m][i] for i in ids] for m in PAPER])
+    estimate = 100 * (np.nanmean(b, axis=1).mean() - np.nanmean(a, axis=1).mean())
+    idx = np.random.default_rng(0).integers(0, len(ids), size=(1000, len(ids)))
+    draws = 100 * (np.nanmean(b[:, idx], axis=-1).mean(axis=0) - np.nanmean(a[:, idx], axis=-1).mean(axis=0))
+    low, high = np.quantile(draws, [0.025, 0.975])
+    assert diff.n == 8 and (diff.mean, diff.low, diff.high) == pytest.approx((estimate, low, high), abs=1e-9)
+    # the composite of each run over the shared samples is the unified score results.json reports
+    assert (diff.a_mean, diff.b_mean) == pytest.approx((ra["unified_score"]["value"], rb["unified_score"]["value"]))
+    assert 0 <= diff.p_value <= 1 and diff.mean > 0
+    assert {d.metric: d.n for d in comparison.differences}["clip"] == 7  # the failed sample is left out
+    assert comparison.warnings == []
