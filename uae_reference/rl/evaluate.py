@@ -216,7 +216,8 @@ def evaluate_stage(
     """``unified-bench eval`` of one checkpoint on Shapes; returns its means and CIs.
 
     ``label`` is the run's display label (``--name``); default: :func:`stage_label`, e.g.
-    ``"uae-tiny g4u"``, so every stage's run is told apart on the leaderboard.
+    ``"uae-tiny g4u"`` (``"uae-tiny g4u (renderer)"`` with the renderer), so every stage's run
+    is told apart on the leaderboard.
 
     ``reconstruction="renderer"`` replaces the checkpoint's decoder by Shapes' exact renderer
     of the parsed caption (:class:`EncoderWithRenderer`). The run record's ``training`` names
@@ -245,7 +246,7 @@ def evaluate_stage(
         resume=resume,
         progress=progress,
         command=f"uae-reference rl evaluate ({name}: {checkpoint})",
-        name=label if label is not None else stage_label(name, checkpoint),
+        name=label if label is not None else stage_label(name, checkpoint) + (" (renderer)" if reconstruction == "renderer" else ""),
         # a stage trained here has its curve; a starting checkpoint is only evaluated
         training=training_record(out, checkpoint=str(checkpoint), curve_csv=curve_csv) if curve_csv is not None else None,
     )
