@@ -139,3 +139,33 @@ def test_round_trip_breakdown_separates_caption_errors_from_render_errors(tmp_pa
     # render half (the oracle reads clean renders exactly): only the misdrawn third loses an object
     expected_render = [1.0 if i % 3 != 2 else (len(t) - 1) / len(t) for i, t in enumerate(truths)]
     assert b["render_f1"] == pytest.approx(sum(expected_render) / 12, abs=1e-9)
+
+
+def test_stage_runs_are_named_by_model_and_stage(tmp_path, monkeypatch):
+    """evaluate_stage names its run ("uae-tiny g4u"), so the leaderboard tells stages apart."""
+    import uae_reference.adapter as adapter_module
+    import unified_bench.runner.eval as runner_eval
+    from uae_reference.adapter import BUNDLED_TINY
+    from uae_reference.rl.evaluate import evaluate_stage, stage_label
+
+    assert stage_label("pre-rl", BUNDLED_TINY) == "uae-tiny pre-rl"
+    assert stage_label("g4u", tmp_path / "no-such-checkpoint") == "uae-reference g4u"
+
+    class Stop(Exception):
+        pass
+
+    class Dummy:
+        def __init__(self, config):
+            pass
+
+    seen = {}
+
+    def fake_run_eval(config, adapter=None):
+        seen["name"] = config.name
+        raise Stop
+
+    monkeypatch.setattr(adapter_module, "UAEReferenceAdapter", Dummy)
+    monkeypatch.setattr(runner_eval, "run_eval", fake_run_eval)
+    with pytest.raises(Stop):
+        evaluate_stage("u4g", BUNDLED_TINY, tmp_path / "run", limit=2, progress=False)
+    assert seen["name"] == "uae-tiny u4g"

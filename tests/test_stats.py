@@ -94,3 +94,40 @@ def test_joint_interval_is_narrower_than_adding_independent_ones():
     columns = {"a": base.tolist(), "b": (base + 0.1).tolist()}
     diff = bootstrap_joint_ci(columns, lambda m: m["b"] - m["a"])
     assert diff.high - diff.low < 1e-9
+
+
+def test_paired_permutation_p_against_exhaustive_sign_flips():
+    import itertools
+
+    from unified_bench.core.stats import paired_permutation_p
+
+    a = [0.1, 0.5, 0.3, None, 0.9, 0.2]
+    b = [0.4, 0.6, 0.2, 0.7, 1.0, 0.5]
+    diffs = np.array([0.3, 0.1, -0.1, 0.1, 0.3])
+    observed = abs(diffs.mean())
+    flips = [abs((np.array(s) * diffs).mean()) for s in itertools.product([-1, 1], repeat=5)]
+    exact = np.mean([f >= observed - 1e-12 for f in flips])  # 4/32
+    p = paired_permutation_p(a, b, resamples=20000)
+    assert abs(p - exact) < 0.01
+    assert paired_permutation_p([None], [1.0]) is None
+    assert paired_permutation_p([0.5, 0.5], [0.5, 0.5]) == 1.0
+
+
+def test_paired_joint_difference_of_a_mean_of_means():
+    from unified_bench.core.stats import paired_difference_ci, paired_joint_difference, paired_permutation_p
+
+    rng = np.random.default_rng(1)
+    a = {"x": rng.random(30).tolist(), "y": rng.random(30).tolist()}
+    b = {"x": (np.array(a["x"]) + 0.2).tolist(), "y": (np.array(a["y"]) + 0.1 + rng.normal(0, 0.05, 30)).tolist()}
+    interval, p = paired_joint_difference(a, b, lambda m: (m["x"] + m["y"]) / 2, scale=100.0)
+    assert interval.estimate == pytest.approx(100 * (np.mean(b["x"]) + np.mean(b["y"]) - np.mean(a["x"]) - np.mean(a["y"])) / 2)
+    assert interval.low < interval.estimate < interval.high and interval.low > 0
+    assert interval.n == 30 and p < 0.01
+    # one column, no missing values: the per-sample paired functions give the same numbers
+    one = paired_joint_difference({"x": a["y"]}, {"x": b["y"]}, lambda m: m["x"])
+    ci = paired_difference_ci(a["y"], b["y"])
+    assert (one[0].estimate, one[0].low, one[0].high) == pytest.approx((ci.estimate, ci.low, ci.high))
+    assert paired_joint_difference({"x": [None]}, {"x": [1.0]}, lambda m: m["x"]) is None
+    same = paired_joint_difference(a, a, lambda m: m["x"])
+    assert same[0].estimate == 0 and same[1] == 1.0
+    assert paired_permutation_p(a["x"], a["x"]) == 1.0

@@ -211,8 +211,13 @@ def evaluate_stage(
     progress: bool = True,
     reconstruction: str = "decoder",
     curve_csv: str | Path | None = None,
+    label: str | None = None,
 ) -> StageEval:
     """``unified-bench eval`` of one checkpoint on Shapes; returns its means and CIs.
+
+    ``label`` is the run's display label (``--name``); default: :func:`stage_label`, e.g.
+    ``"uae-tiny g4u"`` (``"uae-tiny g4u (renderer)"`` with the renderer), so every stage's run
+    is told apart on the leaderboard.
 
     ``reconstruction="renderer"`` replaces the checkpoint's decoder by Shapes' exact renderer
     of the parsed caption (:class:`EncoderWithRenderer`). The run record's ``training`` names
@@ -241,6 +246,7 @@ def evaluate_stage(
         resume=resume,
         progress=progress,
         command=f"uae-reference rl evaluate ({name}: {checkpoint})",
+        name=label if label is not None else stage_label(name, checkpoint) + (" (renderer)" if reconstruction == "renderer" else ""),
         # a stage trained here has its curve; a starting checkpoint is only evaluated
         training=training_record(out, checkpoint=str(checkpoint), curve_csv=curve_csv) if curve_csv is not None else None,
     )
@@ -251,6 +257,18 @@ def evaluate_stage(
     ci95 = {m: [data["confidence_intervals"][m]["low"], data["confidence_intervals"][m]["high"]] for m in metrics}
     n = len(data["samples"])
     return StageEval(name, str(checkpoint), str(out), means, ci95, n)
+
+
+def stage_label(name: str, checkpoint: str | Path) -> str:
+    """``"uae-<preset> <stage>"`` (the checkpoint's ``uae_config.json`` preset), e.g.
+    ``"uae-tiny pre-rl"``; ``"uae-reference <stage>"`` when the checkpoint names no preset."""
+    preset = None
+    try:
+        preset = json.loads((Path(checkpoint) / "uae_config.json").read_text(encoding="utf-8")).get("preset")
+    except (OSError, ValueError, AttributeError):
+        pass
+    family = f"uae-{preset}" if isinstance(preset, str) and preset.strip() else "uae-reference"
+    return f"{family} {name}"
 
 
 def training_record(

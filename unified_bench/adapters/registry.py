@@ -38,10 +38,12 @@ import dataclasses
 import inspect
 import json
 import types
+import re
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 from unified_bench.adapters.base import Adapter
@@ -62,7 +64,10 @@ class AdapterSpec:
     description: str
     needs: tuple[str, ...] = ()  # pip distributions; "env:VAR" for variables; free text for services
     aliases: tuple[str, ...] = ()
-    source: str = "builtin"  # "builtin" | "decorator" | "plugin:<distribution>"
+    #: "builtin" | "decorator" | "plugin:<distribution>" | "file:<path>" | "module:<module>"
+    #: (the last two: ``--model path/to/file.py:Class`` or ``--model package.module:Class``)
+    source: str = "builtin"
+    sha256: str | None = None  # a "file:" adapter's file, as resolved
 
 
 @dataclass(frozen=True)
@@ -312,6 +317,9 @@ def resolve(name: str) -> tuple[AdapterSpec, dict[str, Any]]:
     spec = ADAPTERS.lookup(name)
     if spec is not None:
         return spec, {}
+    direct = direct_spec(name)
+    if direct is not None:
+        return direct, {}
     problem = ADAPTERS.problem(name)
     if problem is not None:
         raise ConfigError(ADAPTERS.unknown_message(name))
@@ -323,9 +331,87 @@ def resolve(name: str) -> tuple[AdapterSpec, dict[str, Any]]:
     )
 
 
+_FILE_TARGET = re.compile(r"^(?P<path>.+\.py):(?P<attr>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)$")
+_MODULE_TARGET = re.compile(r"^(?P<module>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):(?P<attr>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)$")
+
+
+def direct_spec(name: str) -> AdapterSpec | None:
+    """``path/to/file.py:Class`` or ``package.module:Class`` as a spec (None: neither form).
+
+    A file's spec names its absolute path and SHA-256; nothing is imported here. A missing
+    file is a one-line error."""
+    match = _FILE_TARGET.match(name)
+    if match is not None:
+        path = Path(match["path"]).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"model {name!r}: no adapter file {match['path']}")
+        path = path.resolve()
+        return AdapterSpec(
+            name=name,
+            target=f"{path}:{match['attr']}",
+            description=f"adapter class loaded from {path}",
+            source=f"file:{path}",
+            sha256=_sha256(path.read_bytes()),
+        )
+    match = _MODULE_TARGET.match(name)
+    if match is not None:
+        return AdapterSpec(
+            name=name,
+            target=name,
+            description=f"adapter class imported from {match['module']}",
+            source=f"module:{match['module']}",
+        )
+    return None
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def _load_file_class(spec: AdapterSpec) -> Any:
+    """Execute a ``file:`` spec's file (the bytes it was hashed from) as a fresh module."""
+    import importlib.util
+    import sys
+
+    path_text, _, attr = spec.target.rpartition(":")
+    path = Path(path_text)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"model {spec.name!r}: cannot read {path} ({err.strerror or err})") from None
+    if spec.sha256 is not None and _sha256(data) != spec.sha256:
+        raise ConfigError(f"model {spec.name!r}: {path} changed after it was resolved; run again")
+    stem = re.sub(r"\W", "_", path.stem)
+    module_name = f"_unified_bench_adapter_file_{_sha256(data)[:16]}_{stem}"
+    module = sys.modules.get(module_name)
+    if module is None:
+        module_spec = importlib.util.spec_from_loader(module_name, loader=None, origin=str(path))
+        assert module_spec is not None
+        module = importlib.util.module_from_spec(module_spec)
+        module.__file__ = str(path)
+        sys.modules[module_name] = module  # dataclasses and pickling look the module up by name
+        try:
+            exec(compile(data, str(path), "exec"), module.__dict__)
+        except Exception as err:  # the user's code: any failure is one line
+            sys.modules.pop(module_name, None)
+            raise ConfigError(f"model {spec.name!r}: {path} failed to import: {type(err).__name__}: {err}") from None
+    obj: Any = module
+    try:
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except AttributeError:
+        raise ConfigError(f"model {spec.name!r}: {path} defines no {attr!r}") from None
+    return obj
+
+
 def load_adapter_class(spec: AdapterSpec, *, name: str | None = None) -> type[Adapter]:
     """Import the adapter's module (the only place heavy imports happen)."""
-    cls = ADAPTERS.load(spec, name=name, hint=_install_hint(spec))
+    if spec.source.startswith("file:"):
+        cls = _load_file_class(spec)
+    else:
+        cls = ADAPTERS.load(spec, name=name, hint=_install_hint(spec))
     if not (isinstance(cls, type) and issubclass(cls, Adapter)):
         raise ConfigError(f"model {spec.name!r}: {spec.target} is not an Adapter subclass")
     return cls

@@ -8,6 +8,7 @@ no traceback).
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -22,7 +23,9 @@ from unified_bench.cli.common import (
     DevicePreprocessing,
     console,
     err_console,
+    check_name,
     finish,
+    markdown_table,
     parse_key_values,
     report_outcome,
     scoring_config,
@@ -53,6 +56,7 @@ def score_cmd(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the reference-embedding cache.")] = False,
     fuse: Annotated[Optional[bool], typer.Option("--fuse/--no-fuse", help=FUSE_HELP)] = None,
     device_preprocessing: Annotated[Optional[DevicePreprocessing], typer.Option("--device-preprocessing", help=DEVICE_PREPROCESSING_HELP)] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Display label stored in the run record and shown on the leaderboard (default: the model's name).")] = None,
 ) -> None:
     """Score reconstructions against references, matched by file stem."""
     from unified_bench.metrics import parse_metric_list
@@ -74,7 +78,7 @@ def score_cmd(
         fuse=fuse,
         device_preprocessing=device_preprocessing,
     )
-    outcome = score_folders(images, refs, out, config, console=err_console)
+    outcome = score_folders(images, refs, out, config, console=err_console, name=check_name(name))
     report_outcome(outcome)
 
 
@@ -151,6 +155,45 @@ def leaderboard_cmd(
     )
     if strict and result.rejections:
         raise typer.Exit(1)
+
+
+class CompareFormat(str, Enum):
+    md = "md"
+    csv = "csv"
+    json = "json"
+
+
+@app.command("compare")
+def compare_cmd(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories or results.json files; each after the first is compared to the first.")],
+    format: Annotated[CompareFormat, typer.Option("--format", help="md, csv or json.")] = CompareFormat.md,
+) -> None:
+    """Paired differences B - A per metric and composite score over the samples both runs share
+    (same id and reference image), with 95% bootstrap CIs and permutation p-values."""
+    import json
+
+    from unified_bench.leaderboard.comparison import compare_runs, comparison_frame, report_label
+    from unified_bench.results import read_report
+
+    if len(runs) < 2:
+        raise ConfigError("compare needs at least two runs: unified-bench compare RUN_A RUN_B [RUN_C ...]")
+    reports = [read_report(path) for path in runs]
+    labels = [report_label(r) for r in reports]
+    if len(set(labels)) < len(labels):  # the same model twice: tell them apart by path
+        labels = [f"{label} ({path})" for label, path in zip(labels, runs)]
+    comparisons = compare_runs(reports, labels)
+    if format is CompareFormat.json:
+        console.print_json(json.dumps([c.to_dict() for c in comparisons], allow_nan=False))
+        return
+    for comparison in comparisons:
+        for warning in comparison.warnings:
+            err_console.print(f"warning ({comparison.b} vs {comparison.a}): {warning}", style="yellow", highlight=False, markup=False)
+    table = comparison_frame(comparisons)
+    if format is CompareFormat.csv:
+        text = table.to_csv(index=False)
+    else:
+        text = markdown_table(table)
+    console.print(text.rstrip("\n"), highlight=False, markup=False)
 
 
 @app.command("sanity")

@@ -153,3 +153,23 @@ def finish(outcome) -> None:
         for err in outcome.errors[:20]:
             err_console.print(f"  {err.sample_id} [{err.stage}]: {err.message}")
         raise typer.Exit(1)
+
+
+def markdown_table(frame) -> str:
+    """A DataFrame as a Markdown table: pandas' ``to_markdown`` (needs ``tabulate``), else
+    pandas' CSV writer with ``|`` separators and the header rule Markdown needs."""
+    try:
+        return frame.to_markdown(index=False, floatfmt=".4g")
+    except ImportError:
+        body = frame.to_csv(sep="|", index=False, float_format="%.4g", lineterminator="\n").rstrip("\n").splitlines()
+        rule = "|".join("---" for _ in frame.columns)
+        return "\n".join(f"| {line.replace('|', ' | ')} |" for line in [body[0], rule, *body[1:]])
+
+
+def check_name(name: str | None) -> str | None:
+    """``--name``: a non-empty, single-line label (None: the model's name is shown)."""
+    if name is None:
+        return None
+    if not name.strip() or "\n" in name or "\r" in name:
+        raise ConfigError(f"--name expects a non-empty single-line label, got {name!r}")
+    return name.strip()

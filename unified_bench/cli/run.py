@@ -19,6 +19,7 @@ from unified_bench.cli.common import (
     DevicePreprocessing,
     console,
     err_console,
+    check_name,
     finish,
     parse_key_values,
     parse_size,
@@ -31,7 +32,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("eval")
     def eval_cmd(
-        model: Annotated[str, typer.Option("--model", help="Adapter name, alias or preset (see `unified-bench models`).")],
+        model: Annotated[str, typer.Option("--model", help="Adapter name, alias or preset (see `unified-bench models`), or an adapter class: path/to/file.py:Class or package.module:Class.")],
         data: Annotated[str, typer.Option("--data", help="official, photos, shapes, hf:NAME, or a folder of images.")],
         out: Annotated[Path, typer.Option("--out", help="Run directory (images/, captions.jsonl, results.json).")],
         model_arg: Annotated[Optional[list[str]], typer.Option("--model-arg", help="KEY=VALUE adapter argument (repeatable).")] = None,
@@ -52,6 +53,7 @@ def register(app: typer.Typer) -> None:
         fuse: Annotated[Optional[bool], typer.Option("--fuse/--no-fuse", help=FUSE_HELP, rich_help_panel=SCORING_PANEL)] = None,
         device_preprocessing: Annotated[Optional[DevicePreprocessing], typer.Option("--device-preprocessing", help=DEVICE_PREPROCESSING_HELP, rich_help_panel=SCORING_PANEL)] = None,
         no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
+        name: Annotated[Optional[str], typer.Option("--name", help="Display label stored in the run record and shown on the leaderboard (default: the model's name).")] = None,
     ) -> None:
         """Round-trip a model over a dataset (caption, regenerate), then score the run."""
         from unified_bench.adapters.registry import parse_model_args
@@ -93,6 +95,7 @@ def register(app: typer.Typer) -> None:
             ),
             progress=not no_progress,
             command=command_line(),
+            name=check_name(name),
         )
         outcome = run_eval(config, console=err_console)
         finish(outcome)
@@ -211,7 +214,10 @@ def _print_arguments(name: str) -> None:
 
     spec, preset_args = resolve(name)
     cls = load_adapter_class(spec)  # imports the adapter module, not its weights
-    table = Table(title=f"{name}: --model-arg KEY=VALUE ({spec.target})")
+    from rich.text import Text
+
+    # a Text title: a path:Class name is shown as typed (no emoji codes, no markup)
+    table = Table(title=Text(f"{name}: --model-arg KEY=VALUE ({spec.target})"))
     table.add_column("argument")
     table.add_column("default")
     table.add_column("help")

@@ -126,3 +126,76 @@ def _interval(estimate: float, draws: np.ndarray, n: int, level: float, resample
     tail = (1.0 - level) / 2.0
     low, high = np.quantile(draws, [tail, 1.0 - tail])
     return Interval(estimate, float(low), float(high), n, level, resamples)
+
+
+def paired_permutation_p(
+    a: Sequence[float | None],
+    b: Sequence[float | None],
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> float | None:
+    """Two-sided sign-flip permutation p-value of mean(b - a) over samples where both are finite.
+
+    Under the null (a and b exchangeable within each sample) each difference's sign is a fair
+    coin; p = (1 + #{|mean of flipped| >= |observed mean|}) / (1 + resamples). None without pairs.
+    """
+    if len(a) != len(b):
+        raise ValueError("paired samples must have the same length")
+    diffs = finite([None if x is None or y is None else y - x for x, y in zip(a, b)])
+    if diffs.size == 0:
+        return None
+    observed = abs(float(diffs.mean()))
+    signs = np.random.default_rng(seed).choice(np.array([-1.0, 1.0]), size=(resamples, diffs.size))
+    flipped = np.abs((signs * diffs).mean(axis=1))
+    extreme = int(np.count_nonzero(flipped >= observed - 1e-12 * max(1.0, observed)))
+    return (1 + extreme) / (1 + resamples)
+
+
+def paired_joint_difference(
+    a_columns: Mapping[str, Sequence[float | None]],
+    b_columns: Mapping[str, Sequence[float | None]],
+    statistic: Callable[[Mapping[str, float]], float],
+    *,
+    scale: float = 1.0,
+    level: float = DEFAULT_LEVEL,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[Interval, float] | None:
+    """``statistic(b's column means) - statistic(a's)`` with a paired bootstrap CI (rows resampled
+    jointly for both runs) and a sign-flip permutation p-value (a row's a and b swapped).
+
+    Columns are aligned by sample (the same rows in both runs); a missing value is skipped within
+    its column, as the composite scores do. None when a column has no finite value.
+    """
+    names = list(a_columns)
+    if not names or set(b_columns) != set(names):
+        return None
+
+    def matrix(columns: Mapping[str, Sequence[float | None]]) -> np.ndarray:
+        m = np.array([[np.nan if v is None else float(v) for v in columns[k]] for k in names], dtype=np.float64)
+        m[~np.isfinite(m)] = np.nan
+        return m
+
+    ma, mb = matrix(a_columns), matrix(b_columns)
+    if ma.shape != mb.shape or ma.shape[1] == 0 or np.isnan(ma).all(axis=1).any() or np.isnan(mb).all(axis=1).any():
+        return None
+    n = ma.shape[1]
+
+    def stat(means: np.ndarray) -> np.ndarray:  # [metrics, draws] -> [draws]
+        return np.array([statistic(dict(zip(names, means[:, r].tolist()))) * scale for r in range(means.shape[1])])
+
+    with np.errstate(all="ignore"):
+        estimate = float(stat(np.nanmean(mb, axis=1)[:, None])[0] - stat(np.nanmean(ma, axis=1)[:, None])[0])
+        idx = bootstrap_indices(n, resamples, seed)
+        draws = stat(np.nanmean(mb[:, idx], axis=-1)) - stat(np.nanmean(ma[:, idx], axis=-1))
+        swap = np.random.default_rng(seed).random((resamples, n)) < 0.5  # [draws, rows]
+        pa = np.where(swap[None], mb[:, None, :], ma[:, None, :])
+        pb = np.where(swap[None], ma[:, None, :], mb[:, None, :])
+        null = stat(np.nanmean(pb, axis=-1)) - stat(np.nanmean(pa, axis=-1))
+    draws = draws[np.isfinite(draws)]
+    if draws.size == 0 or not math.isfinite(estimate):
+        return None
+    null = null[np.isfinite(null)]
+    extreme = int(np.count_nonzero(np.abs(null) >= abs(estimate) - 1e-12 * max(1.0, abs(estimate))))
+    return _interval(estimate, draws, n, level, resamples), (1 + extreme) / (1 + null.size)

@@ -345,6 +345,10 @@ def check_consistency(data: Mapping[str, Any], source: str) -> None:
 
 
 def model_name(run: Mapping[str, Any]) -> str:
+    """The run's label: its ``--name``, else the model's name (preset, adapter)."""
+    label = run.get("name")
+    if isinstance(label, str) and label.strip():
+        return label
     model = run.get("model")
     if isinstance(model, Mapping):
         for key in ("name", "preset", "adapter"):

@@ -91,9 +91,10 @@ class _Executed(_Part):
 class AdapterRecord(_Part):
     name: str | None = None
     target: str | None = None
-    source: str | None = None
+    source: str | None = None  # builtin, decorator, plugin:<dist>, file:<path>, module:<module>, instance
     describe: dict[str, Any] = field(default_factory=dict)
     capabilities: dict[str, Any] = field(default_factory=dict)
+    sha256: str | None = None  # the adapter file's SHA-256 (``--model path/to/file.py:Class`` only)
 
 
 @dataclass
@@ -167,6 +168,7 @@ class RunRecord(_Part):
 
     record_version: int = RECORD_VERSION
     run_id: str = ""
+    name: str | None = None  # the display label (``--name``); absent: the model's name is shown
     created: str = ""
     command: str = ""
     package_versions: dict[str, str | None] = field(default_factory=dict)
@@ -227,6 +229,7 @@ class RunInfo(_Part):
     model_args: dict[str, Any] | None = None
     protocol: dict[str, Any] | None = None
     seed: int | None = None
+    name: str | None = None  # the display label (``--name``); not an identity setting
     dataset: str | None = None
     adapter: AdapterRecord | None = None
     dataset_info: DatasetRecord | None = None

@@ -46,6 +46,9 @@ class EvalConfig:
     progress: bool = True
     durable: bool = True  # fsync every image and line (off only for benchmarks of the alternative)
     command: str | None = None
+    #: the run's display label (``--name``), shown by the leaderboard instead of the model name;
+    #: not an identity setting, so a resumed run may be renamed (None keeps the earlier name)
+    name: str | None = None
 
 
 @dataclass

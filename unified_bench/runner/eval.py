@@ -151,7 +151,13 @@ def run_samples(
     timings = {"runner.read_s": 0.0, "runner.caption_s": 0.0, "runner.generate_s": 0.0, "runner.write_s": 0.0}
     # a resumed run's earlier calls count too: settings that changed between sessions are "varied"
     executed = _Executed(previous.executed_protocol() if previous is not None else ExecutedProtocol(), console)
-    adapter_record = AdapterRecord(name=spec.name, target=spec.target, source=spec.source)
+    adapter_record = AdapterRecord(
+        name=spec.name,
+        target=spec.target,
+        source=spec.source,
+        sha256=spec.sha256,
+        absent=frozenset() if spec.sha256 is not None else frozenset({"sha256"}),
+    )
     if previous is not None and previous.adapter is not None:
         adapter_record.describe = dict(previous.adapter.describe)
         adapter_record.capabilities = dict(previous.adapter.capabilities)
@@ -173,8 +179,10 @@ def run_samples(
         # merge ignores it, rather than loading a model only to learn its resolution
         if previous is not None:
             _check_same_run(previous.identity(), identity, out)
+        name = config.name if config.name is not None else (previous.name if previous is not None else None)
         info = RunInfo(
             **identity,
+            name=name,
             adapter=adapter_record,
             dataset_info=DatasetRecord(
                 name=dataset.name,
@@ -196,7 +204,8 @@ def run_samples(
             ),
             batch_size=config.batch_size,
             limit=config.limit,
-            absent=frozenset({"shards", "timings"}),  # merge's and the end of the session's
+            # merge's and the end of the session's; no name key unless the run has one
+            absent=frozenset({"shards", "timings"} | ({"name"} if name is None else set())),
         )
         store.write_run_info(info)
         if pending:
@@ -225,7 +234,7 @@ def run_samples(
     earlier = (previous.timings if previous is not None else None) or {}
     info.timings = {key: float(earlier.get(key, 0.0)) + value for key, value in timings.items()}
     info.executed = executed_record(executed.value)
-    info.absent = frozenset({"shards"})
+    info.absent = frozenset({"shards"} | ({"name"} if info.name is None else set()))
     store.write_run_info(info)
     state = store.read_state()
     owned = {s.sample_id for s in samples}

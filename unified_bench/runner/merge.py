@@ -97,7 +97,8 @@ def merge_shards(
             executed=executed_record(_merged_executed(infos)),
             training=first.training,
             timings=timings,
-            absent=frozenset({"processed_this_session"}),
+            name=first.name,
+            absent=frozenset({"processed_this_session"} | ({"name"} if first.name is None else set())),
         )
     )
     if absent_shards:

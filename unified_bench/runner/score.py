@@ -55,6 +55,9 @@ def score_run(out: Path, config: EvalConfig, *, console: Console | None = None) 
     }
     if run.training is not None:
         run_extra["training"] = run.training.to_dict()
+    name = config.name if config.name is not None else run.name
+    if name is not None:
+        run_extra["name"] = name
     return score_and_write(
         pairs,
         scoring,

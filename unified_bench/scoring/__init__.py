@@ -86,8 +86,9 @@ def score_folders(
     *,
     command: str | None = None,
     console: Console | None = None,
+    name: str | None = None,
 ) -> ScoreOutcome:
-    """``unified-bench score`` as a library call."""
+    """``unified-bench score`` as a library call; ``name`` is the run's display label."""
     pairing = match_pairs(images_dir, refs_dir)
     return score_and_write(
         pairing.pairs,
@@ -95,7 +96,10 @@ def score_folders(
         out_dir,
         unmatched_images=pairing.unmatched_images,
         unmatched_refs=pairing.unmatched_refs,
-        run_extra={"dataset": {"images": str(images_dir), "refs": str(refs_dir)}},
+        run_extra={
+            "dataset": {"images": str(images_dir), "refs": str(refs_dir)},
+            **({"name": name} if name is not None else {}),
+        },
         command=command,
         console=console,
     )

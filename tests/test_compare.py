@@ -1,0 +1,137 @@
+"""``unified-bench compare``: paired differences between real runs, checked against an
+independent computation from the two results.json files."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+from runner_helpers import make_images
+
+from unified_bench.cli import main
+from unified_bench.leaderboard.comparison import compare_reports
+from unified_bench.results import read_report
+from unified_bench.runner.eval import EvalConfig, run_eval
+
+METRICS = ["toy-pair", "toy-embed"]
+
+
+def _run(data, out, *, noise: float, limit: int | None = None, **kw):
+    config = EvalConfig(
+        model="mock", data=str(data), out=out, metrics=METRICS, model_args={"size": 32, "noise": noise},
+        limit=limit, progress=False, **kw,
+    )
+    assert run_eval(config).ok
+    return out
+
+
+@pytest.fixture
+def two_runs(toys, tmp_path):
+    data = make_images(tmp_path / "data", 5)
+    a = _run(data, tmp_path / "a", noise=2.0, limit=4)  # img00..img03
+    b = _run(data, tmp_path / "b", noise=40.0)  # img00..img04
+    return a, b
+
+
+def _independent(a_dir, b_dir, metric):
+    """From the files alone: the pairs with equal id and reference hash, their mean difference,
+    the bootstrap CI (seed 0, 1000 resamples, percentile) and the exact sign-flip p-value."""
+    ra, rb = (json.loads((d / "results.json").read_text()) for d in (a_dir, b_dir))
+    sha_a = {s["sample_id"]: s["reference_sha256"] for s in ra["samples"]}
+    sha_b = {s["sample_id"]: s["reference_sha256"] for s in rb["samples"]}
+    ids = [i for i in sha_a if sha_b.get(i) == sha_a[i]]
+    d = np.array([rb["similarities_by_model"][metric][i] - ra["similarities_by_model"][metric][i] for i in ids])
+    idx = np.random.default_rng(0).integers(0, d.size, size=(1000, d.size))
+    low, high = np.quantile(d[idx].mean(axis=1), [0.025, 0.975])
+    flips = [abs((np.array(s) * d).mean()) for s in itertools.product([-1, 1], repeat=d.size)]
+    exact_p = float(np.mean([f >= abs(d.mean()) - 1e-12 for f in flips]))
+    return ids, float(d.mean()), float(low), float(high), exact_p
+
+
+def test_compare_matches_an_independent_computation(two_runs):
+    a_dir, b_dir = two_runs
+    comparison = compare_reports(read_report(a_dir), read_report(b_dir / "results.json"))
+    assert comparison.shared == 4
+    by_metric = {d.metric: d for d in comparison.differences}
+    assert set(by_metric) == set(METRICS)  # no composite: the paper metrics did not run
+    for metric in METRICS:
+        ids, mean, low, high, exact_p = _independent(a_dir, b_dir, metric)
+        diff = by_metric[metric]
+        assert diff.n == len(ids) == 4
+        assert (diff.mean, diff.low, diff.high) == pytest.approx((mean, low, high), abs=1e-12)
+        assert abs(diff.p_value - exact_p) < 0.05  # Monte Carlo (1000 sign flips) against exact
+        assert diff.b_mean - diff.a_mean == pytest.approx(mean)
+    # more noise scores lower on the pixel metric, and a one-sample difference in the sets is said
+    assert by_metric["toy-pair"].mean < 0
+    assert comparison.warnings == ["samples: 1 only in B; compared on the 4 shared"]
+
+
+def test_compare_warns_on_protocol_and_weights(two_runs, tmp_path):
+    a_dir, b_dir = two_runs
+    data = json.loads((b_dir / "results.json").read_text())
+    data["run"]["protocol_executed"]["generation"]["num_inference_steps"] = 7
+    data["run"]["metrics"][0]["checkpoint"] = "other/weights"
+    data["run"]["dataset"]["name"] = "elsewhere"
+    (b_dir / "results.json").write_text(json.dumps(data))
+    warnings = compare_reports(read_report(a_dir), read_report(b_dir)).warnings
+    assert "protocol: generation.num_inference_steps A 0, B 7" in warnings
+    assert any(w.startswith("metric weights: toy-pair A ") and "'other/weights'" in w for w in warnings)
+    assert any(w.startswith("dataset: A ") and "'elsewhere'" in w for w in warnings)
+
+
+def test_compare_cli_formats(two_runs, capsys):
+    a_dir, b_dir = two_runs
+    main(["compare", str(a_dir), str(b_dir), str(a_dir), "--format", "json"])
+    out = json.loads(capsys.readouterr().out)
+    assert [c["shared_samples"] for c in out] == [4, 4]
+    self_compare = {d["metric"]: d for d in out[1]["differences"]}
+    assert self_compare["toy-pair"]["difference"] == 0 and self_compare["toy-pair"]["p_value"] == 1.0
+    main(["compare", str(a_dir), str(b_dir), "--format", "csv"])
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert lines[0] == "run_a,run_b,metric,n,a,b,difference,ci_low,ci_high,p_value"
+    assert len(lines) == 3 and lines[1].split(",")[2] == "toy-pair"
+    assert "samples: 1 only in B" in captured.err
+    main(["compare", str(a_dir), str(b_dir)])
+    md = capsys.readouterr().out.strip().splitlines()
+    assert md[0].startswith("| run_a") and set(md[1]) <= set("|-: ") and len(md) == 4
+
+
+def test_compare_usage_errors_are_one_line(two_runs, capsys):
+    a_dir, _ = two_runs
+    for args, fragment in (
+        ([str(a_dir)], "at least two runs"),
+        ([str(a_dir), str(a_dir / "nope")], "cannot read"),
+        ([str(a_dir), str(a_dir), "--format", "tex"], "Invalid value for '--format'"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["compare", *args])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and fragment in err[0]
+
+
+def test_composite_difference_matches_an_independent_computation(tmp_path):
+    from leaderboard_runs import PAPER, make_run, write_references
+
+    refs = write_references(tmp_path / "refs", 8)
+    a_dir = make_run(tmp_path / "a", refs, model="alpha", run_id="ra", quality=0.6, seed=1, missing={"clip": [2]})
+    b_dir = make_run(tmp_path / "b", refs, model="beta", run_id="rb", quality=0.7, seed=2)
+    comparison = compare_reports(read_report(a_dir), read_report(b_dir))
+    diff = {d.metric: d for d in comparison.differences}["unified_score"]
+    ra, rb = (json.loads((d / "results.json").read_text()) for d in (a_dir, b_dir))
+    ids = [s["sample_id"] for s in ra["samples"]]
+    a = np.array([[np.nan if ra["similarities_by_model"][m][i] is None else ra["similarities_by_model"][m][i] for i in ids] for m in PAPER])
+    b = np.array([[rb["similarities_by_model"][m][i] for i in ids] for m in PAPER])
+    estimate = 100 * (np.nanmean(b, axis=1).mean() - np.nanmean(a, axis=1).mean())
+    idx = np.random.default_rng(0).integers(0, len(ids), size=(1000, len(ids)))
+    draws = 100 * (np.nanmean(b[:, idx], axis=-1).mean(axis=0) - np.nanmean(a[:, idx], axis=-1).mean(axis=0))
+    low, high = np.quantile(draws, [0.025, 0.975])
+    assert diff.n == 8 and (diff.mean, diff.low, diff.high) == pytest.approx((estimate, low, high), abs=1e-9)
+    # the composite of each run over the shared samples is the unified score results.json reports
+    assert (diff.a_mean, diff.b_mean) == pytest.approx((ra["unified_score"]["value"], rb["unified_score"]["value"]))
+    assert 0 <= diff.p_value <= 1 and diff.mean > 0
+    assert {d.metric: d.n for d in comparison.differences}["clip"] == 7  # the failed sample is left out
+    assert comparison.warnings == []
