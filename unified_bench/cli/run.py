@@ -54,6 +54,7 @@ def register(app: typer.Typer) -> None:
         device_preprocessing: Annotated[Optional[DevicePreprocessing], typer.Option("--device-preprocessing", help=DEVICE_PREPROCESSING_HELP, rich_help_panel=SCORING_PANEL)] = None,
         no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
         name: Annotated[Optional[str], typer.Option("--name", help="Display label stored in the run record and shown on the leaderboard (default: the model's name).")] = None,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Resolve adapter, dataset, metric weights, devices and shards, print the plan and exit (0, or 2 with the fix); loads no model and writes nothing.")] = False,
     ) -> None:
         """Round-trip a model over a dataset (caption, regenerate), then score the run."""
         from unified_bench.adapters.registry import parse_model_args
@@ -97,6 +98,11 @@ def register(app: typer.Typer) -> None:
             command=command_line(),
             name=check_name(name),
         )
+        if dry_run:
+            from unified_bench.runner.plan import plan_eval
+
+            print_plan(plan_eval(config))
+            return
         outcome = run_eval(config, console=err_console)
         finish(outcome)
 
@@ -227,3 +233,30 @@ def _print_arguments(name: str) -> None:
     console.print(table)
 
 
+
+
+def print_plan(plan) -> None:  # noqa: ANN001 (an EvalPlan; imported lazily)
+    """The dry run's summary: one table of what ``eval`` would do."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="eval plan (dry run: nothing loaded, nothing written)")
+    table.add_column("item")
+    table.add_column("value")
+    args = " ".join(f"{k}={v}" for k, v in plan.adapter_args.items()) or "(defaults)"
+    table.add_row("adapter", escape(f"{plan.model} -> {plan.adapter}  {args}"))
+    table.add_row("protocol", escape(plan.protocol))
+    table.add_row("dataset", escape(f"{plan.dataset}: {plan.samples} samples at {plan.dataset_location}"))
+    layout = "/".join(str(n) for n in plan.layout)
+    table.add_row("shards", escape(f"{plan.shards_planned}; samples per shard {layout}; this command runs {sum(s.samples for s in plan.shards)}"))
+    table.add_row(
+        "adapter calls",
+        f"{plan.caption_calls} caption + {plan.caption_calls} generate (batch {plan.adapter_batch})",
+    )
+    for metric in plan.metrics:
+        table.add_row(f"metric {metric.name}", escape(f"{metric.checkpoint or '-'} @ {metric.location}; {metric.forwards} forwards"))
+    table.add_row("metric forwards", f"{plan.metric_forwards} (batch {plan.metric_batch} on {plan.metric_device})")
+    table.add_row("devices", f"cuda: {'yes, ' + str(plan.gpus) + ' GPU(s)' if plan.cuda else 'no'}")
+    for note in plan.notes:
+        table.add_row("note", escape(note))
+    console.print(table)

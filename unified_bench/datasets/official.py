@@ -186,3 +186,18 @@ def pin_hashes(folder: str | Path) -> dict[str, str]:
     """file name -> sha256 of a verified copy; paste into the manifest's ``files``."""
     dataset = folder_dataset(folder)
     return {s.reference.name: file_sha256(s.reference) for s in dataset.samples if s.reference is not None}
+
+
+def official_location(*, cache_dir: str | Path | None = None, local_dir: str | Path | None = None) -> tuple[Path, str, bool]:
+    """Where :func:`official_dataset` would read the set from, without downloading:
+    ``(folder, origin, present)``; ``present`` False means the first eval downloads it."""
+    local = local_dir or os.environ.get(ENV_DIR)
+    if local:
+        folder = Path(local)
+        if not folder.is_dir():
+            raise DatasetError(f"{folder}: official image folder not found (from {'--data-arg dir' if local_dir else ENV_DIR})")
+        return folder, "local folder", True
+    manifest = load_manifest()
+    root = Path(cache_dir) if cache_dir else _default_root()
+    folder = root / "datasets" / manifest.name / manifest.folder
+    return folder, "cache", (folder / _COMPLETE).exists()

@@ -322,3 +322,54 @@ def fetch_weights(
             continue
         results.append(FetchResult(name, checkpoint, resolved.path, resolved.revision, note="cached"))
     return results
+
+
+# --------------------------------------------------------------------------- dry run
+
+
+def locate_checkpoint(metric: str, checkpoint: str | None) -> ResolvedCheckpoint:
+    """Where ``checkpoint`` is on this machine, without downloading or loading anything.
+
+    A local path must exist; a hub id must already be in the hub cache (``local_files_only``,
+    whatever ``HF_HUB_OFFLINE`` says). Raises :class:`WeightsNotFoundError` naming the metric,
+    the checkpoint and the fix. ``revision`` is left None (hashing multi-GB files is not a check).
+    """
+    from huggingface_hub import errors as hub
+
+    if not checkpoint:
+        raise ConfigError(f"metric {metric!r} needs a checkpoint; pass --checkpoint {metric}=PATH_OR_HUB_ID")
+    local = Path(checkpoint).expanduser()
+    if local.exists():
+        if not has_weights(local):
+            raise _missing(metric, checkpoint, f"exist at {local} but hold no weight file ({', '.join(WEIGHT_SUFFIXES)})")
+        return ResolvedCheckpoint(checkpoint, local.resolve(), None, from_hub=False)
+    explicit_path = checkpoint.startswith(("/", "./", "../", "~", ".\\")) or "\\" in checkpoint
+    if explicit_path or not looks_like_hub_id(checkpoint):
+        raise _missing(metric, checkpoint, "do not exist: no such file or directory, and it is not a hub id (org/name)")
+    match = _REPO_FILE.match(checkpoint)
+    repo_id, filename = (match["repo"], match["file"]) if match else (checkpoint, None)
+    cache = hub_cache_dir()
+    from huggingface_hub import snapshot_download
+
+    def cached(patterns: Sequence[str]) -> Path:
+        try:
+            return Path(
+                snapshot_download(
+                    repo_id,
+                    allow_patterns=list(patterns),
+                    ignore_patterns=["*/*"],
+                    cache_dir=str(cache),
+                    local_files_only=True,
+                )
+            )
+        except hub.LocalEntryNotFoundError as err:
+            raise _missing(metric, checkpoint, f"are not in the Hugging Face cache ({cache})") from err
+
+    with hub_errors(metric, checkpoint, cache_dir=cache):
+        snapshot = cached((filename,) if filename else hub_files(metric))
+        if filename is None and not has_weights(snapshot):
+            snapshot = cached(HF_BIN_FILES)
+    path = snapshot / filename if filename else snapshot
+    if not path.exists() or (filename is None and not has_weights(snapshot)):
+        raise _missing(metric, checkpoint, f"are incomplete in the local cache ({snapshot} has no weight file)")
+    return ResolvedCheckpoint(checkpoint, path, snapshot.name if _COMMIT.match(snapshot.name) else None, from_hub=True)
