@@ -97,3 +97,9 @@ def test_plan_counts_unsharded(folder, tmp_path, nothing_loads):
     assert plan.caption_calls == 3  # batch 1
     assert [m.forwards for m in plan.metrics] == [4, 0]  # ceil(3/2) refs + ceil(3/2) recons; ssim none
     assert plan.metric_forwards == 4
+
+
+def test_doctor_is_eval_dry_run(folder, tmp_path, nothing_loads, capsys):
+    code = _run(["doctor", "--model", "mock", "--data", str(folder), "--metrics", "ssim"])
+    assert code == 0
+    assert "3 samples" in capsys.readouterr().out

@@ -106,6 +106,14 @@ def register(app: typer.Typer) -> None:
         outcome = run_eval(config, console=err_console)
         finish(outcome)
 
+    @app.command("doctor", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def doctor_cmd(ctx: typer.Context) -> None:
+        """`eval ... --dry-run` under its own name (--out optional): check a run before spending GPU hours."""
+        args = list(ctx.args)
+        if "--out" not in args and not any(a.startswith("--out=") for a in args):
+            args += ["--out", "(dry run)"]  # never written: the dry run writes nothing
+        app(["eval", *args, "--dry-run"], standalone_mode=False)
+
     @app.command("merge")
     def merge_cmd(
         shard_dirs: Annotated[list[Path], typer.Argument(help="Shard run directories (from --shard I/N or a launch).")],
