@@ -24,6 +24,11 @@ def folder(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def nothing_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    # import what the commands import lazily *before* patching: a module first imported under
+    # the patch would keep the patched function for the rest of the process (other tests)
+    import unified_bench.runner.eval  # noqa: F401
+    import unified_bench.runner.plan  # noqa: F401
+    import unified_bench.scoring.engine  # noqa: F401
     import unified_bench.metrics as metrics
     from unified_bench.adapters.mock import MockAdapter
     from unified_bench.adapters import registry
