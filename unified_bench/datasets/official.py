@@ -41,6 +41,7 @@ class Manifest:
     default_metrics: tuple[str, ...]
     archive_sha256: str | None = None
     files: dict[str, str] = field(default_factory=dict)  # file name -> pinned sha256
+    fingerprint: str | None = None  # dataset_fingerprint of the set (sample id -> sha256)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
@@ -55,6 +56,7 @@ class Manifest:
             default_metrics=tuple(data["default_metrics"]),
             archive_sha256=data.get("archive_sha256"),
             files=dict(data.get("files") or {}),
+            fingerprint=data.get("fingerprint") or None,
         )
 
 
