@@ -106,6 +106,8 @@ def test_site_shows_reasons_on_row_and_model_page(noise):
     html = (noise["site"] / "tracks" / "unified-bench.html").read_text(encoding="utf-8")
     assert 'data-status="unverified"' in html and "unverified · unranked" in html
     assert NO_PINNED_FINGERPRINT in html and str(noise["ckpt"]["clip"]) in html
+    index = (noise["site"] / "index.html").read_text(encoding="utf-8")
+    assert index.count("no verified row yet") == 3  # no track has a leader: nothing is verified
     (page,) = list((noise["site"] / "models").glob("mock-*.html"))
     text = page.read_text(encoding="utf-8")
     assert "<h2>Verification</h2>" in text and NO_PINNED_FINGERPRINT in text and str(noise["ckpt"]["longclip"]) in text
@@ -211,3 +213,29 @@ def test_dataset_pin_official(noise, tmp_path):
     assert load_manifest().fingerprint is None
     cli(["dataset", "pin", "official", "--dir", str(noise["official"]), "--manifest", str(manifest), "--cache-dir", str(tmp_path / "c")], tmp_path)
     assert load_manifest(manifest).archive_sha256 == file_sha256(archive)
+
+
+def test_a_verified_row_is_ranked_above_reported_and_unverified(noise, tmp_path, monkeypatch):
+    """With the fingerprint pinned and the track's checkpoints and protocol recorded, the run is
+    ranked 1 and leads; the original noise run (local checkpoints) stays unranked below."""
+    import unified_bench.leaderboard.tracks as tracks
+
+    good = tmp_path / "runs" / "good"
+    shutil.copytree(noise["run"], good)
+    data = json.loads((good / "results.json").read_text())
+    run = data["run"]
+    run["run_id"] = "verified-" + run["run_id"]
+    for metric in run["metrics"]:
+        metric["checkpoint"] = PAPER_CHECKPOINTS[metric["name"]]
+    run["protocol_executed"] = as_executed(PAPER_PROTOCOL.to_dict())
+    (good / "results.json").write_text(json.dumps(data))
+    fingerprint = dataset_fingerprint(run["dataset"]["reference_sha256"])
+    monkeypatch.setattr(tracks, "official_pins", lambda: {"fingerprint": fingerprint, "count": 100})
+    site = tmp_path / "site"
+    build_site([good, noise["run"]], [ENTRIES], site)
+    ub = _track(json.loads((site / "leaderboard.json").read_text()), "unified-bench")
+    assert [(r["rank"], r["status"]) for r in ub["rows"]] == [(1, "verified"), (None, "reported"), (None, "unverified")]
+    assert ub["rows"][0]["reasons"] == [] and ub["rows"][0]["run_id"] == run["run_id"]
+    assert not any("dataset" in reason for reason in ub["rows"][2]["reasons"])  # same images: the pinned set
+    index = (site / "index.html").read_text(encoding="utf-8")
+    assert index.count("no verified row yet") == 2 and '<span class="badge badge-verified">verified</span>' in index
