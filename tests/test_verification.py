@@ -12,7 +12,6 @@ import copy
 import csv
 import io
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -174,9 +173,14 @@ def test_shapes_pins_match_what_ships():
 
 
 @pytest.mark.parametrize("track", ["unified-bench", "shapes"])
-def test_table_formats(noise, track):
+def test_table_formats(noise, track, capsys):
+    from unified_bench.cli import main
+
     base = ["table", "--runs", str(noise["run"]), "--entries", str(ENTRIES), "--track", track]
-    out = {fmt: cli(base + ["--format", fmt], noise["tmp"], timeout=120).stdout for fmt in ("md", "csv", "latex", "json")}
+    out = {}
+    for fmt in ("md", "csv", "latex", "json"):
+        main(base + ["--format", fmt])
+        out[fmt] = capsys.readouterr().out
     board = json.loads((noise["site"] / "leaderboard.json").read_text(encoding="utf-8"))
     expected = _track(board, track)
     assert json.loads(out["json"]) == expected  # the same rows as leaderboard.json
