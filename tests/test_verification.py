@@ -155,7 +155,7 @@ def test_track_checkpoints_and_protocol_still_fail_on_the_dataset(noise):
     assert not verify_run(RunRecord.from_dict(local), pinned).verified
 
 
-def test_rows_on_different_images_are_flagged(noise):
+def test_rows_on_different_images_are_flagged():
     track = get_track("unified-bench")
     flags = fingerprint_conflicts({"a": "1" * 64, "b": "1" * 64, "c": "2" * 64, "d": None}, track)
     assert set(flags) == {"a", "b", "c"} and "2 different fingerprints" in flags["c"]
