@@ -544,9 +544,10 @@ def test_metric_with_no_valid_sample_is_missing_not_averaged(tmp_path, world):
     html = (tmp_path / "site" / "tracks" / "unified-bench.html").read_text(encoding="utf-8")
     (row,) = _rows(html)
     cells = re.findall(r"<td data-sort=\"([^\"]*)\"", row)
-    # model, provenance, score, clip, dinov2, dinov3, longclip, protocol, samples
-    assert cells[2] == "" and cells[5] == ""
-    assert all(cells[i] for i in (3, 4, 6))
+    # rank, model, provenance, score, clip, dinov2, dinov3, longclip, protocol, samples
+    assert cells[0] == ""  # unverified: no rank
+    assert cells[3] == "" and cells[6] == ""
+    assert all(cells[i] for i in (4, 5, 7))
 
 
 @pytest.mark.slow

@@ -58,23 +58,25 @@ def test_every_page_loads_without_console_errors(page, site):
 
 
 def test_clicking_a_header_sorts_the_table(page, site):
+    # columns: rank, model, provenance, score, clip, ...; a sort stays within the sections
+    # (verified and ranked, reported, unverified): here UAE (reported) then the unverified runs
     open_page(page, site / "tracks" / "unified-bench.html")
-    before = column_values(page, 0)
+    before = column_values(page, 1)
     assert before[0] == "UAE" and before[-1] == "mu"  # default: best score first
-    page.click("#board thead th:nth-child(1) button")  # Model: A-Z
-    names = column_values(page, 0)
-    assert names == sorted(before, key=str.lower) and names != before
+    page.click("#board thead th:nth-child(2) button")  # Model: A-Z
+    names = column_values(page, 1)
+    assert names == ["UAE"] + sorted(before[1:], key=str.lower) and names != before
     assert (
-        page.evaluate("document.querySelector('#board thead th:nth-child(1)').getAttribute('aria-sort')") == "ascending"
+        page.evaluate("document.querySelector('#board thead th:nth-child(2)').getAttribute('aria-sort')") == "ascending"
     )
-    page.click("#board thead th:nth-child(4) button")  # clip: high to low, missing last
-    clip = column_values(page, 3)
-    present = [float(v) for v in clip if v]
+    page.click("#board thead th:nth-child(5) button")  # clip: high to low, missing last
+    clip = column_values(page, 4)
+    assert clip[0] == ""  # UAE (reported, no clip score) keeps its section above the unverified rows
+    present = [float(v) for v in clip[1:] if v]
     assert present == sorted(present, reverse=True)
-    assert clip[len(present) :] == [""] * (len(clip) - len(present))  # UAE has no clip score
-    page.click("#board thead th:nth-child(4) button")  # again: low to high, missing still last
-    clip_up = column_values(page, 3)
-    assert [float(v) for v in clip_up if v] == sorted(present) and clip_up[-1] == ""
+    page.click("#board thead th:nth-child(5) button")  # again: low to high, missing still last
+    clip_up = column_values(page, 4)
+    assert [float(v) for v in clip_up[1:] if v] == sorted(present)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(ARTIFACTS / "leaderboard-unified-bench-sorted.png")
     assert (ARTIFACTS / "leaderboard-unified-bench-sorted.png").stat().st_size > 10_000
@@ -88,7 +90,7 @@ def test_filter_hides_rows(page, site):
         " el.dispatchEvent(new Event('input')); })()"
     )
     visible = page.evaluate(
-        "Array.from(document.querySelectorAll('#board tbody tr:not(.hidden)')).map(r => r.cells[0].getAttribute('data-sort'))"
+        "Array.from(document.querySelectorAll('#board tbody tr:not(.hidden)')).map(r => r.cells[1].getAttribute('data-sort'))"
     )
     assert visible == ["zeta"]
     page.click(".filter-protocol")

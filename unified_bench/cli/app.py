@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from unified_bench.cli import run, shapes
+from unified_bench.cli import boards, run, shapes
 from unified_bench.core.errors import ConfigError
 from unified_bench.cli.common import (
     DEVICE_PREPROCESSING_HELP,
@@ -41,6 +41,8 @@ app = typer.Typer(
 weights_app = typer.Typer(help="Manage metric weights (pre-download for air-gapped clusters).", no_args_is_help=True)
 app.add_typer(weights_app, name="weights")
 app.add_typer(shapes.app, name="shapes")
+app.add_typer(boards.dataset_app, name="dataset")
+app.command("table")(boards.table_cmd)
 
 @app.command("score")
 def score_cmd(

@@ -41,6 +41,7 @@ class Manifest:
     default_metrics: tuple[str, ...]
     archive_sha256: str | None = None
     files: dict[str, str] = field(default_factory=dict)  # file name -> pinned sha256
+    fingerprint: str | None = None  # dataset_fingerprint of the set (sample id -> sha256)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
@@ -55,6 +56,7 @@ class Manifest:
             default_metrics=tuple(data["default_metrics"]),
             archive_sha256=data.get("archive_sha256"),
             files=dict(data.get("files") or {}),
+            fingerprint=data.get("fingerprint") or None,
         )
 
 
@@ -201,3 +203,63 @@ def official_location(*, cache_dir: str | Path | None = None, local_dir: str | P
     root = Path(cache_dir) if cache_dir else _default_root()
     folder = root / "datasets" / manifest.name / manifest.folder
     return folder, "cache", (folder / _COMPLETE).exists()
+
+
+def manifest_path() -> Path:
+    """The packaged manifest file (in a source checkout: the file to commit after pinning)."""
+    return Path(__file__).with_name("official_manifest.json")
+
+
+@dataclass(frozen=True)
+class PinResult:
+    manifest: Path
+    files: int
+    fingerprint: str
+    archive_sha256: str | None  # None: no archive found, the manifest's value is kept
+    archive: Path | None
+
+
+def pin_official(
+    folder: str | Path,
+    *,
+    manifest_file: str | Path | None = None,
+    archive: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+) -> PinResult:
+    """Write the manifest's per-file hashes, fingerprint and (when the archive is at hand:
+    ``archive``, or the downloaded file's name in the cache) archive hash.
+
+    The fingerprint is :func:`unified_bench.results.record.dataset_fingerprint` over the sample
+    ids and reference hashes exactly as a run records them, so the leaderboard's dataset check
+    compares like with like. The folder must hold the manifest's image count.
+    """
+    from unified_bench.results.record import dataset_fingerprint
+
+    path = Path(manifest_file) if manifest_file is not None else manifest_path()
+    data = json.loads(path.read_text(encoding="utf-8"))
+    manifest = Manifest.from_dict(data)
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: not a folder")
+    dataset = folder_dataset(folder, name=manifest.name)
+    if len(dataset) != manifest.count:
+        raise DatasetError(f"{folder}: found {len(dataset)} images, the manifest's set has {manifest.count}; nothing pinned")
+    by_id = {s.sample_id: file_sha256(s.reference) for s in dataset.samples if s.reference is not None}
+    files = {s.reference.name: by_id[s.sample_id] for s in dataset.samples if s.reference is not None}
+    fingerprint = dataset_fingerprint(by_id)
+    if fingerprint is None:
+        raise DatasetError(f"{folder}: cannot fingerprint (a sample has no reference file)")
+    if archive is None:
+        root = Path(cache_dir) if cache_dir else _default_root()
+        candidate = root / "datasets" / manifest.name / Path(manifest.url).name
+        archive = candidate if candidate.is_file() else None
+    archive_path = Path(archive) if archive is not None else None
+    archive_sha = file_sha256(archive_path) if archive_path is not None else None
+    data["files"] = dict(sorted(files.items()))
+    data["fingerprint"] = fingerprint
+    if archive_sha is not None:
+        data["archive_sha256"] = archive_sha
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return PinResult(path, len(files), fingerprint, archive_sha, archive_path)

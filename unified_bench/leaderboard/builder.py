@@ -25,6 +25,8 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from unified_bench.core.errors import ConfigError
+from unified_bench.leaderboard.board import BOARD_FILE, board_text
+from unified_bench.leaderboard.board import track_rows as board_track_rows
 from unified_bench.leaderboard.comparison import Difference, paired_differences, sample_signature
 from unified_bench.leaderboard.entries import LoadOutcome, Rejection, RunEntry, load_entries
 from unified_bench.leaderboard.thumbnails import Thumbnailer, default_workers
@@ -39,11 +41,8 @@ from unified_bench.leaderboard.views import (
     fmt,
     gallery_item,
     metric_order,
-    reported_row,
-    run_row,
     script_json,
     slug,
-    sort_rows,
     stat_cell,
     training_plots,
     tree,
@@ -226,9 +225,7 @@ def _render_all(
     # track tables
     track_rows: dict[str, list[Row]] = {}
     for track in TRACKS:
-        rows = [run_row(e, track, pages, "../") for e in on_track[track.slug]]
-        rows += [reported_row(r, track) for r in loaded.reported if r.track == track.slug]
-        track_rows[track.slug] = sort_rows(rows)
+        track_rows[track.slug] = board_track_rows(track, on_track[track.slug], loaded.reported, pages, "../")
         render(
             "track.html.jinja",
             f"tracks/{track.slug}.html",
@@ -249,6 +246,8 @@ def _render_all(
             track=track,
             comparable=len(compare_data[track.slug]["runs"]),
         )
+
+    site.write(BOARD_FILE, board_text(track_rows))
 
     # model and run-record pages
     tick = time.perf_counter()
@@ -275,6 +274,12 @@ def _render_all(
             ],
             model_tree=tree(entry.run["model"]) if entry.run.get("model") is not None else None,
             protocol_checks=[(track, check_run(entry.record, track)) for track in tracks_of[entry.run_id]],
+            verifications=[
+                (track, row.status, list(row.reasons))
+                for track in tracks_of[entry.run_id]
+                for row in track_rows[track.slug]
+                if row.run_id == entry.run_id
+            ],
             executed_text=executed_summary(entry.run.get("protocol_executed")),
         )
         render(

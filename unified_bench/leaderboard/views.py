@@ -21,6 +21,7 @@ from markupsafe import Markup
 from unified_bench.leaderboard.entries import ReportedEntry, RunEntry, SampleView, Stat
 from unified_bench.core.protocol import as_executed
 from unified_bench.leaderboard.tracks import ProtocolCheck, Track, check_protocol, check_run, executed_summary, protocol_summary
+from unified_bench.leaderboard.verification import REPORTED, VERIFIED, Verification, verify_run
 
 MISSING = "—"
 BEST_WORST_COUNT = 3
@@ -144,6 +145,18 @@ class Row:
     samples: int | None = None
     errors: int | None = None
     created: str | None = None
+    #: verified / unverified / reported (leaderboard.verification); only verified rows get a rank
+    status: str = "unverified"
+    reasons: list[str] = field(default_factory=list)
+    rank: int | None = None
+    fingerprint: str | None = None
+    #: the model as recorded (``run.model.name``, else adapter); ``model`` is the display label
+    model_id: str | None = None
+
+    @property
+    def group(self) -> int:
+        """Table section: 0 ranked (verified), 1 reported, 2 unranked (unverified)."""
+        return {"verified": 0, "reported": 1}.get(self.status, 2)
 
     @property
     def search_text(self) -> str:
@@ -162,8 +175,11 @@ def track_score(entry: RunEntry, track: Track) -> ValueCell:
     return stat_cell(entry.stats.get(track.score_metric or ""))
 
 
-def run_row(entry: RunEntry, track: Track, pages: Mapping[str, str], root: str) -> Row:
+def run_row(
+    entry: RunEntry, track: Track, pages: Mapping[str, str], root: str, verification: Verification | None = None
+) -> Row:
     check = check_run(entry.record, track)
+    verification = verification or verify_run(entry.record, track, errors=len(entry.data["errors"]))
     notes = list(check.differences) + [f"not recorded: {f}" for f in check.unrecorded]
     return Row(
         kind="reproduced",
@@ -180,7 +196,20 @@ def run_row(entry: RunEntry, track: Track, pages: Mapping[str, str], root: str) 
         samples=len(entry.samples),
         errors=len(entry.data["errors"]),
         created=entry.run.get("created") if isinstance(entry.run.get("created"), str) else None,
+        model_id=_recorded_model(entry),
+        status=verification.status,
+        reasons=list(verification.reasons),
+        fingerprint=verification.fingerprint,
     )
+
+
+def _recorded_model(entry: RunEntry) -> str | None:
+    model = entry.record.model
+    if model is None:
+        return None
+    if model.name:
+        return model.name
+    return model.adapter.name if model.adapter is not None else None
 
 
 def reported_row(entry: ReportedEntry, track: Track) -> Row:
@@ -210,17 +239,28 @@ def reported_row(entry: ReportedEntry, track: Track) -> Row:
         where=entry.where,
         statement=entry.statement,
         source=entry.source,
+        status=REPORTED,
+        reasons=["reported elsewhere, not reproduced here: nothing of it can be verified"],
     )
 
 
 def sort_rows(rows: list[Row]) -> list[Row]:
-    """Best track score first; missing scores last; ties by model name then run id."""
+    """Verified rows first, ranked 1.. by track score; then reported rows, then unverified ones,
+    both unranked. Within a section: best score first, missing scores last, ties by model name
+    then run id. A verified row without a score is listed but not ranked."""
 
     def key(row: Row) -> tuple:
         value = row.score.value
-        return (value is None, -(value or 0.0), row.model, row.run_id or "", row.source)
+        return (row.group, value is None, -(value or 0.0), row.model, row.run_id or "", row.source)
 
-    return sorted(rows, key=key)
+    ordered = sorted(rows, key=key)
+    rank = 0
+    for row in ordered:
+        row.rank = None
+        if row.status == VERIFIED and row.score.value is not None:
+            rank += 1
+            row.rank = rank
+    return ordered
 
 
 # ---- model pages -----------------------------------------------------------------------------
@@ -257,6 +297,8 @@ class ModelPage:
     model_tree: dict[str, Any] | None = None  # run.model: adapter and its arguments
     #: per track: how what ran compares with the track's protocol (every deviation listed)
     protocol_checks: list[tuple[Track, ProtocolCheck]] = field(default_factory=list)
+    #: per track: verified or not, with every reason (the same as the track table's row)
+    verifications: list[tuple[Track, str, list[str]]] = field(default_factory=list)
     executed_text: str = ""
 
 

@@ -14,6 +14,8 @@ Record versions: 1 (no ``record_version`` key) recorded only the requested proto
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -125,6 +127,25 @@ class DatasetRecord(_Part):
     default_metrics: list[str] | None = None
     samples: int | None = None
     reference_sha256: dict[str, str | None] | None = None
+
+    def fingerprint(self) -> str | None:
+        """The set's fingerprint (:func:`dataset_fingerprint`) from the recorded reference hashes."""
+        return dataset_fingerprint(self.reference_sha256 or {})
+
+
+def dataset_fingerprint(reference_sha256: Mapping[str, str | None]) -> str | None:
+    """One SHA-256 over the sorted (sample id, reference SHA-256) pairs of a set.
+
+    Each pair is hashed as ``"<sample id>\t<sha256 hex>\n"`` in plain string order of the ids.
+    None when the set is empty or a reference hash is missing (the fingerprint would not pin the
+    images). ``unified-bench dataset pin`` and the leaderboard's dataset check both use this.
+    """
+    if not reference_sha256 or any(not isinstance(v, str) or not v for v in reference_sha256.values()):
+        return None
+    digest = hashlib.sha256()
+    for sample_id, sha in sorted(reference_sha256.items()):
+        digest.update(f"{sample_id}\t{sha.lower()}\n".encode("utf-8"))
+    return digest.hexdigest()
 
 
 @dataclass

@@ -24,9 +24,16 @@
     var body = table.tBodies[0];
     var rows = Array.prototype.slice.call(body.rows);
     var keyed = rows.map(function (row) {
-      return { row: row, value: sortValue(row.cells[column], type), index: parseInt(row.getAttribute("data-index") || "0", 10) };
+      return {
+        row: row,
+        value: sortValue(row.cells[column], type),
+        index: parseInt(row.getAttribute("data-index") || "0", 10),
+        group: parseInt(row.getAttribute("data-group") || "0", 10)
+      };
     });
     keyed.sort(function (a, b) {
+      /* verified (ranked), reported, unverified: a sort never mixes these sections */
+      if (a.group !== b.group) { return a.group - b.group; }
       if (a.value === null && b.value === null) { return a.index - b.index; }
       if (a.value === null) { return 1; }  /* missing values always last */
       if (b.value === null) { return -1; }
@@ -46,7 +53,7 @@
         var current = th.getAttribute("aria-sort");
         var type = th.getAttribute("data-type") || "text";
         /* numbers start high-to-low (best first), text starts A-Z */
-        var first = type === "number" ? "descending" : "ascending";
+        var first = type === "number" && !th.hasAttribute("data-ascending-first") ? "descending" : "ascending";
         var next = current === first ? (first === "descending" ? "ascending" : "descending") : first;
         Array.prototype.forEach.call(headers, function (other) { other.setAttribute("aria-sort", "none"); });
         th.setAttribute("aria-sort", next);

@@ -1,0 +1,182 @@
+"""The board as data: per track, the rows in table order with their verification status, rank
+and scores. The site's track tables, ``leaderboard.json`` and ``unified-bench table`` all come
+from :func:`track_rows`, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from unified_bench.leaderboard.entries import LoadOutcome, ReportedEntry, RunEntry, load_entries
+from unified_bench.leaderboard.tracks import TRACKS, Track, get_track, tracks_for
+from unified_bench.leaderboard.verification import fingerprint_conflicts, verify_run
+from unified_bench.leaderboard.views import Row, ValueCell, reported_row, run_row, slug, sort_rows
+
+BOARD_FILE = "leaderboard.json"
+BOARD_VERSION = 1
+TABLE_FORMATS = ("md", "csv", "latex", "json")
+
+
+def track_rows(
+    track: Track,
+    runs: Sequence[RunEntry],
+    reported: Sequence[ReportedEntry],
+    pages: Mapping[str, str],
+    root: str = "../",
+) -> list[Row]:
+    """The rows of one track, verified and ranked (see ``views.sort_rows``)."""
+    checks = {e.run_id: verify_run(e.record, track, errors=len(e.data["errors"])) for e in runs}
+    flags = fingerprint_conflicts({rid: v.fingerprint for rid, v in checks.items()}, track)
+    rows = []
+    for entry in runs:
+        row = run_row(entry, track, pages, root, checks[entry.run_id])
+        if entry.run_id in flags:
+            row.reasons.append(flags[entry.run_id])
+        rows.append(row)
+    rows += [reported_row(r, track) for r in reported if r.track == track.slug]
+    return sort_rows(rows)
+
+
+def pages_for(runs: Sequence[RunEntry]) -> dict[str, str]:
+    return {e.run_id: slug(e.model_name, e.run_id) for e in runs}
+
+
+def all_track_rows(loaded: LoadOutcome) -> dict[str, list[Row]]:
+    runs = sorted(loaded.runs, key=lambda e: (e.model_name, e.run_id))
+    pages = pages_for(runs)
+    out = {}
+    for track in TRACKS:
+        members = [e for e in runs if track in tracks_for(e.run, e.metrics)]
+        out[track.slug] = track_rows(track, members, loaded.reported, pages)
+    return out
+
+
+def _cell(cell: ValueCell) -> dict[str, Any]:
+    return {"value": cell.value, "ci95_low": cell.low, "ci95_high": cell.high, "n": cell.n}
+
+
+def row_json(row: Row, track: Track) -> dict[str, Any]:
+    return {
+        "rank": row.rank,
+        "status": row.status,
+        "reasons": list(row.reasons),
+        "model": row.model_id or row.model,
+        "label": row.model,
+        "provenance": row.kind,
+        "run_id": row.run_id,
+        "score": _cell(row.score),
+        "metrics": {col.key: _cell(cell) for col, cell in zip(track.columns, row.cells, strict=True)},
+        "protocol": {"status": row.protocol_status, "notes": list(row.protocol_notes)},
+        "samples": row.samples,
+        "errors": row.errors,
+        "dataset_fingerprint": row.fingerprint,
+        "citation": row.citation,
+        "url": row.url,
+    }
+
+
+def track_json(track: Track, rows: Sequence[Row]) -> dict[str, Any]:
+    return {
+        "slug": track.slug,
+        "title": track.title,
+        "score": track.score_label,
+        "scale": 100,
+        "pinned": {
+            "dataset_fingerprint": track.pinned_fingerprint(),
+            "samples": track.pinned_size(),
+            "weights": {m: _pin_json(track, m) for m in track.metrics},
+        },
+        "rows": [row_json(r, track) for r in rows],
+    }
+
+
+def _pin_json(track: Track, metric: str) -> dict[str, Any]:
+    pin = track.weights_pin(metric)
+    return {"checkpoint": pin.checkpoint, "revision": pin.revision, "sha256": list(pin.sha256)}
+
+
+def board_json(rows_by_track: Mapping[str, Sequence[Row]]) -> dict[str, Any]:
+    return {
+        "board_version": BOARD_VERSION,
+        "note": "Scores x100 with 95% bootstrap CIs. Only verified rows are ranked; reported and "
+        "unverified rows have rank null and say why in 'reasons'.",
+        "tracks": [track_json(t, rows_by_track.get(t.slug, [])) for t in TRACKS],
+    }
+
+
+def board_text(rows_by_track: Mapping[str, Sequence[Row]]) -> str:
+    return json.dumps(board_json(rows_by_track), indent=2, sort_keys=False, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+# ---- tables for papers and READMEs -----------------------------------------------------------
+
+
+def board_frame(track: Track, rows: Sequence[Row]):
+    """The track table as a pandas DataFrame: one row per board row, numbers x100 rounded to 2."""
+    import pandas as pd
+
+    def num(value: float | None) -> float | None:
+        return None if value is None else round(value, 2)
+
+    def ci(cell: ValueCell) -> str:
+        return "" if cell.low is None or cell.high is None else f"[{cell.low:.2f}, {cell.high:.2f}]"
+
+    records = []
+    for row in rows:
+        rec: dict[str, Any] = {
+            "rank": row.rank,
+            "model": row.model,
+            "status": row.status,
+            track.score_label: num(row.score.value),
+            f"{track.score_label} CI": ci(row.score),
+        }
+        for col, cell in zip(track.columns, row.cells, strict=True):
+            rec[col.label] = num(cell.value)
+            rec[f"{col.label} CI"] = ci(cell)
+        rec["reasons"] = "; ".join(row.reasons)
+        records.append(rec)
+    frame = pd.DataFrame.from_records(records)
+    if not records:
+        return frame
+    frame["rank"] = frame["rank"].astype("Int64")
+    return frame
+
+
+def markdown(frame) -> str:
+    """``DataFrame.to_markdown`` (needs the optional ``tabulate``); without it, a pipe table
+    from pandas' CSV writer with ``|`` as the separator."""
+    try:
+        return frame.to_markdown(index=False) + "\n"
+    except ImportError:
+        pass
+    import csv
+
+    clean = frame.astype(object).where(frame.notna(), "").map(lambda v: " ".join(str(v).split()))
+    body = clean.to_csv(sep="|", index=False, quoting=csv.QUOTE_NONE, escapechar="\\", lineterminator="|\n")
+    lines = ["|" + line for line in body.splitlines()]
+    lines.insert(1, "|" + "|".join("---" for _ in frame.columns) + "|")
+    return "\n".join(lines) + "\n"
+
+
+def render_table(track: Track, rows: Sequence[Row], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(track_json(track, rows), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    frame = board_frame(track, rows)
+    if fmt == "csv":
+        return frame.to_csv(index=False)
+    if fmt == "latex":
+        return frame.to_latex(index=False, na_rep="--", float_format="%.2f", escape=True)
+    if fmt == "md":
+        return markdown(frame)
+    raise ValueError(f"unknown table format {fmt!r}; one of {', '.join(TABLE_FORMATS)}")
+
+
+def table(runs: Sequence[Path], entries: Sequence[Path], track_slug: str, fmt: str) -> tuple[str, LoadOutcome]:
+    """``unified-bench table``: load the entries, build the track's rows, render them."""
+    track = get_track(track_slug)
+    loaded = load_entries([Path(p) for p in runs], [Path(p) for p in entries])
+    rows = all_track_rows(loaded)[track.slug]
+    return render_table(track, rows, fmt), loaded
