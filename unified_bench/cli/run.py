@@ -54,6 +54,7 @@ def register(app: typer.Typer) -> None:
         device_preprocessing: Annotated[Optional[DevicePreprocessing], typer.Option("--device-preprocessing", help=DEVICE_PREPROCESSING_HELP, rich_help_panel=SCORING_PANEL)] = None,
         no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
         name: Annotated[Optional[str], typer.Option("--name", help="Display label stored in the run record and shown on the leaderboard (default: the model's name).")] = None,
+        captions_from: Annotated[Optional[Path], typer.Option("--captions-from", help="RUN_DIR: take each sample's caption from that earlier run instead of calling a captioner (compare generators on one captioner's captions); recorded in the run.")] = None,
     ) -> None:
         """Round-trip a model over a dataset (caption, regenerate), then score the run."""
         from unified_bench.adapters.registry import parse_model_args
@@ -96,6 +97,7 @@ def register(app: typer.Typer) -> None:
             progress=not no_progress,
             command=command_line(),
             name=check_name(name),
+            captions_from=captions_from,
         )
         outcome = run_eval(config, console=err_console)
         finish(outcome)
