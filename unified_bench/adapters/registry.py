@@ -114,6 +114,11 @@ _BUILTIN_SPECS: list[AdapterSpec] = [
         needs=(*_HF, "diffusers"),
     ),
     AdapterSpec(
+        "compose",
+        "unified_bench.adapters.compose:ComposeAdapter",
+        "any registered adapter captions, any registered adapter generates (captioner=, generator=, *_args=JSON)",
+    ),
+    AdapterSpec(
         "janus-pro",
         "unified_bench.adapters.janus:JanusProAdapter",
         "DeepSeek Janus-Pro through transformers (understanding and generation)",

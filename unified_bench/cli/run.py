@@ -55,6 +55,7 @@ def register(app: typer.Typer) -> None:
         no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
         name: Annotated[Optional[str], typer.Option("--name", help="Display label stored in the run record and shown on the leaderboard (default: the model's name).")] = None,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Resolve adapter, dataset, metric weights, devices and shards, print the plan and exit (0, or 2 with the fix); loads no model and writes nothing.")] = False,
+        captions_from: Annotated[Optional[Path], typer.Option("--captions-from", help="RUN_DIR: take each sample's caption from that earlier run instead of calling a captioner (compare generators on one captioner's captions); recorded in the run.")] = None,
     ) -> None:
         """Round-trip a model over a dataset (caption, regenerate), then score the run."""
         from unified_bench.adapters.registry import parse_model_args
@@ -97,6 +98,7 @@ def register(app: typer.Typer) -> None:
             progress=not no_progress,
             command=command_line(),
             name=check_name(name),
+            captions_from=captions_from,
         )
         if dry_run:
             from unified_bench.runner.plan import plan_eval

@@ -206,6 +206,9 @@ class RunRecord(_Part):
     runner: RunnerRecord | None = None
     scoring: ScoringRecord | None = None
     training: TrainingRecord | None = None
+    #: where the captions came from when they were not made in this run (``eval
+    #: --captions-from``): {"run": path, "run_id": ..., "captions_sha256": ...}; absent otherwise
+    captions_from: dict[str, Any] | None = None
 
     nested: ClassVar[dict[str, Any]] = {
         "metrics": [MetricRecord],
@@ -264,6 +267,8 @@ class RunInfo(_Part):
     limit: int | None = None
     shards: Any = None
     timings: dict[str, float] | None = None
+    #: ``eval --captions-from``: the run whose captions were regenerated from (see RunRecord)
+    captions_from: dict[str, Any] | None = None
 
     nested: ClassVar[dict[str, Any]] = {
         "adapter": AdapterRecord,
@@ -273,7 +278,7 @@ class RunInfo(_Part):
     }
 
     #: the fields that must agree between a run and its resumption (or between shards)
-    IDENTITY: ClassVar[tuple[str, ...]] = ("model", "model_args", "protocol", "seed", "dataset")
+    IDENTITY: ClassVar[tuple[str, ...]] = ("model", "model_args", "protocol", "seed", "dataset", "captions_from")
 
     def identity(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in self.IDENTITY}

@@ -42,6 +42,10 @@ class EvalConfig:
     #: checkpoint, curve_csv relative to ``out``), set by a trainer's evaluator; not an identity
     #: setting, so a resumed run may learn it later
     training: dict[str, Any] | None = None
+    #: ``--captions-from RUN_DIR``: take each sample's caption from that earlier run instead of
+    #: calling the adapter's captioner (several generators compared on one captioner's captions);
+    #: an identity setting, recorded as the run's ``captions_from``
+    captions_from: Path | None = None
     # plumbing
     progress: bool = True
     durable: bool = True  # fsync every image and line (off only for benchmarks of the alternative)

@@ -13,6 +13,7 @@ three promises:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -41,7 +42,7 @@ from unified_bench.runner.config import IDENTITY_KEYS, EvalConfig, EvalOutcome
 from unified_bench.runner.distributed import ProcessGroup, ShardSpec, detect_process_group, wait_for_all
 from unified_bench.runner.merge import merge_shards
 from unified_bench.runner.score import score_run
-from unified_bench.runner.store import DONE_FILE, IMAGES_DIR, CaptionRecord, ErrorRecord, RunStore
+from unified_bench.runner.store import CAPTIONS_FILE, DONE_FILE, IMAGES_DIR, CaptionRecord, ErrorRecord, RunStore
 
 __all__ = ["EvalConfig", "EvalOutcome", "run_eval", "run_samples", "score_run"]
 
@@ -136,12 +137,14 @@ def run_samples(
     layout = shard.layout(all_ids) if shard is not None else None
 
     spec, cls, values = _prepare_adapter(config, adapter, local_rank)
+    source = CaptionSource.load(Path(config.captions_from)) if config.captions_from is not None else None
     identity = {
         "model": config.model,
         "model_args": _jsonable(values),
         "protocol": None,  # filled once the generation size is known
         "seed": config.seed,
         "dataset": dataset.name,
+        "captions_from": source.record if source is not None else None,
     }
     previous = store.read_run_info() if config.resume else None
     out.mkdir(parents=True, exist_ok=True)
@@ -205,7 +208,11 @@ def run_samples(
             batch_size=config.batch_size,
             limit=config.limit,
             # merge's and the end of the session's; no name key unless the run has one
-            absent=frozenset({"shards", "timings"} | ({"name"} if name is None else set())),
+            absent=frozenset(
+                {"shards", "timings"}
+                | ({"name"} if name is None else set())
+                | ({"captions_from"} if source is None else set())
+            ),
         )
         store.write_run_info(info)
         if pending:
@@ -220,7 +227,9 @@ def run_samples(
                 for start in range(0, len(pending), batch_size):
                     batch = [_Item(s, seed_for(config.seed, s.sample_id)) for s in pending[start : start + batch_size]]
                     before = executed.value
-                    _run_batch(batch, built, store, protocol["caption_prompt"], size, timings, executed, workers)
+                    _run_batch(
+                        batch, built, store, protocol["caption_prompt"], size, timings, executed, workers, source
+                    )
                     if executed.value != before:  # on disk at once: a killed run keeps what it ran
                         info.executed = executed_record(executed.value)
                         store.write_run_info(info)
@@ -234,7 +243,9 @@ def run_samples(
     earlier = (previous.timings if previous is not None else None) or {}
     info.timings = {key: float(earlier.get(key, 0.0)) + value for key, value in timings.items()}
     info.executed = executed_record(executed.value)
-    info.absent = frozenset({"shards"} | ({"name"} if info.name is None else set()))
+    info.absent = frozenset(
+        {"shards"} | ({"name"} if info.name is None else set()) | ({"captions_from"} if source is None else set())
+    )
     store.write_run_info(info)
     state = store.read_state()
     owned = {s.sample_id for s in samples}
@@ -304,9 +315,11 @@ def _run_batch(
     timings: dict[str, float],
     executed: _Executed,
     workers: Executor | None = None,
+    source: CaptionSource | None = None,
 ) -> None:
     """One batch through both stages; each item ends either committed or failed, all of
-    them before the next batch starts."""
+    them before the next batch starts. With ``source`` (``--captions-from``) the captions
+    are that run's and the adapter's captioner is never called."""
     t0 = time.perf_counter()
     if workers is not None and len(items) > 1:
         list(workers.map(lambda item: _load_reference(item, store), items))
@@ -315,17 +328,26 @@ def _run_batch(
             _load_reference(item, store)
     live = [i for i in items if i.error is None]
     t1 = time.perf_counter()
-    _stage(
-        live,
-        lambda batch: adapter.caption(
-            [i.image for i in batch], prompt=prompt, seeds=[i.seed for i in batch], sample_ids=[i.sample.sample_id for i in batch]
-        ),
-        check_captions,
-        "caption",
-        lambda item, value: setattr(item, "caption", value),
-    )
-    if live:
-        executed.observe("caption", lambda: adapter.caption_settings(prompt), ExecutedCaption)
+    if source is not None:
+        for item in live:
+            source.give(item)
+        if live:  # what produced these captions: the source run's executed caption settings
+            executed.observe("caption", lambda: source.settings, ExecutedCaption)
+    else:
+        _stage(
+            live,
+            lambda batch: adapter.caption(
+                [i.image for i in batch],
+                prompt=prompt,
+                seeds=[i.seed for i in batch],
+                sample_ids=[i.sample.sample_id for i in batch],
+            ),
+            check_captions,
+            "caption",
+            lambda item, value: setattr(item, "caption", value),
+        )
+        if live:
+            executed.observe("caption", lambda: adapter.caption_settings(prompt), ExecutedCaption)
     t2 = time.perf_counter()
     live = [i for i in live if i.error is None]
     _stage(
@@ -365,6 +387,60 @@ def _run_batch(
     timings["runner.caption_s"] += t2 - t1
     timings["runner.generate_s"] += t3 - t2
     timings["runner.write_s"] += time.perf_counter() - t3
+
+
+@dataclass
+class CaptionSource:
+    """``--captions-from``: an earlier run's finished captions, by sample id."""
+
+    root: Path
+    captions: dict[str, CaptionRecord]
+    settings: ExecutedCaption | None
+    record: dict[str, Any]
+
+    @classmethod
+    def load(cls, root: Path) -> CaptionSource:
+        root = root.resolve()
+        store = RunStore(root)
+        info = store.read_run_info()
+        if info is None or not (root / CAPTIONS_FILE).exists():
+            raise ConfigError(f"--captions-from {root}: not a run directory (no run.json and {CAPTIONS_FILE})")
+        captions = dict(store.read_state().finished)
+        if not captions:
+            raise ConfigError(f"--captions-from {root}: the run has no finished captions")
+        # the captions themselves, canonically: a resumed or re-sharded source with the same
+        # captions hashes the same, one with any caption changed does not
+        canonical = json.dumps(
+            {sid: [r.caption, r.reference_sha256] for sid, r in sorted(captions.items())}, sort_keys=True, ensure_ascii=False
+        )
+        record: dict[str, Any] = {
+            "run": str(root),
+            "run_id": _run_id(root),
+            "captions_sha256": hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
+        }
+        return cls(root, captions, info.executed_protocol().caption, record)
+
+    def give(self, item: _Item) -> None:
+        """Set ``item``'s caption from the source run, or fail it (a per-sample error)."""
+        sid = item.sample.sample_id
+        found = self.captions.get(sid)
+        if found is None:
+            item.fail("caption", f"no caption for sample {sid} in --captions-from run {self.root}")
+        elif found.reference_sha256 and item.reference_sha256 and found.reference_sha256 != item.reference_sha256:
+            item.fail(
+                "caption",
+                f"sample {sid}: its reference differs from the one captioned in --captions-from run {self.root}",
+            )
+        else:
+            item.caption = found.caption
+
+
+def _run_id(root: Path) -> str | None:
+    """The source run's ``run_id`` (from its results.json), if it was scored."""
+    try:
+        return json.loads((root / "results.json").read_text(encoding="utf-8"))["run"]["run_id"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 @dataclass

@@ -98,7 +98,11 @@ def merge_shards(
             training=first.training,
             timings=timings,
             name=first.name,
-            absent=frozenset({"processed_this_session"} | ({"name"} if first.name is None else set())),
+            absent=frozenset(
+                {"processed_this_session"}
+                | ({"name"} if first.name is None else set())
+                | ({"captions_from"} if identity.get("captions_from") is None else set())
+            ),
         )
     )
     if absent_shards:

@@ -55,6 +55,8 @@ def score_run(out: Path, config: EvalConfig, *, console: Console | None = None) 
     }
     if run.training is not None:
         run_extra["training"] = run.training.to_dict()
+    if run.captions_from is not None:
+        run_extra["captions_from"] = run.captions_from
     name = config.name if config.name is not None else run.name
     if name is not None:
         run_extra["name"] = name
