@@ -69,6 +69,31 @@ def test_retry_after_and_backoff():
     assert policy.delay(0, 99.0) == 10.0 and policy.delay(0, 0.0) == 0.0
 
 
+# Each images model's rules as OpenAI's API reference states them, written out here apart from
+# the adapter's table: the fake server refuses a request the real API would refuse.
+SERVER_IMAGE_RULES = {
+    "dall-e-2": {"params": {"model", "prompt", "n", "size", "response_format", "quality", "user"},
+                 "size": {"256x256", "512x512", "1024x1024"}, "quality": {"standard"}},
+    "dall-e-3": {"params": {"model", "prompt", "n", "size", "response_format", "quality", "style", "user"},
+                 "size": {"1024x1024", "1792x1024", "1024x1792"}, "quality": {"standard", "hd"}, "style": {"vivid", "natural"}},
+    "gpt-image-1": {"params": {"model", "prompt", "n", "size", "quality", "background", "moderation", "output_format",
+                               "output_compression", "user"},
+                    "size": {"1024x1024", "1536x1024", "1024x1536", "auto"}, "quality": {"low", "medium", "high", "auto"}},
+}
+
+
+def image_request_refusal(payload: dict) -> str | None:
+    rules = SERVER_IMAGE_RULES.get(payload.get("model"))
+    if rules is None:  # a model the fake does not know (a vLLM-style server): anything goes
+        return None
+    for key, value in payload.items():
+        if key not in rules["params"]:
+            return f"Unknown parameter: '{key}'."
+        if key in ("size", "quality", "style") and value not in rules[key]:
+            return f"Invalid value: '{value}'. Supported values for {key} are: {sorted(rules[key])}."
+    return None
+
+
 class FakeOpenAI(BaseHTTPRequestHandler):
     """Answers like the OpenAI API; the first call of each endpoint is rate-limited."""
 
@@ -107,6 +132,10 @@ class FakeOpenAI(BaseHTTPRequestHandler):
             image = Image.open(io.BytesIO(base64.b64decode(url.partition(",")[2])))
             self._json(200, {"choices": [{"message": {"content": f"a {image.size[0]}x{image.size[1]} photo, seed {payload['seed']}"}}]})
         elif self.path == "/v1/images/generations":
+            refusal = image_request_refusal(payload)
+            if refusal:
+                self._json(400, {"error": {"message": refusal}})
+                return
             width, height = map(int, payload["size"].split("x"))
             buffer = io.BytesIO()
             Image.new("RGB", (width, height), (len(payload["prompt"]) % 256, 0, 0)).save(buffer, format="PNG")
@@ -141,7 +170,7 @@ def test_openai_round_trip_with_retries(toys, tmp_path, monkeypatch, fake_openai
     assert chat["temperature"] == 0.7 and chat["max_tokens"] == 512 and chat["model"] == "gpt-4o"
     assert chat["messages"][0]["content"][0]["text"].startswith("You are an expert vision-language model.")
     images_call = next(c[2] for c in FakeOpenAI.calls if c[0] == "/v1/images/generations")
-    assert images_call["response_format"] == "b64_json" and images_call["size"] == "1024x1024"
+    assert "response_format" not in images_call and images_call["size"] == "1024x1024"  # gpt-image-1 takes none
     # The executed protocol is what the requests carried; what the API does not say is None.
     executed = json.loads((out / "results.json").read_text())["run"]["protocol_executed"]
     assert executed["caption"] == {
@@ -156,6 +185,59 @@ def test_openai_round_trip_with_retries(toys, tmp_path, monkeypatch, fake_openai
         "width": width, "height": height, "num_inference_steps": None, "guidance_scale": None,
         "scheduler": None, "dtype": None, "extra": {"model": images_call["model"]},
     }
+
+
+@pytest.mark.parametrize(
+    ("image_model", "args", "sent"),
+    [
+        ("gpt-image-1", {"quality": "high"}, {"quality": "high"}),
+        ("dall-e-2", {}, {"response_format": "b64_json"}),
+        ("dall-e-3", {"quality": "hd", "style": "natural"}, {"response_format": "b64_json", "quality": "hd", "style": "natural"}),
+        ("served-by-vllm", {"quality": "anything"}, {"response_format": "b64_json", "quality": "anything"}),
+    ],
+)
+def test_openai_image_models_get_what_they_accept(monkeypatch, fake_openai, image_model, args, sent):
+    """Each images model gets only the parameters it accepts; the fake refuses the rest as the API does."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    FakeOpenAI.fail_first = {}
+    try:
+        adapter = build_adapter("openai", {"base_url": fake_openai, "image_model": image_model, "backoff_s": "0.01", **args})
+        [image] = adapter.generate(["a red square"], seeds=[1], size=(1024, 1024))
+        assert image.size == (1024, 1024)
+        [(_, _, payload)] = FakeOpenAI.calls
+        assert payload == {"model": image_model, "prompt": "a red square", "n": 1, "size": "1024x1024", **sent}
+        assert adapter.generation_settings((1024, 1024)).extra == {"model": image_model, **sent}
+    finally:
+        FakeOpenAI.fail_first = {"/v1/chat/completions": 429, "/v1/images/generations": 503}
+
+
+def test_openai_image_model_refusals(monkeypatch, fake_openai):
+    """A parameter the model does not take fails when the adapter is built, naming what it takes;
+    a size it does not generate fails that sample without a request. The fake server's rules are
+    the API's: what the adapter would have sent before is refused there."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    base = {"base_url": fake_openai, "backoff_s": "0.01", "max_retries": "0"}
+    with pytest.raises(ConfigError, match="gpt-image-1 takes no response_format"):
+        build_adapter("openai", {**base, "image_model": "gpt-image-1", "response_format": "b64_json"})
+    with pytest.raises(ConfigError, match="dall-e-3 takes one of standard, hd, not quality='high'"):
+        build_adapter("openai", {**base, "image_model": "dall-e-3", "quality": "high"})
+    with pytest.raises(ConfigError, match="dall-e-2 takes no style"):
+        build_adapter("openai", {**base, "image_model": "dall-e-2", "style": "vivid"})
+    with pytest.raises(ConfigError, match="reads images from b64_json"):
+        build_adapter("openai", {**base, "response_format": "url"})
+    adapter = build_adapter("openai", {**base, "image_model": "gpt-image-1"})
+    with pytest.raises(ValueError, match="gpt-image-1 generates only 1024x1024, 1536x1024, 1024x1536, not 512x512"):
+        adapter.generate(["p"], seeds=[1], size=(512, 512))
+    assert FakeOpenAI.calls == []
+    # the server side of the same rules: yesterday's request (response_format to gpt-image-1) is refused
+    FakeOpenAI.fail_first = {}
+    try:
+        with pytest.raises(HttpError, match="Unknown parameter: 'response_format'"):
+            request_json(fake_openai + "/images/generations",
+                         {"model": "gpt-image-1", "prompt": "p", "n": 1, "size": "1024x1024", "response_format": "b64_json"},
+                         headers={"Authorization": "Bearer sk-test"}, retry=RetryPolicy(0, 0.01, 0.01))
+    finally:
+        FakeOpenAI.fail_first = {"/v1/chat/completions": 429, "/v1/images/generations": 503}
 
 
 def test_openai_errors(monkeypatch, fake_openai):

@@ -108,3 +108,41 @@ def test_doctor_is_eval_dry_run(folder, tmp_path, nothing_loads, capsys):
     code = _run(["doctor", "--model", "mock", "--data", str(folder), "--metrics", "ssim"])
     assert code == 0
     assert "3 samples" in capsys.readouterr().out
+
+
+def test_plan_fingerprint_is_the_one_the_run_records(tmp_path):
+    """The dry run's fingerprint of an in-memory dataset (Shapes) equals the one a real run
+    records, and says how it stands against the Shapes track's pin."""
+    from unified_bench.results import read_report
+    from unified_bench.runner.config import EvalConfig
+    from unified_bench.runner.eval import run_eval
+    from unified_bench.runner.plan import plan_eval
+    from unified_bench.scoring import ScoringConfig
+
+    config = EvalConfig(model="mock", data="shapes", out=tmp_path / "run", metrics=["ssim"], limit=3,
+                        scoring=ScoringConfig(metrics=(), cache_dir=tmp_path / "cache"))
+    plan = plan_eval(config)
+    run_eval(config)
+    recorded = read_report(tmp_path / "run" / "results.json").record.dataset.fingerprint()
+    assert plan.fingerprint is not None and plan.fingerprint == recorded
+    assert "track shapes: differs from the pinned 52a5e522d2b6 (3 samples here" in plan.fingerprint_status
+
+
+def test_plan_fingerprint_of_a_folder_and_of_an_unpinned_official_set(folder, tmp_path, nothing_loads, monkeypatch):
+    import hashlib
+
+    from unified_bench.runner.config import EvalConfig
+    from unified_bench.runner.plan import plan_eval
+
+    plan = plan_eval(EvalConfig(model="mock", data=str(folder), out=tmp_path / "run", metrics=["ssim"]))
+    lines = "".join(f"{p.stem}\t{hashlib.sha256(p.read_bytes()).hexdigest()}\n" for p in sorted(folder.iterdir()))
+    assert plan.fingerprint == hashlib.sha256(lines.encode()).hexdigest()
+    assert plan.fingerprint_status == "no leaderboard track ranks this dataset"
+    noise = tmp_path / "noise"
+    noise.mkdir()
+    for i in range(100):
+        Image.frombytes("RGB", (8, 8), bytes((i * 7 + j) % 256 for j in range(192))).save(noise / f"{i}.png")
+    monkeypatch.setenv("UNIFIED_BENCH_OFFICIAL_DIR", str(noise))
+    plan = plan_eval(EvalConfig(model="mock", data="official", out=tmp_path / "run2", metrics=["ssim"]))
+    assert plan.samples == 100 and plan.fingerprint is not None
+    assert "track unified-bench: nothing pinned yet, rows show 'dataset not verified'" in plan.fingerprint_status

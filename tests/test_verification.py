@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import hashlib
 import io
 import json
 import shutil
@@ -88,6 +89,10 @@ def test_noise_run_is_unverified_and_unranked(noise):
     assert set(row["metrics"]) == set(PAPER_CHECKPOINTS)
     assert {"value", "ci95_low", "ci95_high", "n"} <= set(row["metrics"]["clip"])
     assert row["model"] == "mock" and row["label"] == "mock"
+    # the runner records the weights hash of every metric it loaded (what the weights check reads)
+    recorded = {m["name"]: m for m in json.loads((noise["run"] / "results.json").read_text())["run"]["metrics"]}
+    assert set(recorded) == set(PAPER_CHECKPOINTS) and all(m["revision"].startswith("sha256:") for m in recorded.values())
+    assert recorded["longclip"]["revision"] == "sha256:" + hashlib.sha256(noise["ckpt"]["longclip"].read_bytes()).hexdigest()
     # the paper's reported UAE keeps its mark and is listed above the unverified run, unranked
     assert [r["status"] for r in ub["rows"]] == ["reported", "unverified"]
     assert ub["rows"][0]["label"] == "UAE" and ub["rows"][0]["rank"] is None

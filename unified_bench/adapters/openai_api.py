@@ -2,8 +2,11 @@
 
 Captioning posts the image as a base64 PNG data URL to ``/chat/completions`` with the
 protocol's instruction; generation calls ``/images/generations`` and reads ``b64_json``.
-The key is read from an environment variable (never from a flag, so it stays out of shell
-history and run records). Hosted APIs are not deterministic: the per-sample seed is sent
+Each known image model gets only the parameters it accepts (``IMAGE_MODELS``: gpt-image
+models take no ``response_format`` and always answer base64; dall-e models take it; sizes,
+qualities and styles differ); a model the table does not know (one served by vLLM or a gateway)
+gets the parameters as configured. The key is read from an environment variable (never from a
+flag, so it stays out of shell history and run records). Hosted APIs are not deterministic: the per-sample seed is sent
 where the API accepts one, but equal seeds need not give equal outputs.
 """
 
@@ -22,6 +25,31 @@ from unified_bench.core.protocol import ExecutedCaption, ExecutedGeneration
 from unified_bench.core.images import to_rgb
 
 
+@dataclass(frozen=True)
+class ImageModelRules:
+    """What one images model accepts in ``/images/generations`` (OpenAI's API reference)."""
+
+    response_format: bool  # takes response_format; False: always answers b64_json, rejects the field
+    sizes: tuple[str, ...]
+    qualities: tuple[str, ...]
+    styles: tuple[str, ...] = ()  # empty: the model takes no style
+
+
+IMAGE_MODELS: dict[str, ImageModelRules] = {
+    "dall-e-2": ImageModelRules(True, ("256x256", "512x512", "1024x1024"), ("standard",)),
+    "dall-e-3": ImageModelRules(True, ("1024x1024", "1792x1024", "1024x1792"), ("standard", "hd"), ("vivid", "natural")),
+    # gpt-image-1, gpt-image-1-mini, gpt-image-1.5, ...: one family, one set of rules
+    "gpt-image": ImageModelRules(False, ("1024x1024", "1536x1024", "1024x1536", "auto"), ("low", "medium", "high", "auto")),
+}
+
+
+def image_model_rules(model: str) -> ImageModelRules | None:
+    """The rules of a known images model, None for one the table does not know."""
+    if model in IMAGE_MODELS:
+        return IMAGE_MODELS[model]
+    return IMAGE_MODELS["gpt-image"] if model.startswith("gpt-image-") else None
+
+
 @dataclass
 class OpenAIConfig:
     base_url: str = field(default="https://api.openai.com/v1", metadata={"help": "API root, e.g. http://localhost:8000/v1 for vLLM"})
@@ -31,8 +59,12 @@ class OpenAIConfig:
     temperature: float = field(default=0.7, metadata={"help": "caption sampling temperature (paper: 0.7)"})
     max_tokens: int = field(default=512, metadata={"help": "caption length cap (paper: 512 new tokens)"})
     send_seed: bool = field(default=True, metadata={"help": "send the per-sample seed with chat requests"})
-    response_format: str = field(default="b64_json", metadata={"help": "images API response_format ('' to omit, e.g. for gpt-image-1)"})
-    quality: str = field(default="", metadata={"help": "images API quality ('' to omit)"})
+    response_format: str = field(
+        default="auto",
+        metadata={"help": "images API response_format: 'auto' sends b64_json to models that take it (dall-e, unknown) and nothing to gpt-image; 'b64_json'; '' to omit"},
+    )
+    quality: str = field(default="", metadata={"help": "images API quality ('' to omit; checked against the model's accepted values)"})
+    style: str = field(default="", metadata={"help": "images API style, dall-e-3 only: vivid or natural ('' to omit)"})
     timeout_s: float = field(default=120.0, metadata={"help": "per-request timeout"})
     max_retries: int = field(default=5, metadata={"help": "retries on 429/5xx/connection errors"})
     backoff_s: float = field(default=1.0, metadata={"help": "first retry delay; doubles each retry, with jitter"})
@@ -64,6 +96,40 @@ class OpenAIAdapter(Adapter):
             needs=(f"env:{self.config.api_key_env}",) if self.config.api_key_env else (),
         )
         self._retry = RetryPolicy(self.config.max_retries, self.config.backoff_s, self.config.max_backoff_s)
+        self._rules = image_model_rules(self.config.image_model)
+        self._image_params = self._check_image_params()
+
+    def _check_image_params(self) -> dict[str, str]:
+        """The fixed images-request parameters the model accepts; a configured one it does not
+        accept is a ConfigError naming what it takes, before any request is sent."""
+        model, rules, config = self.config.image_model, self._rules, self.config
+        if config.response_format not in ("auto", "b64_json", ""):
+            raise ConfigError(
+                f"openai adapter: response_format={config.response_format!r}: the adapter reads images from "
+                "b64_json; use 'auto' (default), 'b64_json' or '' to omit it"
+            )
+        params: dict[str, str] = {}
+        if config.response_format == "auto":
+            if rules is None or rules.response_format:
+                params["response_format"] = "b64_json"
+        elif config.response_format:
+            if rules is not None and not rules.response_format:
+                raise ConfigError(
+                    f"openai adapter: {model} takes no response_format (it always answers b64_json); "
+                    "drop --model-arg response_format, or set it to auto"
+                )
+            params["response_format"] = config.response_format
+        for name, value, accepted in (
+            ("quality", config.quality, rules.qualities if rules else None),
+            ("style", config.style, rules.styles if rules else None),
+        ):
+            if not value:
+                continue
+            if accepted is not None and value not in accepted:
+                takes = f"one of {', '.join(accepted)}" if accepted else f"no {name}"
+                raise ConfigError(f"openai adapter: {model} takes {takes}, not {name}={value!r}; pass --model-arg {name}=...")
+            params[name] = value
+        return params
 
     def _post(self, path: str, payload: dict) -> dict:
         headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
@@ -114,10 +180,12 @@ class OpenAIAdapter(Adapter):
         payload: dict = {"model": self.config.image_model, "prompt": prompt, "n": 1}
         if size:
             payload["size"] = f"{size[0]}x{size[1]}"
-        if self.config.response_format:
-            payload["response_format"] = self.config.response_format
-        if self.config.quality:
-            payload["quality"] = self.config.quality
+            if self._rules is not None and payload["size"] not in self._rules.sizes:
+                raise ValueError(
+                    f"{self.config.image_model} generates only {', '.join(s for s in self._rules.sizes if s != 'auto')}, "
+                    f"not {payload['size']}; pass --size with one of them"
+                )
+        payload.update(self._image_params)
         answer = self._post("/images/generations", payload)
         try:
             encoded = answer["data"][0]["b64_json"]
@@ -139,11 +207,10 @@ class OpenAIAdapter(Adapter):
 
     def generation_settings(self, size: tuple[int, int] | None) -> ExecutedGeneration:
         """What each images request sends: the model, the size (None when no size is sent:
-        the server's default applies) and the quality; steps, guidance, scheduler and dtype
-        are the service's and not reported."""
-        extra: dict = {"model": self.config.image_model}
-        if self.config.quality:
-            extra["quality"] = self.config.quality
+        the server's default applies) and the model's accepted parameters (quality, style,
+        response_format) as sent; steps, guidance, scheduler and dtype are the service's and
+        not reported."""
+        extra: dict = {"model": self.config.image_model, **self._image_params}
         width, height = (int(size[0]), int(size[1])) if size else (None, None)
         return ExecutedGeneration(width=width, height=height, extra=extra)
 

@@ -257,6 +257,7 @@ def print_plan(plan) -> None:  # noqa: ANN001 (an EvalPlan; imported lazily)
     table.add_row("adapter", escape(f"{plan.model} -> {plan.adapter}  {args}"))
     table.add_row("protocol", escape(plan.protocol))
     table.add_row("dataset", escape(f"{plan.dataset}: {plan.samples} samples at {plan.dataset_location}"))
+    table.add_row("fingerprint", escape(f"{plan.fingerprint[:12] if plan.fingerprint else '-'}: {plan.fingerprint_status}"))
     layout = "/".join(str(n) for n in plan.layout)
     table.add_row("shards", escape(f"{plan.shards_planned}; samples per shard {layout}; this command runs {sum(s.samples for s in plan.shards)}"))
     table.add_row(

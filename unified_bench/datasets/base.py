@@ -39,6 +39,32 @@ class Sample:
             raise ValueError(f"sample id {self.sample_id!r} is not a safe file name; use safe_sample_id()")
 
 
+def encode_reference(sample: Sample) -> tuple[bytes, str]:
+    """An in-memory reference as the file the runner writes for it: ``(bytes, suffix)``.
+
+    An image is saved as PNG; encoded bytes are kept as given, with their format's suffix
+    (``.bin`` when Pillow cannot tell, so loading reports it as unreadable). The SHA-256 of
+    these bytes is the reference hash the run records.
+    """
+    from io import BytesIO
+
+    from unified_bench.core.errors import ImageLoadError
+
+    data = sample.image() if callable(sample.image) else sample.image
+    if isinstance(data, Image.Image):
+        buffer = BytesIO()
+        data.save(buffer, format="PNG")
+        return buffer.getvalue(), ".png"
+    if isinstance(data, (bytes, bytearray)):
+        payload = bytes(data)
+        try:
+            with Image.open(BytesIO(payload)) as probe:
+                return payload, "." + (probe.format or "png").lower().replace("jpeg", "jpg")
+        except Exception:
+            return payload, ".bin"
+    raise ImageLoadError(f"sample {sample.sample_id}: dataset gave {type(data).__name__}, not an image")
+
+
 @dataclass
 class EvalDataset:
     """A named list of samples plus the metrics it is meant to be scored with."""

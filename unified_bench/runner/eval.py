@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from rich.console import Console
 
 from unified_bench.adapters.base import Adapter, SampleOutcome, check_captions, check_images
 from unified_bench.adapters.registry import AdapterSpec, instantiate, prepare
-from unified_bench.datasets.base import EvalDataset, Sample, natural_key
+from unified_bench.datasets.base import EvalDataset, Sample, encode_reference, natural_key
 from unified_bench.core.errors import ConfigError, ImageLoadError, UnifiedBenchError
 from unified_bench.core.images import file_sha256, load_image
 from unified_bench.core.progress import progress_bar
@@ -482,20 +481,7 @@ def _load_reference(item: _Item, store: RunStore) -> None:
 
 
 def _materialise(sample: Sample, store: RunStore) -> Path:
-    data = sample.image() if callable(sample.image) else sample.image
-    if isinstance(data, Image.Image):
-        buffer = BytesIO()
-        data.save(buffer, format="PNG")
-        payload, suffix = buffer.getvalue(), ".png"
-    elif isinstance(data, (bytes, bytearray)):
-        payload = bytes(data)
-        try:
-            with Image.open(BytesIO(payload)) as probe:
-                suffix = "." + (probe.format or "png").lower().replace("jpeg", "jpg")
-        except Exception:
-            suffix = ".bin"  # load_image will report it as unreadable
-    else:
-        raise ImageLoadError(f"sample {sample.sample_id}: dataset gave {type(data).__name__}, not an image")
+    payload, suffix = encode_reference(sample)
     path = store.refs_dir / f"{sample.sample_id}{suffix}"
     if not path.exists() or path.read_bytes() != payload:
         store.write_bytes(path, payload)

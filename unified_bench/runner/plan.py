@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unified_bench.core.errors import ConfigError, DatasetError
+from unified_bench.core.errors import ConfigError, DatasetError, UnifiedBenchError
 from unified_bench.runner.config import EvalConfig
 from unified_bench.runner.distributed import ShardSpec, detect_process_group
 
@@ -58,6 +58,10 @@ class EvalPlan:
     cuda: bool
     gpus: int
     notes: list[str] = field(default_factory=list)
+    #: the set's fingerprint (None: not computable here, e.g. the official set not downloaded)
+    fingerprint: str | None = None
+    #: the fingerprint against what the leaderboard's tracks pin for this dataset, one line
+    fingerprint_status: str = ""
 
     @property
     def caption_calls(self) -> int:
@@ -99,6 +103,8 @@ def plan_eval(config: EvalConfig) -> EvalPlan:
     all_ids = [s.sample_id for s in dataset.samples]
     if not all_ids:
         raise DatasetError(f"--data {config.data!r} has no samples; point it at a folder of images or a dataset name")
+
+    fingerprint, fingerprint_status = _fingerprint_status(dataset, all_ids)
 
     # shards
     group = detect_process_group()
@@ -143,7 +149,52 @@ def plan_eval(config: EvalConfig) -> EvalPlan:
         cuda=cuda,
         gpus=gpus,
         notes=notes,
+        fingerprint=fingerprint,
+        fingerprint_status=fingerprint_status,
     )
+
+
+def _fingerprint_status(dataset: Any, ids: list[str]) -> tuple[str | None, str]:
+    """The fingerprint the run will record (one SHA-256 over the sorted ids and reference
+    hashes) and how it stands against each leaderboard track that ranks this dataset."""
+    import hashlib
+
+    from unified_bench.core.images import file_sha256
+    from unified_bench.datasets.base import encode_reference
+    from unified_bench.leaderboard.tracks import TRACKS
+    from unified_bench.results.record import dataset_fingerprint
+
+    tracks = [t for t in TRACKS if t.dataset == dataset.name or (t.shapes and dataset.name.lower().startswith("shapes"))]
+    samples = list(dataset.samples)
+    if samples and all(isinstance(s, _Id) for s in samples):
+        return None, "computed after the download (the set is not here yet)"
+    hashes: dict[str, str | None] = {}
+    for sample in samples:  # the hashes the runner records: the file, or the bytes it writes to refs/
+        try:
+            if sample.reference is not None:
+                hashes[sample.sample_id] = file_sha256(sample.reference)
+            else:
+                hashes[sample.sample_id] = hashlib.sha256(encode_reference(sample)[0]).hexdigest()
+        except (OSError, UnifiedBenchError):
+            hashes[sample.sample_id] = None
+    fingerprint = dataset_fingerprint(hashes)
+    if fingerprint is None:
+        return None, "not computable (a reference cannot be read; eval reports it per sample)"
+    if not tracks:
+        return fingerprint, "no leaderboard track ranks this dataset"
+    parts = []
+    for track in tracks:
+        pinned = track.pinned_fingerprint()
+        if pinned is None:
+            parts.append(f"track {track.slug}: nothing pinned yet, rows show 'dataset not verified'")
+        elif pinned == fingerprint:
+            parts.append(f"track {track.slug}: matches the pinned set")
+        else:
+            parts.append(
+                f"track {track.slug}: differs from the pinned {pinned[:12]} ({len(ids)} samples here; "
+                "the run will not be verified there)"
+            )
+    return fingerprint, "; ".join(parts)
 
 
 def _cuda() -> tuple[bool, int]:
