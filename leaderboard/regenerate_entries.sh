@@ -11,14 +11,14 @@ backup=${1:-$(mktemp -d)}
 mkdir -p "$backup"
 echo "previous entries: $backup"
 
-for row in "shapes-oracle-long:shapes-oracle:--model-arg detail=long" \
-           "shapes-oracle-short:shapes-oracle:--model-arg detail=short" \
-           "blank:blank:"; do
-  IFS=: read -r name model args <<<"$row"
+for row in "shapes-oracle-long:shapes-oracle:--model-arg detail=long:shapes-oracle (long captions)" \
+           "shapes-oracle-short:shapes-oracle:--model-arg detail=short:shapes-oracle (short captions)" \
+           "blank:blank::blank"; do
+  IFS=: read -r name model args label <<<"$row"
   mv "$entries/$name" "$backup/$name"
   # shellcheck disable=SC2086
   unified-bench eval --model "$model" $args --data shapes --limit 200 --batch-size 50 \
-    --out "$entries/$name" --no-progress
+    --name "$label" --out "$entries/$name" --no-progress
 done
 
 # the Unified-GRPO stages of the shipped uae-tiny, with the training curves their runs carry
