@@ -38,7 +38,7 @@ PAPER_CHECKPOINTS = {
 }
 
 
-def cli(args: list[str], tmp: Path, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def cli(args: list[str], tmp: Path, env: dict[str, str] | None = None, timeout: float = 1200) -> subprocess.CompletedProcess:
     full = cli_env(tmp)
     full.update(env or {})
     result = subprocess.run([sys.executable, "-m", "unified_bench", *args], capture_output=True, text=True, timeout=timeout, env=full)
