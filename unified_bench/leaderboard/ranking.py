@@ -113,6 +113,55 @@ def _label(entry: RunEntry) -> str:
     return f"{entry.model_name} (run {entry.run_id[:12]})"
 
 
+@dataclass
+class _Pool:
+    """The rows that can be compared: complete track scores on the largest shared sample set."""
+
+    group: list[RunEntry]
+    samples: int | None
+    columns: dict[str, dict[str, list[float | None]]]
+    notes: dict[str, str]  # run id -> why it is left out
+
+
+def _pool(track: Track, entries: Sequence[RunEntry]) -> _Pool:
+    parts = score_parts(track)
+    notes: dict[str, str] = {}
+    groups: dict[tuple, list[RunEntry]] = defaultdict(list)
+    columns: dict[str, dict[str, list[float | None]]] = {}
+    for entry in sorted(entries, key=lambda e: e.run_id):
+        signature = sample_signature(entry)
+        columns[entry.run_id], note = _columns(entry, parts)
+        if signature is None:
+            note = "not ranked: reference hashes are missing, so its samples cannot be matched with other rows'"
+        if note is not None:
+            notes[entry.run_id] = note
+        else:
+            groups[signature].append(entry)
+    if not groups:
+        return _Pool([], track.pinned_size(), columns, notes)
+    # verified rows are on the track's pinned samples; anything else is set apart, never mixed in
+    signature = max(groups, key=lambda s: (len(groups[s]), len(s), s))
+    group = groups.pop(signature)
+    for others in groups.values():
+        for entry in others:
+            notes[entry.run_id] = f"not ranked: scored on other samples than the {len(group)} other verified row(s)"
+    return _Pool(group, len(signature), columns, notes)
+
+
+def _per_sample(pool: _Pool) -> dict[str, np.ndarray]:
+    """Each pooled row's per-sample track score (points)."""
+    return {e.run_id: per_sample_statistic(pool.columns[e.run_id], mean_of_means, scale=SCALE) for e in pool.group}
+
+
+def track_resolution(
+    track: Track, entries: Sequence[RunEntry], *, power: float = DEFAULT_POWER, alpha: float = DEFAULT_ALPHA
+) -> TrackResolution:
+    """What the track's set resolves, pooled over ``entries`` (the board passes its verified rows;
+    docs/statistics.md passes every shipped row)."""
+    pool = _pool(track, entries)
+    return _resolution(pool.samples, list(_per_sample(pool).values()), power, alpha)
+
+
 def rank_runs(
     track: Track,
     entries: Sequence[RunEntry],
@@ -123,31 +172,14 @@ def rank_runs(
     seed: int = BOOTSTRAP_SEED,
 ) -> tuple[dict[str, RowRank], TrackResolution]:
     """Ranks of ``entries`` (the track's verified rows with a score) by run id, and the track's resolution."""
-    parts = score_parts(track)
-    out: dict[str, RowRank] = {}
-    groups: dict[tuple, list[RunEntry]] = defaultdict(list)
-    columns: dict[str, dict[str, list[float | None]]] = {}
-    for entry in sorted(entries, key=lambda e: e.run_id):
-        signature = sample_signature(entry)
-        columns[entry.run_id], note = _columns(entry, parts)
-        if signature is None:
-            note = "not ranked: reference hashes are missing, so its samples cannot be matched with other rows'"
-        if note is not None:
-            out[entry.run_id] = RowRank(None, note=note)
-        else:
-            groups[signature].append(entry)
-    if not groups:
-        return out, _resolution(track.pinned_size(), [], power, alpha)
-    # verified rows are on the track's pinned samples; anything else is set apart, never mixed in
-    signature = max(groups, key=lambda s: (len(groups[s]), len(s), s))
-    group = groups.pop(signature)
-    for others in groups.values():
-        for entry in others:
-            out[entry.run_id] = RowRank(None, note=f"not ranked: scored on other samples than the {len(group)} other verified row(s)")
-    n = len(signature)
-    per_sample = {e.run_id: per_sample_statistic(columns[e.run_id], mean_of_means, scale=SCALE) for e in group}
-    resolution = _resolution(n, [per_sample[e.run_id] for e in group], power, alpha)
-    if n < 2:
+    pool = _pool(track, entries)
+    out = {run_id: RowRank(None, note=note) for run_id, note in pool.notes.items()}
+    group, n, columns = pool.group, pool.samples, pool.columns
+    per_sample = _per_sample(pool)
+    resolution = _resolution(n, list(per_sample.values()), power, alpha)
+    if not group:
+        return out, resolution
+    if n is None or n < 2:
         for entry in group:
             out[entry.run_id] = RowRank(None, note=f"not ranked: fewer than 2 samples ({n}); the set separates nothing")
         return out, resolution
