@@ -202,3 +202,27 @@ def test_compare_bad_input_says_so_in_one_line_and_never_prints_nan(tmp_path, ca
         assert exit_info.value.code == 2
         assert "--power/--alpha" in capsys.readouterr().err
 
+
+SHIPPED = "leaderboard/entries/shapes/uae-tiny-rl"
+
+
+def test_compare_of_the_shipped_shapes_stages_prints_the_resolution(monkeypatch, capsys):
+    """Acceptance 3: g4u against u4g, every metric with its difference, CI, p-value, MDE and
+    required n; docs/statistics.md quotes this output as it is."""
+    from runner_helpers import REPO
+
+    monkeypatch.chdir(REPO)
+    main(["compare", f"{SHIPPED}/g4u", f"{SHIPPED}/u4g"])
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header == ["run_a", "run_b", "metric", "n", "a", "b", "difference", "ci_low", "ci_high", "p_value", "mde", "required_n"]
+    rows = {cells[2]: cells for cells in ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])}
+    assert set(rows) == {"shapes-attr", "effnet", "ssim"}
+    for cells in rows.values():
+        assert cells[3] == "200" and all(cells[i] for i in range(4, 12)), cells
+        assert float(cells[10]) > 0 and int(cells[11]) >= 2
+    assert captured.err == ""
+    docs = (REPO / "docs" / "statistics.md").read_text(encoding="utf-8")
+    for line in lines:
+        assert line in docs, f"docs/statistics.md does not quote: {line}"
