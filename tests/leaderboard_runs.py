@@ -232,3 +232,20 @@ def make_world(root: Path) -> dict[str, Any]:
     site = root / "site"
     result = build_site([runs], [REPORTED_ENTRIES], site)
     return {"root": root, "runs": runs, "site": site, "result": result, "refs": refs}
+
+
+def make_verified_run(out: Path, refs: Sequence[Path], **kwargs: Any) -> str:
+    """``make_run`` on the paper protocol, recorded as the Unified-Bench tracks verify it: the
+    registry's default checkpoints and every reference's SHA-256. Returns the dataset fingerprint,
+    which a test pins (``tracks.official_pins``) for the run to be verified."""
+    from unified_bench.metrics import get_spec
+    from unified_bench.results.record import dataset_fingerprint
+
+    make_run(out, refs, **kwargs)
+    data = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    for metric in data["run"]["metrics"]:
+        metric["checkpoint"] = get_spec(metric["name"]).default_checkpoint
+    hashes = {s["sample_id"]: s["reference_sha256"] for s in data["samples"]}
+    data["run"]["dataset"]["reference_sha256"] = hashes
+    (out / "results.json").write_text(json.dumps(data), encoding="utf-8")
+    return dataset_fingerprint(hashes)

@@ -91,7 +91,7 @@ def test_compare_cli_formats(two_runs, capsys):
     main(["compare", str(a_dir), str(b_dir), "--format", "csv"])
     captured = capsys.readouterr()
     lines = captured.out.strip().splitlines()
-    assert lines[0] == "run_a,run_b,metric,n,a,b,difference,ci_low,ci_high,p_value"
+    assert lines[0] == "run_a,run_b,metric,n,a,b,difference,ci_low,ci_high,p_value,mde,required_n"
     assert len(lines) == 3 and lines[1].split(",")[2] == "toy-pair"
     assert "samples: 1 only in B" in captured.err
     main(["compare", str(a_dir), str(b_dir)])
@@ -135,3 +135,94 @@ def test_composite_difference_matches_an_independent_computation(tmp_path):
     assert 0 <= diff.p_value <= 1 and diff.mean > 0
     assert {d.metric: d.n for d in comparison.differences}["clip"] == 7  # the failed sample is left out
     assert comparison.warnings == []
+
+
+# --- resolution: MDE and required n beside each difference ------------------------------------
+
+
+def test_compare_reports_mde_and_required_n_from_the_per_sample_differences(tmp_path):
+    """Each metric's and the composite's MDE and required n, against the per-sample differences
+    taken from the two results.json files (the power functions are checked in test_power.py)."""
+    from leaderboard_runs import PAPER, make_run, write_references
+
+    from unified_bench.core.stats import minimum_detectable_effect, required_samples
+
+    refs = write_references(tmp_path / "refs", 12)
+    a_dir = make_run(tmp_path / "a", refs, model="alpha", run_id="ra", quality=0.6, seed=1)
+    b_dir = make_run(tmp_path / "b", refs, model="beta", run_id="rb", quality=0.63, seed=2)
+    comparison = compare_reports(read_report(a_dir), read_report(b_dir), power=0.9, alpha=0.1)
+    by_metric = {d.metric: d for d in comparison.differences}
+    ra, rb = (json.loads((d / "results.json").read_text()) for d in (a_dir, b_dir))
+    ids = [s["sample_id"] for s in ra["samples"]]
+    a = np.array([[ra["similarities_by_model"][m][i] for i in ids] for m in PAPER])
+    b = np.array([[rb["similarities_by_model"][m][i] for i in ids] for m in PAPER])
+    for name, d in [*zip(PAPER, b - a), ("unified_score", 100 * (b.mean(axis=0) - a.mean(axis=0)))]:
+        res = by_metric[name].resolution
+        assert res.n == 12 and res.sd == pytest.approx(d.std(ddof=1)) and res.note is None
+        assert res.mde == pytest.approx(minimum_detectable_effect(12, power=0.9, alpha=0.1) * d.std(ddof=1))
+        assert res.required_n == required_samples(d.mean() / d.std(ddof=1), power=0.9, alpha=0.1)
+    row = {d["metric"]: d for d in comparison.to_dict()["differences"]}["unified_score"]
+    assert row["mde"] == by_metric["unified_score"].resolution.mde and row["required_n"] >= 2
+    assert comparison.to_dict()["power"] == 0.9 and comparison.notes == []
+
+
+def test_compare_bad_input_says_so_in_one_line_and_never_prints_nan(tmp_path, capsys):
+    """One shared sample, a zero-variance difference, a metric missing from one run."""
+    from leaderboard_runs import make_run, write_references
+
+    refs = write_references(tmp_path / "refs", 6)
+    a_dir = make_run(tmp_path / "a", refs, model="alpha", run_id="ra", quality=0.6, seed=1)
+    one = make_run(tmp_path / "one", refs[:1], model="one", run_id="r1", quality=0.7, seed=3)
+    short = make_run(tmp_path / "short", refs, model="short", run_id="rs", metrics=("clip", "dinov2"), quality=0.7, seed=4)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    data = json.loads((a_dir / "results.json").read_text())
+    data["run"].update(run_id="rcopy", name="copy")
+    (copy / "results.json").write_text(json.dumps(data))  # the same scores: every difference is 0
+
+    main(["compare", str(a_dir), str(one), str(copy), str(short)])
+    captured = capsys.readouterr()
+    assert "nan" not in captured.out.lower() and "nan" not in captured.err.lower()
+    err = [line for line in captured.err.splitlines() if line.strip()]
+    assert "note (one vs alpha): clip: fewer than 2 shared samples (n=1): no power computation" in err
+    assert "note (one vs alpha): unified_score: fewer than 2 shared samples (n=1): no power computation" in err
+    assert "note (copy vs alpha): clip: zero variance: every sample differs by exactly 0; no power computation applies" in err
+    assert "warning (short vs alpha): metrics: not compared, scored in one run only: A dinov3, longclip" in err
+    assert "warning (short vs alpha): composite: unified_score not compared: B lacks dinov3, longclip" in err
+    main(["compare", str(a_dir), str(one), str(copy), str(short), "--format", "json"])
+    out = json.loads(capsys.readouterr().out)  # parsed: valid JSON, no NaN
+    assert {d["metric"]: d["note"] for d in out[0]["differences"]}["clip"].startswith("fewer than 2 shared samples")
+    assert all(d["mde"] is None and d["required_n"] is None for d in out[1]["differences"])
+    assert [d["metric"] for d in out[2]["differences"]] == ["clip", "dinov2"]
+    main(["compare", str(a_dir), str(one), "--format", "csv"])
+    assert "nan" not in capsys.readouterr().out.lower()
+    for bad in (["--power", "0.01"], ["--alpha", "1.5"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["compare", str(a_dir), str(one), *bad])
+        assert exit_info.value.code == 2
+        assert "--power/--alpha" in capsys.readouterr().err
+
+
+SHIPPED = "leaderboard/entries/shapes/uae-tiny-rl"
+
+
+def test_compare_of_the_shipped_shapes_stages_prints_the_resolution(monkeypatch, capsys):
+    """Acceptance 3: g4u against u4g, every metric with its difference, CI, p-value, MDE and
+    required n; docs/statistics.md quotes this output as it is."""
+    from runner_helpers import REPO
+
+    monkeypatch.chdir(REPO)
+    main(["compare", f"{SHIPPED}/g4u", f"{SHIPPED}/u4g"])
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header == ["run_a", "run_b", "metric", "n", "a", "b", "difference", "ci_low", "ci_high", "p_value", "mde", "required_n"]
+    rows = {cells[2]: cells for cells in ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])}
+    assert set(rows) == {"shapes-attr", "effnet", "ssim"}
+    for cells in rows.values():
+        assert cells[3] == "200" and all(cells[i] for i in range(4, 12)), cells
+        assert float(cells[10]) > 0 and int(cells[11]) >= 2
+    assert captured.err == ""
+    docs = (REPO / "docs" / "statistics.md").read_text(encoding="utf-8")
+    for line in lines:
+        assert line in docs, f"docs/statistics.md does not quote: {line}"

@@ -169,27 +169,37 @@ class CompareFormat(str, Enum):
 def compare_cmd(
     runs: Annotated[list[Path], typer.Argument(help="Run directories or results.json files; each after the first is compared to the first.")],
     format: Annotated[CompareFormat, typer.Option("--format", help="md, csv or json.")] = CompareFormat.md,
+    power: Annotated[float, typer.Option("--power", help="Power for the MDE and the required n (paired t-test).")] = 0.8,
+    alpha: Annotated[float, typer.Option("--alpha", help="Two-sided level for the MDE and the required n.")] = 0.05,
 ) -> None:
     """Paired differences B - A per metric and composite score over the samples both runs share
-    (same id and reference image), with 95% bootstrap CIs and permutation p-values."""
+    (same id and reference image), with 95% bootstrap CIs, permutation p-values, and the minimum
+    detectable difference (MDE) and required number of samples at --power and --alpha."""
     import json
 
+    from unified_bench.core.stats import check_power_settings
     from unified_bench.leaderboard.comparison import compare_runs, comparison_frame, report_label
     from unified_bench.results import read_report
 
     if len(runs) < 2:
         raise ConfigError("compare needs at least two runs: unified-bench compare RUN_A RUN_B [RUN_C ...]")
+    try:
+        check_power_settings(power, alpha)
+    except ValueError as err:
+        raise ConfigError(f"--power/--alpha: {err}") from None
     reports = [read_report(path) for path in runs]
     labels = [report_label(r) for r in reports]
     if len(set(labels)) < len(labels):  # the same model twice: tell them apart by path
         labels = [f"{label} ({path})" for label, path in zip(labels, runs)]
-    comparisons = compare_runs(reports, labels)
+    comparisons = compare_runs(reports, labels, power=power, alpha=alpha)
     if format is CompareFormat.json:
         console.print_json(json.dumps([c.to_dict() for c in comparisons], allow_nan=False))
         return
     for comparison in comparisons:
         for warning in comparison.warnings:
             err_console.print(f"warning ({comparison.b} vs {comparison.a}): {warning}", style="yellow", highlight=False, markup=False)
+        for note in comparison.notes:
+            err_console.print(f"note ({comparison.b} vs {comparison.a}): {note}", highlight=False, markup=False)
     table = comparison_frame(comparisons)
     if format is CompareFormat.csv:
         text = table.to_csv(index=False)

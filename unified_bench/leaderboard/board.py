@@ -1,33 +1,53 @@
 """The board as data: per track, the rows in table order with their verification status, rank
-and scores. The site's track tables, ``leaderboard.json`` and ``unified-bench table`` all come
-from :func:`track_rows`, so they cannot disagree.
+and scores, and what the track's sample set resolves. The site's track tables,
+``leaderboard.json`` and ``unified-bench table`` all come from :func:`track_table`, so they
+cannot disagree.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from unified_bench.leaderboard.entries import LoadOutcome, ReportedEntry, RunEntry, load_entries
+from unified_bench.leaderboard.ranking import TrackResolution, rank_runs
 from unified_bench.leaderboard.tracks import TRACKS, Track, get_track, tracks_for
-from unified_bench.leaderboard.verification import fingerprint_conflicts, verify_run
+from unified_bench.leaderboard.verification import VERIFIED, fingerprint_conflicts, verify_run
 from unified_bench.leaderboard.views import Row, ValueCell, reported_row, run_row, slug, sort_rows
 
 BOARD_FILE = "leaderboard.json"
-BOARD_VERSION = 1
+#: 2: ranks are shared by rows the set cannot separate; rank_upper, rank_note and each track's
+#: resolution were added
+BOARD_VERSION = 2
 TABLE_FORMATS = ("md", "csv", "latex", "json")
 
 
-def track_rows(
+@dataclass
+class TrackTable:
+    """One track's rows in table order and what its sample set resolves."""
+
+    track: Track
+    rows: list[Row]
+    resolution: TrackResolution
+
+    @property
+    def shared_ranks(self) -> set[int]:
+        """Ranks held by more than one row."""
+        ranks = [row.rank for row in self.rows if row.rank is not None]
+        return {rank for rank in ranks if ranks.count(rank) > 1}
+
+
+def track_table(
     track: Track,
     runs: Sequence[RunEntry],
     reported: Sequence[ReportedEntry],
     pages: Mapping[str, str],
     root: str = "../",
-) -> list[Row]:
-    """The rows of one track, verified and ranked (see ``views.sort_rows``)."""
+) -> TrackTable:
+    """The rows of one track, verified, ranked (``leaderboard.ranking``) and sorted (``views.sort_rows``)."""
     checks = {e.run_id: verify_run(e.record, track, errors=len(e.data["errors"])) for e in runs}
     flags = fingerprint_conflicts({rid: v.fingerprint for rid, v in checks.items()}, track)
     rows = []
@@ -36,21 +56,29 @@ def track_rows(
         if entry.run_id in flags:
             row.reasons.append(flags[entry.run_id])
         rows.append(row)
+    rankable = {row.run_id for row in rows if row.status == VERIFIED and row.score.value is not None}
+    ranks, resolution = rank_runs(track, [e for e in runs if e.run_id in rankable])
+    for row in rows:
+        if row.run_id in ranks:
+            place = ranks[row.run_id]
+            row.rank, row.rank_upper, row.rank_note = place.rank, place.upper, place.note
+        elif row.status == VERIFIED:
+            row.rank_note = "not ranked: no track score"
     rows += [reported_row(r, track) for r in reported if r.track == track.slug]
-    return sort_rows(rows)
+    return TrackTable(track, sort_rows(rows), resolution)
 
 
 def pages_for(runs: Sequence[RunEntry]) -> dict[str, str]:
     return {e.run_id: slug(e.model_name, e.run_id) for e in runs}
 
 
-def all_track_rows(loaded: LoadOutcome) -> dict[str, list[Row]]:
+def all_track_tables(loaded: LoadOutcome) -> dict[str, TrackTable]:
     runs = sorted(loaded.runs, key=lambda e: (e.model_name, e.run_id))
     pages = pages_for(runs)
     out = {}
     for track in TRACKS:
         members = [e for e in runs if track in tracks_for(e.run, e.metrics)]
-        out[track.slug] = track_rows(track, members, loaded.reported, pages)
+        out[track.slug] = track_table(track, members, loaded.reported, pages)
     return out
 
 
@@ -61,6 +89,9 @@ def _cell(cell: ValueCell) -> dict[str, Any]:
 def row_json(row: Row, track: Track) -> dict[str, Any]:
     return {
         "rank": row.rank,
+        "rank_lower": row.rank,
+        "rank_upper": row.rank_upper,
+        "rank_note": row.rank_note,
         "status": row.status,
         "reasons": list(row.reasons),
         "model": row.model_id or row.model,
@@ -78,7 +109,8 @@ def row_json(row: Row, track: Track) -> dict[str, Any]:
     }
 
 
-def track_json(track: Track, rows: Sequence[Row]) -> dict[str, Any]:
+def track_json(table: TrackTable) -> dict[str, Any]:
+    track, rows = table.track, table.rows
     return {
         "slug": track.slug,
         "title": track.title,
@@ -89,6 +121,7 @@ def track_json(track: Track, rows: Sequence[Row]) -> dict[str, Any]:
             "samples": track.pinned_size(),
             "weights": {m: _pin_json(track, m) for m in track.metrics},
         },
+        "resolution": table.resolution.to_dict(),
         "rows": [row_json(r, track) for r in rows],
     }
 
@@ -98,24 +131,29 @@ def _pin_json(track: Track, metric: str) -> dict[str, Any]:
     return {"checkpoint": pin.checkpoint, "revision": pin.revision, "sha256": list(pin.sha256)}
 
 
-def board_json(rows_by_track: Mapping[str, Sequence[Row]]) -> dict[str, Any]:
+def board_json(tables: Mapping[str, TrackTable]) -> dict[str, Any]:
     return {
         "board_version": BOARD_VERSION,
-        "note": "Scores x100 with 95% bootstrap CIs. Only verified rows are ranked; reported and "
-        "unverified rows have rank null and say why in 'reasons'.",
-        "tracks": [track_json(t, rows_by_track.get(t.slug, [])) for t in TRACKS],
+        "note": "Scores x100 with 95% bootstrap CIs. Only verified rows are ranked: rank (= rank_lower) "
+        "is 1 + the rows significantly better (paired bootstrap over the shared samples, Holm's "
+        "correction over each row's comparisons), so rows the set cannot separate share it; rank_upper "
+        "is the ranked rows minus those significantly worse. Reported and unverified rows have rank "
+        "null and say why in 'reasons' and 'rank_note'. Each track's 'resolution' is the difference "
+        "its set resolves at the stated power (docs/statistics.md).",
+        "tracks": [track_json(tables[t.slug]) for t in TRACKS if t.slug in tables],
     }
 
 
-def board_text(rows_by_track: Mapping[str, Sequence[Row]]) -> str:
-    return json.dumps(board_json(rows_by_track), indent=2, sort_keys=False, ensure_ascii=False, allow_nan=False) + "\n"
+def board_text(tables: Mapping[str, TrackTable]) -> str:
+    return json.dumps(board_json(tables), indent=2, sort_keys=False, ensure_ascii=False, allow_nan=False) + "\n"
 
 
 # ---- tables for papers and READMEs -----------------------------------------------------------
 
 
 def board_frame(track: Track, rows: Sequence[Row]):
-    """The track table as a pandas DataFrame: one row per board row, numbers x100 rounded to 2."""
+    """The track table as a pandas DataFrame: one row per board row, numbers x100 rounded to 2;
+    ``rank range`` is "2-4" where a row could take several ranks."""
     import pandas as pd
 
     def num(value: float | None) -> float | None:
@@ -128,6 +166,7 @@ def board_frame(track: Track, rows: Sequence[Row]):
     for row in rows:
         rec: dict[str, Any] = {
             "rank": row.rank,
+            "rank range": row.rank_text,
             "model": row.model,
             "status": row.status,
             track.score_label: num(row.score.value),
@@ -136,7 +175,7 @@ def board_frame(track: Track, rows: Sequence[Row]):
         for col, cell in zip(track.columns, row.cells, strict=True):
             rec[col.label] = num(cell.value)
             rec[f"{col.label} CI"] = ci(cell)
-        rec["reasons"] = "; ".join(row.reasons)
+        rec["reasons"] = "; ".join(row.reasons + ([row.rank_note] if row.rank_note else []))
         records.append(rec)
     frame = pd.DataFrame.from_records(records)
     if not records:
@@ -161,10 +200,10 @@ def markdown(frame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_table(track: Track, rows: Sequence[Row], fmt: str) -> str:
+def render_table(table: TrackTable, fmt: str) -> str:
     if fmt == "json":
-        return json.dumps(track_json(track, rows), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-    frame = board_frame(track, rows)
+        return json.dumps(track_json(table), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    frame = board_frame(table.track, table.rows)
     if fmt == "csv":
         return frame.to_csv(index=False)
     if fmt == "latex":
@@ -178,5 +217,4 @@ def table(runs: Sequence[Path], entries: Sequence[Path], track_slug: str, fmt: s
     """``unified-bench table``: load the entries, build the track's rows, render them."""
     track = get_track(track_slug)
     loaded = load_entries([Path(p) for p in runs], [Path(p) for p in entries])
-    rows = all_track_rows(loaded)[track.slug]
-    return render_table(track, rows, fmt), loaded
+    return render_table(all_track_tables(loaded)[track.slug], fmt), loaded

@@ -25,8 +25,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from unified_bench.core.errors import ConfigError
-from unified_bench.leaderboard.board import BOARD_FILE, board_text
-from unified_bench.leaderboard.board import track_rows as board_track_rows
+from unified_bench.leaderboard.board import BOARD_FILE, TrackTable, board_text, track_table
 from unified_bench.leaderboard.comparison import Difference, paired_differences, sample_signature
 from unified_bench.leaderboard.entries import LoadOutcome, Rejection, RunEntry, load_entries
 from unified_bench.leaderboard.thumbnails import Thumbnailer, default_workers
@@ -223,9 +222,11 @@ def _render_all(
         _timed(timings, "render", started)
 
     # track tables
+    tables: dict[str, TrackTable] = {}
     track_rows: dict[str, list[Row]] = {}
     for track in TRACKS:
-        track_rows[track.slug] = board_track_rows(track, on_track[track.slug], loaded.reported, pages, "../")
+        tables[track.slug] = track_table(track, on_track[track.slug], loaded.reported, pages, "../")
+        track_rows[track.slug] = tables[track.slug].rows
         render(
             "track.html.jinja",
             f"tracks/{track.slug}.html",
@@ -233,6 +234,8 @@ def _render_all(
             track.title,
             track=track,
             rows=track_rows[track.slug],
+            resolution=tables[track.slug].resolution,
+            shared_ranks=tables[track.slug].shared_ranks,
             protocol_tree=tree(track.protocol()),
             protocol_text=protocol_summary(track.protocol()),
             comparable=len(compare_data[track.slug]["runs"]),
@@ -247,7 +250,7 @@ def _render_all(
             comparable=len(compare_data[track.slug]["runs"]),
         )
 
-    site.write(BOARD_FILE, board_text(track_rows))
+    site.write(BOARD_FILE, board_text(tables))
 
     # model and run-record pages
     tick = time.perf_counter()

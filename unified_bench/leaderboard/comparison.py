@@ -7,7 +7,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from unified_bench.core.stats import paired_difference_ci, paired_joint_difference, paired_permutation_p
+from unified_bench.core.stats import (
+    DEFAULT_ALPHA,
+    DEFAULT_POWER,
+    PairedPower,
+    paired_difference_ci,
+    paired_joint_difference,
+    paired_permutation_p,
+    paired_power,
+    per_sample_statistic,
+)
 from unified_bench.leaderboard.entries import RunEntry, model_name
 from unified_bench.metrics import EXTENDED_METRICS, PAPER_METRICS
 from unified_bench.results import ScoreReport
@@ -26,6 +35,8 @@ class Difference:
     p_value: float | None = None
     a_mean: float | None = None  # each run's mean over the n pairs used
     b_mean: float | None = None
+    #: MDE and required n of the paired t-test (computed only where asked for: ``power=``)
+    resolution: PairedPower | None = None
 
     @property
     def significant(self) -> bool:
@@ -62,21 +73,25 @@ def metric_differences(
     metrics: Sequence[str],
     *,
     p_values: bool = False,
+    power: float | None = None,
+    alpha: float = DEFAULT_ALPHA,
 ) -> list[Difference]:
-    """Per-metric paired differences b - a over ``ids`` (samples where both scored)."""
+    """Per-metric paired differences b - a over ``ids`` (samples where both scored); with
+    ``power``, each one's MDE and required n at that power and ``alpha``."""
     out = []
     for metric in metrics:
         xs = [a_scores[i].get(metric) for i in ids]
         ys = [b_scores[i].get(metric) for i in ids]
         pairs = [(x, y) for x, y in zip(xs, ys, strict=True) if x is not None and y is not None]
+        resolution = None if power is None else paired_power([y - x for x, y in pairs], power=power, alpha=alpha)
         ci = paired_difference_ci(xs, ys)
         if ci is None:
-            out.append(Difference(metric, None, None, None, 0))
+            out.append(Difference(metric, None, None, None, 0, resolution=resolution))
             continue
         p = paired_permutation_p(xs, ys) if p_values else None
         a_mean = sum(x for x, _ in pairs) / len(pairs)
         b_mean = sum(y for _, y in pairs) / len(pairs)
-        out.append(Difference(metric, ci.estimate, ci.low, ci.high, ci.n, p, a_mean, b_mean))
+        out.append(Difference(metric, ci.estimate, ci.low, ci.high, ci.n, p, a_mean, b_mean, resolution))
     return out
 
 
@@ -95,12 +110,21 @@ class RunComparison:
     shared: int
     differences: list[Difference] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    power: float = DEFAULT_POWER
+    alpha: float = DEFAULT_ALPHA
+
+    @property
+    def notes(self) -> list[str]:
+        """One line per difference whose MDE or required n could not be computed, saying why."""
+        return [f"{d.metric}: {d.resolution.note}" for d in self.differences if d.resolution is not None and d.resolution.note]
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "run_a": self.a,
             "run_b": self.b,
             "shared_samples": self.shared,
+            "power": self.power,
+            "alpha": self.alpha,
             "differences": [
                 {
                     "metric": d.metric,
@@ -111,10 +135,15 @@ class RunComparison:
                     "ci_low": d.low,
                     "ci_high": d.high,
                     "p_value": d.p_value,
+                    "mde": None if d.resolution is None else d.resolution.mde,
+                    "required_n": None if d.resolution is None else d.resolution.required_n,
+                    "sd_difference": None if d.resolution is None else d.resolution.sd,
+                    "note": None if d.resolution is None else d.resolution.note,
                 }
                 for d in self.differences
             ],
             "warnings": list(self.warnings),
+            "notes": self.notes,
         }
 
 
@@ -138,10 +167,18 @@ def _scores(report: ScoreReport) -> dict[str, dict[str, float | None]]:
     return out
 
 
-def compare_reports(a: ScoreReport, b: ScoreReport, *, a_label: str | None = None, b_label: str | None = None) -> RunComparison:
+def compare_reports(
+    a: ScoreReport,
+    b: ScoreReport,
+    *,
+    a_label: str | None = None,
+    b_label: str | None = None,
+    power: float = DEFAULT_POWER,
+    alpha: float = DEFAULT_ALPHA,
+) -> RunComparison:
     """``b`` - ``a`` per metric they share and per composite both can have, with paired-bootstrap
-    95% CIs and permutation p-values; one warning per difference in samples, dataset, executed
-    protocol or metric weights."""
+    95% CIs, permutation p-values, and the MDE and required n of the paired t-test at ``power`` and
+    ``alpha``; one warning per difference in samples, dataset, executed protocol or metric weights."""
     a_label = a_label or report_label(a)
     b_label = b_label or report_label(b)
     ha, hb = _reference_hashes(a), _reference_hashes(b)
@@ -158,21 +195,36 @@ def compare_reports(a: ScoreReport, b: ScoreReport, *, a_label: str | None = Non
             "metrics: not compared, scored in one run only: "
             + "; ".join(f"{side} {', '.join(names)}" for side, names in (("A", only_a), ("B", only_b)) if names)
         )
+    for key, names in COMPOSITES:  # a composite one run has and the other cannot
+        lacking = {side: [m for m in names if m not in have] for side, have in (("A", set(a_metrics)), ("B", b_metrics))}
+        if any(not missing for missing in lacking.values()) and any(lacking.values()):
+            side = "A" if lacking["A"] else "B"
+            warnings.append(f"composite: {key} not compared: {side} lacks {', '.join(lacking[side])}")
     a_scores, b_scores = _scores(a), _scores(b)
-    differences = metric_differences(ids, a_scores, b_scores, shared_metrics, p_values=True)
+    differences = metric_differences(ids, a_scores, b_scores, shared_metrics, p_values=True, power=power, alpha=alpha)
     for key, names in COMPOSITES:
         if not ids or not all(name in shared_metrics for name in names):
             continue
         a_cols = {name: [a_scores[i][name] for i in ids] for name in names}
         b_cols = {name: [b_scores[i][name] for i in ids] for name in names}
-        result = paired_joint_difference(a_cols, b_cols, lambda means: sum(means.values()) / len(means), scale=100.0)
+        # the composite's per-sample difference, over samples with every metric in both runs
+        per_sample = per_sample_statistic(b_cols, mean_of_means, scale=100.0) - per_sample_statistic(a_cols, mean_of_means, scale=100.0)
+        resolution = paired_power(per_sample.tolist(), power=power, alpha=alpha)
+        result = paired_joint_difference(a_cols, b_cols, mean_of_means, scale=100.0)
         if result is None:
-            differences.append(Difference(key, None, None, None, 0))
+            differences.append(Difference(key, None, None, None, 0, resolution=resolution))
             continue
         interval, p = result
         mean = lambda cols: 100.0 * sum(_nanmean(v) for v in cols.values()) / len(cols)  # noqa: E731
-        differences.append(Difference(key, interval.estimate, interval.low, interval.high, interval.n, p, mean(a_cols), mean(b_cols)))
-    return RunComparison(a_label, b_label, len(ids), differences, warnings)
+        differences.append(
+            Difference(key, interval.estimate, interval.low, interval.high, interval.n, p, mean(a_cols), mean(b_cols), resolution)
+        )
+    return RunComparison(a_label, b_label, len(ids), differences, warnings, power, alpha)
+
+
+def mean_of_means(means: Mapping[str, float]) -> float:
+    """The composite scores (unified, extended): the unweighted mean of the metric means."""
+    return sum(means.values()) / len(means)
 
 
 def _nanmean(values: Sequence[float | None]) -> float:
@@ -242,12 +294,21 @@ def _record_warnings(a: ScoreReport, b: ScoreReport) -> list[str]:
     return warnings
 
 
-def compare_runs(reports: Sequence[ScoreReport], labels: Sequence[str] | None = None) -> list[RunComparison]:
+def compare_runs(
+    reports: Sequence[ScoreReport],
+    labels: Sequence[str] | None = None,
+    *,
+    power: float = DEFAULT_POWER,
+    alpha: float = DEFAULT_ALPHA,
+) -> list[RunComparison]:
     """Each report after the first against the first."""
     if len(reports) < 2:
         raise ValueError("compare needs at least two runs")
     labels = list(labels) if labels is not None else [report_label(r) for r in reports]
-    return [compare_reports(reports[0], other, a_label=labels[0], b_label=label) for other, label in zip(reports[1:], labels[1:])]
+    return [
+        compare_reports(reports[0], other, a_label=labels[0], b_label=label, power=power, alpha=alpha)
+        for other, label in zip(reports[1:], labels[1:])
+    ]
 
 
 def comparison_frame(comparisons: Sequence[RunComparison]):
@@ -255,5 +316,7 @@ def comparison_frame(comparisons: Sequence[RunComparison]):
     import pandas as pd
 
     rows = [{**{k: v for k, v in c.to_dict().items() if k in ("run_a", "run_b")}, **d} for c in comparisons for d in c.to_dict()["differences"]]
-    columns = ["run_a", "run_b", "metric", "n", "a", "b", "difference", "ci_low", "ci_high", "p_value"]
-    return pd.DataFrame(rows, columns=columns)
+    columns = ["run_a", "run_b", "metric", "n", "a", "b", "difference", "ci_low", "ci_high", "p_value", "mde", "required_n"]
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["required_n"] = frame["required_n"].astype("Int64")  # a count, empty where none applies
+    return frame

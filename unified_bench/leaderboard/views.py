@@ -21,7 +21,8 @@ from markupsafe import Markup
 from unified_bench.leaderboard.entries import ReportedEntry, RunEntry, SampleView, Stat
 from unified_bench.core.protocol import as_executed
 from unified_bench.leaderboard.tracks import ProtocolCheck, Track, check_protocol, check_run, executed_summary, protocol_summary
-from unified_bench.leaderboard.verification import REPORTED, VERIFIED, Verification, verify_run
+from unified_bench.leaderboard.ranking import REPORTED_NOTE
+from unified_bench.leaderboard.verification import REPORTED, Verification, verify_run
 
 MISSING = "—"
 BEST_WORST_COUNT = 3
@@ -148,7 +149,12 @@ class Row:
     #: verified / unverified / reported (leaderboard.verification); only verified rows get a rank
     status: str = "unverified"
     reasons: list[str] = field(default_factory=list)
+    #: 1 + rows significantly better (leaderboard.ranking): rows the set cannot separate share it
     rank: int | None = None
+    #: the worst rank the row could take: ranked rows - rows significantly worse
+    rank_upper: int | None = None
+    #: why a verified or reported row has no rank (None for ranked and unverified rows)
+    rank_note: str | None = None
     fingerprint: str | None = None
     #: the model as recorded (``run.model.name``, else adapter); ``model`` is the display label
     model_id: str | None = None
@@ -157,6 +163,15 @@ class Row:
     def group(self) -> int:
         """Table section: 0 ranked (verified), 1 reported, 2 unranked (unverified)."""
         return {"verified": 0, "reported": 1}.get(self.status, 2)
+
+    @property
+    def rank_text(self) -> str:
+        """The rank cell: "2", or "2-4" where the row could take several ranks."""
+        if self.rank is None:
+            return ""
+        if self.rank_upper is None or self.rank_upper == self.rank:
+            return str(self.rank)
+        return f"{self.rank}-{self.rank_upper}"
 
     @property
     def search_text(self) -> str:
@@ -241,26 +256,20 @@ def reported_row(entry: ReportedEntry, track: Track) -> Row:
         source=entry.source,
         status=REPORTED,
         reasons=["reported elsewhere, not reproduced here: nothing of it can be verified"],
+        rank_note=REPORTED_NOTE,
     )
 
 
 def sort_rows(rows: list[Row]) -> list[Row]:
-    """Verified rows first, ranked 1.. by track score; then reported rows, then unverified ones,
-    both unranked. Within a section: best score first, missing scores last, ties by model name
-    then run id. A verified row without a score is listed but not ranked."""
+    """Verified rows first, by rank (``leaderboard.ranking`` sets it), then the unranked ones;
+    then reported rows, then unverified ones. Within a rank or section: best score first,
+    missing scores last, ties by model name then run id."""
 
     def key(row: Row) -> tuple:
         value = row.score.value
-        return (row.group, value is None, -(value or 0.0), row.model, row.run_id or "", row.source)
+        return (row.group, row.rank is None, row.rank or 0, value is None, -(value or 0.0), row.model, row.run_id or "", row.source)
 
-    ordered = sorted(rows, key=key)
-    rank = 0
-    for row in ordered:
-        row.rank = None
-        if row.status == VERIFIED and row.score.value is not None:
-            rank += 1
-            row.rank = rank
-    return ordered
+    return sorted(rows, key=key)
 
 
 # ---- model pages -----------------------------------------------------------------------------
