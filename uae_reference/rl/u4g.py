@@ -15,9 +15,10 @@ For each training image, read top to bottom:
 3. **Update** (:func:`u4g_step_loss`): for a random ``train_fraction`` of the stochastic steps, the
    current decoder's velocity at ``(x_k, t_k)`` gives the Gaussian of step k; the stored
    ``x_{k+1}`` is scored under it (``sde_step(prev_sample=...)``), the clipped surrogate of its
-   ratio to the rollout's log-probability is the policy loss, and the KL between the policy's
-   and the reference's Gaussians — equal variances, so ``|mean - mean_ref|^2 / (2 std^2)`` —
-   is added with weight ``beta``. Only the decoder's LoRA adapters (or its full weights)
+   ratio to the rollout's log-probability is the policy loss, and the KL term between the
+   policy's and the reference's Gaussians (:func:`uae_reference.rl.sde.sde_step_kl`: the exact
+   KL ``|mean - mean_ref|^2 / (2 g^2 |dt|)``, or Flow-GRPO's ``|dt|`` times smaller term, per
+   ``kl_scale``) is added with weight ``beta``. Only the decoder's LoRA adapters (or its full weights)
    learn; the encoder and projector stay frozen.
 """
 
@@ -34,7 +35,7 @@ from uae_reference.data import ShapesTrainingSet
 from uae_reference.flow import euler_step
 from uae_reference.model import Condition, UAEModel, tensor_to_images
 from uae_reference.rl.config import U4GConfig
-from uae_reference.rl.grpo import clipped_surrogate, gaussian_mean_kl
+from uae_reference.rl.grpo import clipped_surrogate
 from uae_reference.rl.rewards import ReconstructionReward
 from uae_reference.rl.rollout import (
     CAPTION_STREAM,
@@ -48,7 +49,7 @@ from uae_reference.rl.rollout import (
     rollout_seed,
     summarise_captions,
 )
-from uae_reference.rl.sde import per_sample_noise, schedule_t_cap, sde_step
+from uae_reference.rl.sde import per_sample_noise, schedule_t_cap, sde_step, sde_step_kl
 
 
 @dataclass
@@ -219,7 +220,10 @@ def u4g_step_loss(
         mean_ref = sde_step(
             x, v_ref, t, t_next, noise_level=config.noise_level, t_cap=t_cap, prev_sample=x_next, reduce=config.logprob_reduce
         ).mean
-        kl = gaussian_mean_kl(step.mean, mean_ref, step.std, reduce=config.logprob_reduce).mean()
+        kl = sde_step_kl(
+            step.mean, mean_ref, t, t_next, noise_level=config.noise_level, t_cap=t_cap, scale=config.kl_scale,
+            reduce=config.logprob_reduce,
+        ).mean()
         loss = policy_loss + config.beta * kl
     return {
         "loss": loss,
