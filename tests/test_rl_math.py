@@ -413,3 +413,33 @@ def test_flow_grpo_moves_a_learned_flow_towards_the_rewarded_mode_and_kl_holds_i
     held = _right_fraction(_flow_grpo(two_mode_flow, beta=3.0))
     assert free > 0.85, (before, free)
     assert before < held < free, (before, held, free)
+
+
+# --- the rollout stores what it scored -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_rollout_step_scores_the_sample_it_stores(dtype):
+    """A half-precision decoder keeps its trajectory in its own dtype; the old log-probability is
+    that of the stored (rounded) sample, so re-scoring the stored transition gives it exactly.
+    Scoring the float32 sample instead (what the rollout did before) is off by more than
+    Flow-GRPO's whole clip range (1e-4) in bfloat16."""
+    from uae_reference.rl.sde import per_sample_noise
+    from uae_reference.rl.u4g import sde_step_fn
+
+    gen = torch.Generator().manual_seed(0)
+    x, v = (torch.randn(4, 3, 16, 16, generator=gen).to(dtype) for _ in range(2))
+
+    def generators():
+        return [torch.Generator().manual_seed(i) for i in range(4)]
+
+    stored, log_prob = sde_step_fn(0.7, 0.9, "mean")(x, v, 0.8, 0.7, generators())
+    assert stored.dtype == dtype
+    rescored = sde_step(x, v, 0.8, 0.7, noise_level=0.7, t_cap=0.9, prev_sample=stored, reduce="mean").log_prob
+    assert torch.equal(log_prob, rescored)
+    unrounded = sde_step(x, v, 0.8, 0.7, noise_level=0.7, t_cap=0.9, noise=per_sample_noise(x.shape, generators()), reduce="mean")
+    gap = (unrounded.log_prob - rescored).abs().max().item()
+    if dtype == torch.float32:
+        assert gap == 0.0 and torch.equal(unrounded.log_prob, log_prob)  # float32 runs: unchanged to the bit
+    elif dtype == torch.bfloat16:
+        assert gap > 1e-4

@@ -49,7 +49,7 @@ from uae_reference.rl.rollout import (
     rollout_seed,
     summarise_captions,
 )
-from uae_reference.rl.sde import per_sample_noise, schedule_t_cap, sde_step, sde_step_kl
+from uae_reference.rl.sde import gaussian_log_prob, per_sample_noise, schedule_t_cap, sde_step, sde_step_kl
 
 
 @dataclass
@@ -88,7 +88,10 @@ def sde_step_fn(noise_level: float, t_cap: float, reduce: str, stochastic: Seque
             return euler_step(x, v, sigma, sigma_next), torch.zeros(x.shape[0], device=x.device)
         noise = per_sample_noise(x.shape, generators, device=x.device, dtype=torch.float32)
         out = sde_step(x, v, sigma, sigma_next, noise_level=noise_level, t_cap=t_cap, noise=noise, reduce=reduce)
-        return out.sample.to(x.dtype), out.log_prob
+        # The trajectory is stored in the decoder's dtype; the old log-probability must be that of
+        # the stored sample (in float32 the cast is a no-op and this is out.log_prob to the bit).
+        stored = out.sample.to(x.dtype)
+        return stored, gaussian_log_prob(stored.float(), out.mean, out.std, reduce=reduce)
 
     return step
 
