@@ -194,6 +194,7 @@ def g4u_loss(model: UAEModel, rollout: G4URollout, rows: torch.Tensor, advantage
         "kl": masked_mean(kl.detach(), mask),
         "clip_fraction": masked_mean(surrogate.clipped.float(), mask),
         "ratio": masked_mean(surrogate.ratio.detach(), mask),
+        "ratio_deviation": masked_mean((surrogate.ratio.detach() - 1).abs(), mask),
     }
 
 

@@ -234,4 +234,6 @@ def u4g_step_loss(
         "kl": kl.detach(),
         "clip_fraction": surrogate.clipped.float().mean(),
         "ratio": surrogate.ratio.detach().mean(),
+        # the spread the clip acts on (the mean ratio hides it: deviations of both signs cancel)
+        "ratio_deviation": (surrogate.ratio.detach() - 1).abs().mean(),
     }
