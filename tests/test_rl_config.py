@@ -84,3 +84,12 @@ def test_presets_follow_their_sources():
     assert TINY_RL["u4g"].kl_scale == "exact"  # what the shipped uae-tiny was trained with
     for stage in ("g4u", "u4g"):
         assert TINY_RL[stage].reward.metric == "effnet"
+
+
+def test_the_docs_preset_table_is_the_presets():
+    """docs/unified-grpo.md quotes `uae-reference rl help-config --markdown` (regenerate it with --write-doc)."""
+    from uae_reference.rl.config import preset_table_markdown
+    from uae_reference.rl.doc_blocks import read_block
+
+    assert read_block(DOC.read_text(), "rl-presets") == preset_table_markdown()
+    assert "| `kl_scale` | — | exact | — | flow-grpo |" in preset_table_markdown()

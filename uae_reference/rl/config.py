@@ -344,6 +344,39 @@ SMOKE_OVERRIDES: dict[str, Any] = dict(steps=3, prompts_per_step=2, group_size=4
 SMOKE_STAGE_OVERRIDES: dict[str, dict[str, Any]] = {"g4u": dict(reconstruction_steps=2), "u4g": dict(sde_steps=3)}
 
 
+#: fields that say where a run reads and writes, not how it trains (left out of the preset table)
+PLUMBING_FIELDS: tuple[str, ...] = ("stage", "init_from", "output_dir")
+
+
+def _preset_cell(value: Any) -> str:
+    if isinstance(value, LoraSettings):
+        return f"r={value.r}, alpha={value.alpha}" + (f", dropout={value.dropout:g}" if value.dropout else "")
+    if isinstance(value, RewardSettings):
+        return value.metric + (f" ({value.checkpoint})" if value.checkpoint else "")
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(str(v) for v in value) + ")"
+    return str(value)
+
+
+def preset_table_markdown() -> str:
+    """Every field of both stages in the tiny and paper presets, as a Markdown table (the block
+    ``docs/unified-grpo.md`` quotes; ``uae-reference rl help-config --markdown`` prints it)."""
+    names = list(dict.fromkeys(f.name for cls in CONFIG_CLASSES.values() for f in dataclasses.fields(cls)))
+    lines = ["| field | G4U tiny | U4G tiny | G4U paper | U4G paper |", "|---|---|---|---|---|"]
+    for name in names:
+        if name in PLUMBING_FIELDS:
+            continue
+        cells = [
+            _preset_cell(getattr(table[stage], name)) if hasattr(table[stage], name) else "—"
+            for table in (TINY_RL, PAPER_RL)
+            for stage in ("g4u", "u4g")
+        ]
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def rl_config(preset: str, stage: str, *, smoke: bool = False, **overrides: Any) -> RLConfig:
     """The preset's settings for ``stage`` with CI smoke settings and explicit overrides applied."""
     table = {"tiny": TINY_RL, "paper": PAPER_RL}.get(preset)
