@@ -57,6 +57,8 @@ def test_validation():
         U4GConfig(noise_level=0.0)
     with pytest.raises(ConfigError):
         U4GConfig(train_fraction=0.0)
+    with pytest.raises(ConfigError, match="kl_scale"):
+        U4GConfig(kl_scale="dpo")
     with pytest.raises(ConfigError):
         rl_config("tiny", "cold")
     with pytest.raises(ConfigError):
@@ -78,5 +80,16 @@ def test_presets_follow_their_sources():
     u4g = PAPER_RL["u4g"]
     assert (u4g.group_size, u4g.noise_level, u4g.sde_steps, u4g.beta, u4g.clip_low) == (24, 0.7, 10, 0.04, 1e-4)
     assert u4g.lora == LoraSettings(r=32, alpha=64) and u4g.std_scope == "batch"
+    assert u4g.kl_scale == "flow-grpo"  # Flow-GRPO's beta, so Flow-GRPO's KL term
+    assert TINY_RL["u4g"].kl_scale == "exact"  # what the shipped uae-tiny was trained with
     for stage in ("g4u", "u4g"):
         assert TINY_RL[stage].reward.metric == "effnet"
+
+
+def test_the_docs_preset_table_is_the_presets():
+    """docs/unified-grpo.md quotes `uae-reference rl help-config --markdown` (regenerate it with --write-doc)."""
+    from uae_reference.rl.config import preset_table_markdown
+    from uae_reference.rl.doc_blocks import read_block
+
+    assert read_block(DOC.read_text(), "rl-presets") == preset_table_markdown()
+    assert "| `kl_scale` | — | exact | — | flow-grpo |" in preset_table_markdown()

@@ -17,7 +17,10 @@ Two methods exist for reinforcement learning as much as for evaluation:
 - :meth:`UAEModel.sample_captions` draws each caption from ``softmax(logits / T)`` with a
   generator of its own (so a caption depends on its image and seed, not on the batch) and
   returns the per-token log-probabilities of the tokens it drew;
-  :meth:`UAEModel.caption_logprobs` recomputes them differentiably by teacher forcing.
+  :meth:`UAEModel.caption_logprobs` recomputes them differentiably by teacher forcing. With
+  ``exact=True`` (what RL uses) nothing else shapes the distribution: the checkpoint's own
+  ``generation_config`` cannot add a repetition penalty or an n-gram ban, and a guard raises
+  if ``generate`` would run any logits processor besides the sampler.
 - :meth:`UAEModel.sample_latents` is a step-wise sampler whose step function can be replaced
   (the default is the deterministic Euler step of ``FlowMatchEulerDiscreteScheduler``; an SDE
   step with a log-probability plugs in the same way).
@@ -38,6 +41,7 @@ from torch import nn
 
 from uae_reference.flow import NUM_TRAIN_TIMESTEPS, classifier_free_guidance, euler_step, predicted_clean_sample
 from uae_reference.projector import UAEProjector
+from unified_bench.core.errors import ConfigError
 
 SETTINGS_FILE = "uae_config.json"
 
@@ -91,7 +95,8 @@ class CaptionSample:
     token_ids: torch.Tensor
     #: [B, T] 1 for real tokens (up to and including EOS), 0 for padding
     mask: torch.Tensor
-    #: [B, T] log-probabilities of the drawn tokens under softmax(logits / temperature)
+    #: [B, T] log-probabilities of the drawn tokens under softmax(logits / temperature), from the
+    #: raw logits: the distribution the tokens were drawn from when sampled with ``exact=True``
     logprobs: torch.Tensor
     temperature: float
 
@@ -177,6 +182,29 @@ def _forget_call_settings(tokenizer: Any) -> None:
     if backend is not None:
         backend.no_truncation()
         backend.no_padding()
+
+
+class InexactSamplingError(ConfigError):
+    """Sampling would draw from a distribution other than ``softmax(logits / T)``."""
+
+
+#: Generation settings that add a logits processor, each at the value that turns it off. A call
+#: that leaves one of them unset (None) gets the checkpoint's ``generation_config`` value in its
+#: place (transformers fills every unset field from it), so exact sampling sets them all.
+#: The sampling warpers (top-k, top-p, min-p, typical, epsilon, eta) need no entry: they run only
+#: with ``do_sample=True``, and the captioner always passes ``do_sample=False`` (its own
+#: :class:`_PerRowSampler` draws the token).
+NEUTRAL_PROCESSOR_SETTINGS: dict[str, Any] = {
+    "repetition_penalty": 1.0,
+    "encoder_repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0,
+    "min_length": 0,
+    "min_new_tokens": 0,
+    "guidance_scale": 1.0,
+    "renormalize_logits": False,
+    "remove_invalid_values": False,
+}
 
 
 class _PerRowSampler:
@@ -326,8 +354,19 @@ class UAEModel(nn.Module):
         prompt: str | None = None,
         temperature: float | None = None,
         max_new_tokens: int | None = None,
+        exact: bool = False,
     ) -> CaptionSample:
-        """Draw one caption per image (temperature 0: greedy) with per-token log-probabilities."""
+        """Draw one caption per image (temperature 0: greedy) with per-token log-probabilities.
+
+        ``exact=False`` (evaluation, the benchmark adapter) follows the checkpoint's own
+        ``generation_config`` as the official scripts do: a repetition penalty or an n-gram ban
+        it sets shapes the draw (:meth:`caption_sampling_overrides` records them), and the
+        returned log-probabilities, taken from the raw logits, are then not those of the draw.
+        ``exact=True`` (RL) draws from ``softmax(logits / T)`` alone, so the returned and the
+        teacher-forced log-probabilities (:meth:`caption_logprobs`) describe the distribution
+        the tokens came from; it raises :class:`InexactSamplingError` if ``generate`` would run
+        any other logits processor.
+        """
         from transformers import GenerationConfig, LogitsProcessorList
 
         temperature = self.settings.caption_temperature if temperature is None else temperature
@@ -335,11 +374,15 @@ class UAEModel(nn.Module):
         config = GenerationConfig(
             max_new_tokens=max_new_tokens or self.settings.max_caption_tokens,
             do_sample=False,
+            num_beams=1,
             eos_token_id=self.eos_token_id,
             pad_token_id=self.pad_token_id,
             output_logits=True,
             return_dict_in_generate=True,
+            **(NEUTRAL_PROCESSOR_SETTINGS if exact else {}),
         )
+        if exact:
+            self._check_no_logits_processors(config, inputs)
         processors = LogitsProcessorList()
         if temperature > 0:
             generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
@@ -353,6 +396,37 @@ class UAEModel(nn.Module):
         logprobs = torch.log_softmax(logits / scale, dim=-1).gather(-1, token_ids.unsqueeze(-1)).squeeze(-1) * mask
         texts = self.tokenizer.batch_decode(token_ids, skip_special_tokens=True)
         return CaptionSample([t.strip() for t in texts], token_ids, mask, logprobs, temperature)
+
+    def _check_no_logits_processors(self, config: Any, inputs: dict[str, torch.Tensor]) -> None:
+        """Raise unless ``generate(generation_config=config)`` builds no logits processor of its own.
+
+        Asks transformers the way ``generate`` does (the checkpoint's ``generation_config``
+        merged into ``config``, then the processors those settings add) through
+        ``GenerationMixin``'s own preparation methods, so a setting this module does not know
+        of is caught too. They are private; ``tests/test_rl_sampling.py`` pins them.
+        """
+        from transformers import LogitsProcessorList
+
+        encoder = self.encoder
+        merged, _ = encoder._prepare_generation_config(config)
+        encoder._prepare_special_tokens(merged, True, device=inputs["input_ids"].device)
+        active = encoder._get_logits_processor(
+            generation_config=merged,
+            input_ids_seq_length=inputs["input_ids"].shape[-1],
+            encoder_input_ids=inputs["input_ids"],
+            logits_processor=LogitsProcessorList(),
+            device=inputs["input_ids"].device,
+            model_kwargs={"attention_mask": inputs["attention_mask"]},
+        )
+        if len(active):
+            names = ", ".join(type(p).__name__ for p in active)
+            raise InexactSamplingError(
+                f"exact caption sampling would also run {names}, which the encoder's generation_config "
+                f"({self.caption_sampling_overrides() or merged.to_diff_dict()}) adds: the drawn tokens would not "
+                "follow softmax(logits / T), the distribution the RL ratio and KL are computed from. Remove the "
+                "setting from the checkpoint's encoder/generation_config.json, or sample with exact=False "
+                "(evaluation only)."
+            )
 
     # --- encoder LLM: caption -> decoder condition ------------------------------------------
 

@@ -3,6 +3,7 @@
     uae-reference rl train --stage all --init-from uae_reference/checkpoints/uae-tiny --output-dir runs/uae-tiny-rl
     uae-reference rl train --stage g4u --smoke --init-from DIR --output-dir /tmp/g4u
     uae-reference rl evaluate --checkpoint pre-rl=DIR --checkpoint g4u=DIR --checkpoint u4g=DIR --out runs/rl-eval
+    uae-reference rl evidence            # the committed test-split evidence, with look-corrected CIs
     uae-reference rl help-config
 
 Multi-process: ``accelerate launch --multi_gpu --num_processes 2 -m uae_reference.rl.cli train ...``
@@ -186,13 +187,50 @@ def evaluate_cmd(
     console.print(f"report: {out / 'rl_evaluation.json'}")
 
 
+@rl_app.command("evidence")
+def evidence_cmd(
+    folder: Annotated[Optional[Path], typer.Option("--dir", help="Evidence folder (default: docs/evidence/unified-grpo).")] = None,
+    derive_from: Annotated[Optional[Path], typer.Option(help="First write seed-<SEED>/ from this stage-run folder (its <stage>/results.json), e.g. leaderboard/entries/shapes/uae-tiny-rl.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="The training seed of --derive-from's runs.")] = None,
+    resamples: Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")] = 10_000,
+    write_doc: Annotated[Optional[Path], typer.Option(help="Also rewrite the rl-evidence block of this Markdown file (docs/unified-grpo.md).")] = None,
+) -> None:
+    """Per stage and seed, the paired test-split change in Shapes F1 and effnet with 95% and look-corrected CIs; across seeds, mean and spread. Reads the committed evidence files alone."""
+    from uae_reference.rl.doc_blocks import write_block
+    from uae_reference.rl.evidence import EVIDENCE_DIR, derive_seed, evidence_markdown, summarise
+
+    folder = folder or EVIDENCE_DIR
+    if derive_from is not None:
+        if seed is None:
+            raise ConfigError("--derive-from needs --seed: the training seed of those runs")
+        console.print(f"derived {derive_seed(derive_from, folder, seed)}")
+    text = evidence_markdown(summarise(folder, resamples=resamples))
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+    if write_doc is not None:
+        write_block(write_doc, "rl-evidence", text)
+        console.print(f"rewrote the rl-evidence block of {write_doc}")
+
+
 @rl_app.command("help-config")
-def help_config() -> None:
+def help_config(
+    markdown: Annotated[bool, typer.Option(help="Print the presets' values as the Markdown table docs/unified-grpo.md quotes.")] = False,
+    write_doc: Annotated[Optional[Path], typer.Option(help="Rewrite the rl-presets block of this Markdown file (docs/unified-grpo.md).")] = None,
+) -> None:
     """Every field of the G4U and U4G configs, with the tiny and paper values and the field's documentation."""
     from dataclasses import fields
 
     from uae_reference.config import field_docs
-    from uae_reference.rl.config import CONFIG_CLASSES, PAPER_RL, TINY_RL, RLConfig
+    from uae_reference.rl.config import CONFIG_CLASSES, PAPER_RL, TINY_RL, RLConfig, preset_table_markdown
+
+    if markdown or write_doc is not None:
+        text = preset_table_markdown()
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+        if write_doc is not None:
+            from uae_reference.rl.doc_blocks import write_block
+
+            write_block(write_doc, "rl-presets", text)
+            console.print(f"rewrote the rl-presets block of {write_doc}")
+        return
 
     for name, cls in CONFIG_CLASSES.items():
         docs = {**field_docs(RLConfig), **field_docs(cls)}

@@ -23,6 +23,7 @@ from typing import Any
 
 from uae_reference.lora import LoraSettings
 from uae_reference.rl.grpo import NORMALISATIONS, STD_SCOPES
+from uae_reference.rl.sde import KL_SCALES
 from unified_bench.core.errors import ConfigError
 
 RL_STAGES: tuple[str, ...] = ("g4u", "u4g")
@@ -91,7 +92,8 @@ class RLConfig:
     #: PPO clip range on the high side (None: = clip_low). [TRL] None (DAPO suggests 0.28)
     clip_high: float | None = None
     #: weight of the KL penalty to the reference policy. [TRL] 0.0; [GRPO] 0.04;
-    #: [FG-code] 0.04 (GenEval, OCR), 0.01 (PickScore); [UAE] not stated
+    #: [FG-code] 0.04 (GenEval, OCR), 0.01 (PickScore) on its own KL scale (U4G: see kl_scale);
+    #: [UAE] not stated
     beta: float = 0.04
 
     # --- optimisation -------------------------------------------------------------------------
@@ -218,6 +220,12 @@ class U4GConfig(RLConfig):
     #: log-probabilities and KL per dimension ("mean", as Flow-GRPO: keeps the ratio near 1 for
     #: any image size) or the exact sum over dimensions ("sum")
     logprob_reduce: str = "mean"
+    #: which KL term beta weighs, per denoising step (uae_reference.rl.sde.sde_step_kl):
+    #: "exact", |mean - mean_ref|^2 / (2 g(t)^2 |dt|), the KL of the two Gaussians; or
+    #: "flow-grpo", |mean - mean_ref|^2 / (2 g(t)^2), |dt| times smaller, the term [FG-code]'s
+    #: train script adds and its beta (0.04) weighs. beta on the exact scale is beta / |dt| on
+    #: Flow-GRPO's: the tiny preset's 0.04 (exact) is 0.36 on Flow-GRPO's scale (|dt| = 1/9)
+    kl_scale: str = "exact"
     #: classifier-free guidance in rollouts and training (None: the checkpoint's).
     #: [FG-code] 4.5 for SD3.5-M; [tiny] the checkpoint's 1.0 (no unconditional branch)
     guidance_scale: float | None = None
@@ -237,6 +245,8 @@ class U4GConfig(RLConfig):
             raise ConfigError("sde_window_size must be >= 0")
         if self.logprob_reduce not in ("mean", "sum"):
             raise ConfigError("logprob_reduce must be 'mean' or 'sum'")
+        if self.kl_scale not in KL_SCALES:
+            raise ConfigError(f"kl_scale must be one of {', '.join(KL_SCALES)}")
 
 
 CONFIG_CLASSES: dict[str, type[RLConfig]] = {"g4u": G4UConfig, "u4g": U4GConfig}
@@ -282,7 +292,8 @@ TINY_RL: dict[str, RLConfig] = {
         sde_window_range=(0, 5),
         train_fraction=1.0,
         learning_rate=3e-4,
-        beta=0.04,
+        beta=0.04,  # on the exact KL scale, as the shipped uae-tiny was trained: 0.36 on Flow-GRPO's
+        kl_scale="exact",
         clip_low=1e-3,
         std_scope="batch",
         lora=LoraSettings(r=16, alpha=32),
@@ -317,7 +328,8 @@ PAPER_RL: dict[str, RLConfig] = {
         train_fraction=0.99,
         learning_rate=3e-4,
         weight_decay=1e-4,
-        beta=0.04,
+        beta=0.04,  # Flow-GRPO's value, so on Flow-GRPO's KL scale
+        kl_scale="flow-grpo",
         clip_low=1e-4,
         std_scope="batch",
         lora=LoraSettings(r=32, alpha=64),
@@ -330,6 +342,39 @@ PAPER_RL: dict[str, RLConfig] = {
 #: Seconds-scale settings for CI: the same code path, a few steps, tiny batches.
 SMOKE_OVERRIDES: dict[str, Any] = dict(steps=3, prompts_per_step=2, group_size=4, updates_per_step=2, train_samples=64, log_examples=1)
 SMOKE_STAGE_OVERRIDES: dict[str, dict[str, Any]] = {"g4u": dict(reconstruction_steps=2), "u4g": dict(sde_steps=3)}
+
+
+#: fields that say where a run reads and writes, not how it trains (left out of the preset table)
+PLUMBING_FIELDS: tuple[str, ...] = ("stage", "init_from", "output_dir")
+
+
+def _preset_cell(value: Any) -> str:
+    if isinstance(value, LoraSettings):
+        return f"r={value.r}, alpha={value.alpha}" + (f", dropout={value.dropout:g}" if value.dropout else "")
+    if isinstance(value, RewardSettings):
+        return value.metric + (f" ({value.checkpoint})" if value.checkpoint else "")
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(str(v) for v in value) + ")"
+    return str(value)
+
+
+def preset_table_markdown() -> str:
+    """Every field of both stages in the tiny and paper presets, as a Markdown table (the block
+    ``docs/unified-grpo.md`` quotes; ``uae-reference rl help-config --markdown`` prints it)."""
+    names = list(dict.fromkeys(f.name for cls in CONFIG_CLASSES.values() for f in dataclasses.fields(cls)))
+    lines = ["| field | G4U tiny | U4G tiny | G4U paper | U4G paper |", "|---|---|---|---|---|"]
+    for name in names:
+        if name in PLUMBING_FIELDS:
+            continue
+        cells = [
+            _preset_cell(getattr(table[stage], name)) if hasattr(table[stage], name) else "—"
+            for table in (TINY_RL, PAPER_RL)
+            for stage in ("g4u", "u4g")
+        ]
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def rl_config(preset: str, stage: str, *, smoke: bool = False, **overrides: Any) -> RLConfig:

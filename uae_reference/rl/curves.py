@@ -3,7 +3,8 @@
 The columns ``step``, ``reward`` and ``caption_length`` are the ones the leaderboard plots
 (``run.training.curve_csv``); the rest say why the reward moved: its spread within groups,
 what the captions state (attributes per object, share of long captions), how far the policy
-is from its reference (KL), how often the clip bit, and where the time went.
+is from its reference (KL), how often the clip bit and how far the ratio strayed from 1 (its
+mean absolute deviation, which the mean ratio hides), and where the time went.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ LOG_COLUMNS: tuple[str, ...] = (
     "condition_drift",
     "clip_fraction",
     "ratio",
+    "ratio_deviation",
     "loss",
     "policy_loss",
     "grad_norm",

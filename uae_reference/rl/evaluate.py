@@ -3,9 +3,9 @@
 Each checkpoint is run through ``unified-bench eval`` (the runner, as a library call) on the
 Shapes **test** split — captions, reconstructions, ``shapes-attr``, ``effnet`` and ``ssim`` scores in an
 ordinary run directory the leaderboard can read — and consecutive stages are compared per
-sample: the mean paired difference with its paired-bootstrap 95% interval
-(:func:`unified_bench.core.stats.paired_difference_ci`). The runs share sample ids, seeds
-and reference images, so the difference isolates what the stage changed.
+sample: the mean paired difference with its paired percentile-bootstrap 95% interval
+(:func:`paired_bootstrap_ci`, ``scipy.stats.bootstrap`` with ``paired=True``). The runs share
+sample ids, seeds and reference images, so the difference isolates what the stage changed.
 
 Training never sees this split; hyperparameters are not chosen on it.
 """
@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unified_bench.core.stats import paired_difference_ci
+from unified_bench.core.stats import Interval
 
 EVAL_METRICS: tuple[str, ...] = ("shapes-attr", "effnet", "ssim")  # the Shapes track's metrics
 REPORT_FILE = "rl_evaluation.json"
@@ -150,12 +150,57 @@ def per_sample_scores(run_dir: str | Path, metric: str) -> dict[str, float | Non
     return {s.sample_id: v for s, v in zip(report.samples, report.metric(metric).values)}
 
 
+#: resamples and seed of the RL evaluator's paired bootstrap (the same interval for the same scores)
+BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED = 1000, 0
+
+
+def _mean_difference(before, after, axis=-1):
+    import numpy as np
+
+    return np.mean(after - before, axis=axis)
+
+
+def paired_bootstrap_ci(
+    before: Sequence[float | None],
+    after: Sequence[float | None],
+    *,
+    level: float = 0.95,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> Interval | None:
+    """Paired percentile-bootstrap interval of ``mean(after - before)`` over the samples where both
+    are finite (``scipy.stats.bootstrap`` with ``paired=True``: samples resampled as pairs).
+
+    None without pairs; a constant difference (or a single pair) has a zero-width interval.
+    """
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    if len(before) != len(after):
+        raise ValueError("paired samples must have the same length")
+    pairs = np.array([(x, y) for x, y in zip(before, after) if x is not None and y is not None], dtype=np.float64).reshape(-1, 2)
+    pairs = pairs[np.isfinite(pairs).all(axis=1)]
+    if not len(pairs):
+        return None
+    xs, ys = pairs[:, 0], pairs[:, 1]
+    estimate = float(_mean_difference(xs, ys))
+    method = "paired percentile bootstrap (scipy.stats.bootstrap)"
+    if len(pairs) < 2 or np.ptp(ys - xs) == 0:
+        return Interval(estimate, estimate, estimate, len(pairs), level, resamples, method)
+    result = bootstrap(
+        (xs, ys), _mean_difference, paired=True, vectorized=True, n_resamples=resamples, confidence_level=level,
+        method="percentile", rng=np.random.default_rng(seed),
+    )
+    ci = result.confidence_interval
+    return Interval(estimate, float(ci.low), float(ci.high), len(pairs), level, resamples, method)
+
+
 def paired_improvement(before: tuple[str, str | Path], after: tuple[str, str | Path], metric: str) -> Improvement:
     """Paired difference ``after - before`` of ``metric`` over the samples both runs scored."""
     a, b = per_sample_scores(before[1], metric), per_sample_scores(after[1], metric)
     ids = sorted(set(a) & set(b))
     xs, ys = [a[i] for i in ids], [b[i] for i in ids]
-    ci = paired_difference_ci(xs, ys)
+    ci = paired_bootstrap_ci(xs, ys)
     if ci is None:
         return Improvement(before[0], after[0], metric, None, None, None, 0)
     return Improvement(before[0], after[0], metric, ci.estimate, ci.low, ci.high, ci.n)

@@ -3,7 +3,9 @@
 For each training image, read top to bottom:
 
 1. **Rollout** (:func:`g4u_rollout`, no gradient): the encoder samples a group of ``G``
-   captions at temperature ``T`` (each with its own seed); the frozen decoder reconstructs
+   captions from ``softmax(logits / T)`` alone (each with its own seed; ``exact=True``: the
+   checkpoint's own repetition penalty or n-gram ban cannot reshape the draw, so the policy
+   that is scored is the one that sampled); the frozen decoder reconstructs
    every caption with its deterministic Euler sampler, all members of a group from the same
    initial noise (so rewards within a group differ by what the captions say, not by noise);
    the reward is the metric's similarity of reconstruction and original. The sampling
@@ -103,7 +105,10 @@ def g4u_rollout(
     started = time.perf_counter()
     images = encoder_inputs(data, indices).repeat_interleave(group, dim=0)
     seeds = [rollout_seed(config.seed, step, i, g, CAPTION_STREAM) for i in indices for g in range(group)]
-    sample = model.sample_captions(list(images), seeds=seeds, temperature=config.temperature, max_new_tokens=config.max_caption_tokens)
+    # exact: drawn from softmax(logits / T) alone, the distribution the ratio and the KL score
+    sample = model.sample_captions(
+        list(images), seeds=seeds, temperature=config.temperature, max_new_tokens=config.max_caption_tokens, exact=True
+    )
     sample = end_at_special_tokens(model, sample)
     old = _teacher_forced(model, images, sample.token_ids, sample.mask, config.temperature)
     # the reference policy's view of the same captions: token log-probs (KL) and the decoder's
@@ -189,6 +194,7 @@ def g4u_loss(model: UAEModel, rollout: G4URollout, rows: torch.Tensor, advantage
         "kl": masked_mean(kl.detach(), mask),
         "clip_fraction": masked_mean(surrogate.clipped.float(), mask),
         "ratio": masked_mean(surrogate.ratio.detach(), mask),
+        "ratio_deviation": masked_mean((surrogate.ratio.detach() - 1).abs(), mask),
     }
 
 

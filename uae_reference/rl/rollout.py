@@ -4,8 +4,9 @@
   comes from a generator seeded by ``(seed, step, sample index, group member)``, so a rollout
   does not depend on the batch it was drawn in, on the number of processes, or on a resume.
 - **Reference policy.** The KL term compares the policy with the model RL started from.
-  With LoRA that is the same module with its adapters switched off (no copy, as Flow-GRPO
-  does with ``disable_adapter``); without LoRA it is a frozen copy made before training.
+  With LoRA that is the same module with its adapters switched off by peft's own
+  ``disable_adapter()`` (no copy, as Flow-GRPO does); without LoRA it is a frozen copy made
+  before training.
 - **Caption statistics** for the "aha moment": caption length in tokens, and attribute values
   a caption states per object of the true scene, read with the Shapes grammar's parser.
 """
@@ -53,30 +54,6 @@ def rollout_seed(seed: int, step: int, index: int, member: int, stream: int = 0)
 CAPTION_STREAM, NOISE_STREAM, WINDOW_STREAM = 1, 2, 3
 
 
-@contextmanager
-def adapters_disabled(module: nn.Module) -> Iterator[None]:
-    """Run ``module`` without its LoRA adapters (the reference policy), then switch them back on.
-
-    peft's ``enable_adapters(False)`` also clears ``requires_grad`` of the adapter weights;
-    the optimiser and DistributedDataParallel hold those weights, so only the forward switch
-    (``_disable_adapters``, which the LoRA layers read) is flipped here, under ``no_grad``.
-    """
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    layers = [m for m in module.modules() if isinstance(m, BaseTunerLayer)]
-    if not layers:
-        raise ValueError("the module has no LoRA adapters to disable")
-    previous = [layer._disable_adapters for layer in layers]
-    for layer in layers:
-        layer._disable_adapters = True
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        for layer, value in zip(layers, previous):
-            layer._disable_adapters = value
-
-
 class ReferencePolicy:
     """The policy RL started from: adapters switched off, or a frozen copy of the module."""
 
@@ -88,6 +65,8 @@ class ReferencePolicy:
     def __call__(self, module: nn.Module) -> Iterator[nn.Module]:
         """Yield the module to run as the reference (``module`` itself with adapters off, or the copy)."""
         if self.use_adapters:
+            from uae_reference.lora import adapters_disabled
+
             with adapters_disabled(module):
                 yield module
         else:

@@ -119,6 +119,44 @@ def sde_step(
     return SDEStep(sample=sample, log_prob=log_prob, mean=mean, std=std)
 
 
+#: the two scales of the decoder's KL term (``U4GConfig.kl_scale``)
+KL_SCALES: tuple[str, ...] = ("exact", "flow-grpo")
+
+
+def sde_step_kl(
+    mean: torch.Tensor,
+    mean_ref: torch.Tensor,
+    t: float,
+    t_next: float,
+    *,
+    noise_level: float,
+    t_cap: float | None = None,
+    scale: str = "exact",
+    reduce: str = "mean",
+) -> torch.Tensor:
+    """The KL term of one SDE step between the policy's Gaussian and the reference's, per sample.
+
+    Both Gaussians have the same covariance ``std^2 I`` with ``std = g(t) sqrt(|dt|)``; they
+    differ in their means. Two scales:
+
+    - ``"exact"``: ``|mean - mean_ref|^2 / (2 g(t)^2 |dt|)``, the KL divergence of the two
+      Gaussians (:func:`uae_reference.rl.grpo.gaussian_mean_kl` with the transition std);
+    - ``"flow-grpo"``: ``|mean - mean_ref|^2 / (2 g(t)^2)``, the term Flow-GRPO's trainer adds
+      (its ``std_dev_t`` is ``g(t)``, without ``sqrt(|dt|)``), i.e. ``|dt|`` times the exact KL.
+
+    A weight ``beta`` on one scale is ``beta / |dt|`` on the other (9 for the tiny schedule's
+    steps, 3.7 to 25 for SD3's shift-3 schedule of 10 steps). ``reduce`` as in
+    :func:`gaussian_log_prob` ("mean": per dimension, Flow-GRPO's reduction).
+    """
+    from uae_reference.rl.grpo import gaussian_mean_kl
+
+    if scale not in KL_SCALES:
+        raise ValueError(f"scale must be one of {KL_SCALES}, got {scale!r}")
+    g = sde_noise_std(t, noise_level, t_cap)
+    std = g * math.sqrt(t - t_next) if scale == "exact" else g
+    return gaussian_mean_kl(mean, mean_ref, std, reduce=reduce)
+
+
 def schedule_t_cap(sigmas: Sequence[float]) -> float:
     """The cap of ``t`` in ``g(t)``'s denominator: the schedule's second value (as Flow-GRPO)."""
     return float(sigmas[1]) if len(sigmas) > 1 and sigmas[0] >= 1.0 else float(sigmas[0])

@@ -15,9 +15,10 @@ For each training image, read top to bottom:
 3. **Update** (:func:`u4g_step_loss`): for a random ``train_fraction`` of the stochastic steps, the
    current decoder's velocity at ``(x_k, t_k)`` gives the Gaussian of step k; the stored
    ``x_{k+1}`` is scored under it (``sde_step(prev_sample=...)``), the clipped surrogate of its
-   ratio to the rollout's log-probability is the policy loss, and the KL between the policy's
-   and the reference's Gaussians — equal variances, so ``|mean - mean_ref|^2 / (2 std^2)`` —
-   is added with weight ``beta``. Only the decoder's LoRA adapters (or its full weights)
+   ratio to the rollout's log-probability is the policy loss, and the KL term between the
+   policy's and the reference's Gaussians (:func:`uae_reference.rl.sde.sde_step_kl`: the exact
+   KL ``|mean - mean_ref|^2 / (2 g^2 |dt|)``, or Flow-GRPO's ``|dt|`` times smaller term, per
+   ``kl_scale``) is added with weight ``beta``. Only the decoder's LoRA adapters (or its full weights)
    learn; the encoder and projector stay frozen.
 """
 
@@ -34,7 +35,7 @@ from uae_reference.data import ShapesTrainingSet
 from uae_reference.flow import euler_step
 from uae_reference.model import Condition, UAEModel, tensor_to_images
 from uae_reference.rl.config import U4GConfig
-from uae_reference.rl.grpo import clipped_surrogate, gaussian_mean_kl
+from uae_reference.rl.grpo import clipped_surrogate
 from uae_reference.rl.rewards import ReconstructionReward
 from uae_reference.rl.rollout import (
     CAPTION_STREAM,
@@ -48,7 +49,7 @@ from uae_reference.rl.rollout import (
     rollout_seed,
     summarise_captions,
 )
-from uae_reference.rl.sde import per_sample_noise, schedule_t_cap, sde_step
+from uae_reference.rl.sde import gaussian_log_prob, per_sample_noise, schedule_t_cap, sde_step, sde_step_kl
 
 
 @dataclass
@@ -87,7 +88,10 @@ def sde_step_fn(noise_level: float, t_cap: float, reduce: str, stochastic: Seque
             return euler_step(x, v, sigma, sigma_next), torch.zeros(x.shape[0], device=x.device)
         noise = per_sample_noise(x.shape, generators, device=x.device, dtype=torch.float32)
         out = sde_step(x, v, sigma, sigma_next, noise_level=noise_level, t_cap=t_cap, noise=noise, reduce=reduce)
-        return out.sample.to(x.dtype), out.log_prob
+        # The trajectory is stored in the decoder's dtype; the old log-probability must be that of
+        # the stored sample (in float32 the cast is a no-op and this is out.log_prob to the bit).
+        stored = out.sample.to(x.dtype)
+        return stored, gaussian_log_prob(stored.float(), out.mean, out.std, reduce=reduce)
 
     return step
 
@@ -219,7 +223,10 @@ def u4g_step_loss(
         mean_ref = sde_step(
             x, v_ref, t, t_next, noise_level=config.noise_level, t_cap=t_cap, prev_sample=x_next, reduce=config.logprob_reduce
         ).mean
-        kl = gaussian_mean_kl(step.mean, mean_ref, step.std, reduce=config.logprob_reduce).mean()
+        kl = sde_step_kl(
+            step.mean, mean_ref, t, t_next, noise_level=config.noise_level, t_cap=t_cap, scale=config.kl_scale,
+            reduce=config.logprob_reduce,
+        ).mean()
         loss = policy_loss + config.beta * kl
     return {
         "loss": loss,
@@ -227,4 +234,6 @@ def u4g_step_loss(
         "kl": kl.detach(),
         "clip_fraction": surrogate.clipped.float().mean(),
         "ratio": surrogate.ratio.detach().mean(),
+        # the spread the clip acts on (the mean ratio hides it: deviations of both signs cancel)
+        "ratio_deviation": (surrogate.ratio.detach() - 1).abs().mean(),
     }
