@@ -228,7 +228,7 @@ def train_rl_stage(
         from uae_reference.rl.distributed import load_zero3_config, zero3_engine
 
         engine = loss_module = zero3_engine(loss_module, optimizer, load_zero3_config(accelerator))
-    if accelerator.trackers:
+    if config.report_to != "none":
         accelerator.init_trackers("unified-grpo", config=_flat_config(config), init_kwargs={"wandb": {"name": config.stage, "dir": str(out)}})
 
     with accelerator.main_process_first():
