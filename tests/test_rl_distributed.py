@@ -204,11 +204,12 @@ def _first_row(path: Path) -> dict:
 
 @pytest.mark.slow
 def test_fsdp_first_update_equals_one_process(init_checkpoint, tmp_path):
-    # two ranks of 2 prompts, FSDP, micro-batches of 3 rows (8 rows per rank: 3 + 3 + 2);
-    # one process of 4 prompts whose rollout runs in batches of 8 rows, as each rank's does
+    # two ranks of 2 prompts, FSDP, micro-batches of 3 rows (8 rows per rank: 3 + 3 + 2), blocks
+    # recomputed in the backward pass; one process of 4 prompts whose rollout runs in batches of
+    # 8 rows, as each rank's does
     _run_pair(
         init_checkpoint, tmp_path,
-        sharded={"prompts_per_step": 2, "sharding": "fsdp", "micro_batch_size": 3},
+        sharded={"prompts_per_step": 2, "sharding": "fsdp", "micro_batch_size": 3, "gradient_checkpointing": True},
         single={"prompts_per_step": 4, "rollout_batch_size": 8},
     )
     for stage in ("g4u", "u4g"):
@@ -277,3 +278,32 @@ def test_report_to_tensorboard_writes_the_logged_curves(init_checkpoint, tmp_pat
     assert [e.step for e in scalars["reward"]] == [1, 2]
     assert [e.value for e in scalars["reward"]] == pytest.approx([float(r["reward"]) for r in rows], rel=1e-5)
     assert "caption_length" in scalars and "kl" in scalars
+
+
+def test_gradient_checkpointing_engages_in_both_stages(monkeypatch):
+    import torch.utils.checkpoint as checkpoint
+
+    from uae_reference.presets import build_tiny_model
+    from uae_reference.rl.g4u import condition_hidden
+    from uae_reference.rl.trainer import configure_trainable, enable_checkpointing
+
+    calls = []
+    real = checkpoint.checkpoint
+    monkeypatch.setattr(checkpoint, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for stage in ("g4u", "u4g"):
+        model = build_tiny_model(seed=0).eval()  # as loaded: the RL stages run in eval mode
+        module, params = configure_trainable(model, rl_config("tiny", stage))
+        enable_checkpointing(model, module, stage)
+        calls.clear()
+        if stage == "g4u":
+            loss = condition_hidden(model, ["one object : a red circle ."])[0].square().mean()
+            layers = model.encoder.config.text_config.num_hidden_layers
+        else:
+            with torch.no_grad():
+                cond = model.encode_condition(["one object : a red circle ."])
+            x = torch.randn(1, *model.latent_shape)
+            loss = model.velocity(x, torch.tensor([0.5]), cond).square().mean()
+            layers = model.decoder.config.num_layers
+        loss.backward()
+        assert len(calls) >= layers, f"{stage}: {len(calls)} checkpointed blocks of {layers}"
+        assert all(p.grad is not None for p in params)

@@ -81,6 +81,20 @@ def configure_trainable(model: UAEModel, config: RLConfig) -> tuple[nn.Module, l
     return module, [p for p in module.parameters() if p.requires_grad]
 
 
+def enable_checkpointing(model: UAEModel, module: nn.Module, stage: str) -> None:
+    """Recompute the trained module's blocks in the backward pass instead of keeping their activations.
+
+    transformers checkpoints only in training mode, so the model is put in it (the RL stages
+    otherwise run in eval mode; none of these modules has active dropout, so only the
+    checkpointing changes). Rollouts switch to eval mode and back as before.
+    """
+    if stage == "g4u":
+        module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        module.enable_gradient_checkpointing()
+    model.train()
+
+
 class PolicyLoss(nn.Module):
     """The model plus its stage's loss, as one module (what DistributedDataParallel wraps)."""
 
@@ -204,10 +218,7 @@ def train_rl_stage(
         model = UAEModel.from_pretrained(config.init_from, device=str(accelerator.device))
     module, params = configure_trainable(model, config)
     if config.gradient_checkpointing:
-        if config.stage == "g4u":
-            module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            module.enable_gradient_checkpointing()
+        enable_checkpointing(model, module, config.stage)
     reference = ReferencePolicy(module, use_adapters=config.lora is not None)
     reward = ReconstructionReward(config.reward, device=str(accelerator.device))
     before = _snapshot(params)
