@@ -215,8 +215,12 @@ def train_rl_stage(
             from unified_bench.core.errors import ConfigError
 
             raise ConfigError("an RL stage starts from a checkpoint: set init_from (e.g. uae_reference/checkpoints/uae-tiny)")
-        model = UAEModel.from_pretrained(config.init_from, device=str(accelerator.device))
+        # bf16 runs hold the frozen weights in bf16 (the paper plan); what trains stays fp32
+        dtype = torch.bfloat16 if config.mixed_precision == "bf16" else torch.float32
+        model = UAEModel.from_pretrained(config.init_from, device=str(accelerator.device), dtype=dtype)
     module, params = configure_trainable(model, config)
+    for p in params:
+        p.data = p.data.float()
     if config.gradient_checkpointing:
         enable_checkpointing(model, module, config.stage)
     reference = ReferencePolicy(module, use_adapters=config.lora is not None)
