@@ -88,8 +88,12 @@ def enable_checkpointing(model: UAEModel, module: nn.Module, stage: str) -> None
     otherwise run in eval mode; none of these modules has active dropout, so only the
     checkpointing changes). Rollouts switch to eval mode and back as before.
     """
-    if stage == "g4u":
-        module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if stage == "g4u":  # transformers >= 5 names it activation checkpointing (non-reentrant by default)
+        enable = getattr(module, "activation_checkpointing_enable", None)
+        if enable is not None:
+            enable()
+        else:
+            module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     else:
         module.enable_gradient_checkpointing()
     model.train()
