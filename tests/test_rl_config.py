@@ -25,6 +25,8 @@ from unified_bench.core.errors import ConfigError
 DOC = Path(__file__).resolve().parents[1] / "docs" / "unified-grpo.md"
 #: plumbing, not hyperparameters: not in the doc's table
 BOOKKEEPING = {"stage", "init_from", "output_dir", "seed", "log_every", "log_examples", "num_threads", "mixed_precision", "train_split", "reward"}
+#: how a run is spread and logged (memory and plumbing, not maths): docs/rl-distributed.md
+BOOKKEEPING |= {"report_to", "sharding", "micro_batch_size", "rollout_batch_size", "gradient_checkpointing"}
 
 
 @pytest.mark.parametrize("cls", [G4UConfig, U4GConfig])

@@ -5,6 +5,10 @@
     uae-reference rl evaluate --checkpoint pre-rl=DIR --checkpoint g4u=DIR --checkpoint u4g=DIR --out runs/rl-eval
     uae-reference rl evidence            # the committed test-split evidence, with look-corrected CIs
     uae-reference rl help-config
+    uae-reference rl train --preset paper --dry-run          # per-GPU memory on 8 x 80 GB, nothing loaded
+
+Paper scale: ``accelerate launch --config_file uae_reference/configs/rl_fsdp.yaml -m uae_reference.rl.cli
+train --preset paper ...`` (or ``rl_zero3.yaml``); see docs/rl-distributed.md.
 
 Multi-process: ``accelerate launch --multi_gpu --num_processes 2 -m uae_reference.rl.cli train ...``
 (on a machine without CUDA the stage joins the ranks over gloo on the CPU; ``accelerate launch
@@ -79,6 +83,10 @@ def train_cmd(
     eval_limit: Annotated[int, typer.Option(help="Then evaluate the start and every stage on the first N test samples (0: skip).")] = 0,
     export_stages: Annotated[bool, typer.Option(help="--stage all: ship the result as uae-tiny and keep pre-rl/g4u in uae-tiny-stages/.")] = False,
     no_progress: Annotated[bool, typer.Option(help="No progress bar (logs only).")] = False,
+    report_to: Annotated[Optional[str], typer.Option(help="Also log the curves to tensorboard, wandb or both (comma-separated); default none.")] = None,
+    sharding: Annotated[Optional[str], typer.Option(help="auto (as accelerate was launched), none (DDP), fsdp or zero3.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Print the parameter counts and per-GPU memory of each stage; load and train nothing.")] = False,
+    gpus: Annotated[int, typer.Option(min=1, help="GPUs assumed by --dry-run.")] = 8,
 ) -> None:
     """Run G4U, U4G or both; each writes log.csv, samples.jsonl, curves.png and final/."""
     from uae_reference.rl.config import CONFIG_CLASSES, rl_config
@@ -88,6 +96,17 @@ def train_cmd(
     stages = ["g4u", "u4g"] if stage == "all" else [stage]
     if any(s not in CONFIG_CLASSES for s in stages):
         raise ConfigError(f"unknown stage {stage!r}; use g4u, u4g or all")
+    options = dict(steps=steps, seed=seed, num_threads=num_threads, report_to=report_to, sharding=sharding)
+    if dry_run:
+        if preset != "paper":
+            raise ConfigError("--dry-run sizes the paper preset; use --preset paper")
+        sets = _parse_sets(set_, [CONFIG_CLASSES[s] for s in stages])
+        configs = {
+            name: rl_config(preset, name, **{k: v for k, v in options.items() if v is not None}, **_overrides_for(CONFIG_CLASSES[name], sets))
+            for name in stages
+        }
+        print_rl_dry_run(configs, gpus)
+        return
     if export_stages and stage != "all":  # checked before any training, not after it
         raise ConfigError("--export-stages needs --stage all (pre-rl, g4u and u4g)")
     if not (Path(init_from) / "uae_config.json").is_file():
@@ -105,7 +124,6 @@ def train_cmd(
     logs = []
     for name in stages:
         folder = output_dir / name if stage == "all" else output_dir
-        options = dict(steps=steps, seed=seed, num_threads=num_threads)
         overrides = {**{k: v for k, v in options.items() if v is not None}, **_overrides_for(CONFIG_CLASSES[name], sets)}
         config = rl_config(preset, name, smoke=smoke, output_dir=str(folder), init_from=previous, **overrides)
         result = train_rl_stage(config, show_progress=not no_progress)
@@ -137,6 +155,35 @@ def train_cmd(
 
         targets = ship(Path(init_from), output_dir / "g4u" / "final", output_dir / "u4g" / "final")
         say("bundled stages: " + ", ".join(f"{k} -> {v}" for k, v in targets.items()))
+
+
+def print_rl_dry_run(configs: dict, gpus: int) -> None:
+    """The paper preset's RL stages on the meta device: parameters and per-GPU memory per plan."""
+    from uae_reference.rl.memory import GPU_BYTES, HEADROOM, gib, rl_dry_run
+
+    report = rl_dry_run(configs, gpus=gpus)
+    c = report.counts
+    console.print(
+        f"paper preset on the meta device: {c.total:,} parameters (encoder {c.encoder:,}, decoder {c.decoder:,}, "
+        f"VAE {c.vae:,}, projector {c.projector:,}); LoRA " + ", ".join(f"{s} {n:,}" for s, n in c.lora.items())
+    )
+    for plan in report.plans:
+        label = {"fsdp": "FSDP2 full shard (ZeRO-3 alike)", "zero3": "DeepSpeed ZeRO-3", "none": "DDP, whole replicas"}[plan.sharding]
+        table = Table(title=f"{plan.stage}: per-GPU memory, {plan.gpus} x 80 GB, {label}, bf16", title_justify="left")
+        table.add_column("phase")
+        table.add_column("term")
+        table.add_column("GiB", justify="right")
+        for phase, terms in (("held", plan.held), ("rollout", plan.rollout), ("update", plan.update)):
+            for term, value in terms.items():
+                table.add_row(phase, term, gib(value))
+        table.add_row("", "peak: rollout / update", f"{gib(plan.rollout_peak)} / {gib(plan.update_peak)}")
+        table.add_row("", "CUDA context + 10% fragmentation", gib(plan.overhead))
+        verdict = "fits" if plan.fits else "does NOT fit"
+        table.add_row("", f"[bold]total per GPU ({verdict} 80 GiB with {HEADROOM:.0%} headroom)[/]", f"[bold]{gib(plan.total)}[/]")
+        console.print(table)
+        console.print(f"  parameters {plan.params:,}, trainable {plan.trainable:,}; free {gib(GPU_BYTES - plan.total)} GiB")
+        for line in plan.assumptions:
+            console.print(f"  - {line}")
 
 
 def _export(src: Path, dst: Path) -> None:

@@ -127,6 +127,26 @@ class RLConfig:
     num_threads: int = 0
     #: mixed precision for accelerate ("no" on CPU, "bf16" on GPUs)
     mixed_precision: str = "no"
+    #: where the curves also go, beside log.csv and curves.png: "none", "tensorboard", "wandb", or
+    #: both comma-separated (accelerate's trackers; the ``report_to`` of transformers and TRL)
+    report_to: str = "none"
+
+    # --- scale-out (docs/rl-distributed.md); the defaults are one process holding everything ---
+    #: how the model is spread over the processes: "auto" (as ``accelerate launch`` was configured:
+    #: FSDP -> "fsdp", DeepSpeed ZeRO-3 -> "zero3", else "none"), "none" (every process holds the
+    #: whole model, DDP averages gradients), "fsdp" (PyTorch FSDP2: weights, gradients and optimiser
+    #: states sharded, one unit per transformer block), "zero3" (DeepSpeed ZeRO stage 3)
+    sharding: str = "auto"
+    #: rows (captions in G4U, trajectories in U4G) per forward/backward pass of an update; each
+    #: micro-batch's loss is weighted by its share of the minibatch, so the gradients add up to the
+    #: whole minibatch's (0: the whole minibatch in one pass). Memory, not maths
+    micro_batch_size: int = 0
+    #: rows per decoder sampling and VAE decoding batch in a rollout (0: all of a step's rows at once);
+    #: every row has its own seeds, so this changes memory, not the draws
+    rollout_batch_size: int = 0
+    #: recompute each transformer block's activations in the backward pass instead of keeping them
+    #: (the trained module only). [tiny] off; paper scale: on
+    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.lora, dict):
@@ -141,6 +161,13 @@ class RLConfig:
             raise ConfigError("group_size must be at least 2: the advantage compares samples of a group")
         if (self.prompts_per_step * self.group_size) % self.updates_per_step:
             raise ConfigError("prompts_per_step * group_size must be divisible by updates_per_step")
+        from uae_reference.rl.distributed import SHARDINGS, report_targets
+
+        if self.sharding not in SHARDINGS:
+            raise ConfigError(f"sharding must be one of {', '.join(SHARDINGS)}")
+        if self.micro_batch_size < 0 or self.rollout_batch_size < 0:
+            raise ConfigError("micro_batch_size and rollout_batch_size must be >= 0 (0: all at once)")
+        report_targets(self.report_to)  # raises on an unknown tracker
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -317,6 +344,10 @@ PAPER_RL: dict[str, RLConfig] = {
         reconstruction_steps=40,
         reward=RewardSettings(metric="clip"),
         mixed_precision="bf16",
+        # sized by `uae-reference rl train --preset paper --dry-run` (docs/rl-distributed.md)
+        micro_batch_size=4,
+        rollout_batch_size=4,
+        gradient_checkpointing=True,
     ),
     "u4g": U4GConfig(
         steps=1000,
@@ -336,6 +367,9 @@ PAPER_RL: dict[str, RLConfig] = {
         guidance_scale=5.0,
         reward=RewardSettings(metric="clip"),
         mixed_precision="bf16",
+        micro_batch_size=4,
+        rollout_batch_size=8,
+        gradient_checkpointing=True,
     ),
 }
 

@@ -44,6 +44,7 @@ from uae_reference.rl.rollout import (
     encoder_inputs,
     end_at_special_tokens,
     rollout_seed,
+    row_chunks,
     summarise_captions,
 )
 
@@ -110,7 +111,12 @@ def g4u_rollout(
         list(images), seeds=seeds, temperature=config.temperature, max_new_tokens=config.max_caption_tokens, exact=True
     )
     sample = end_at_special_tokens(model, sample)
-    old = _teacher_forced(model, images, sample.token_ids, sample.mask, config.temperature)
+    parts = row_chunks(len(sample.texts), config.rollout_batch_size)  # memory, not the draws
+
+    def teacher_forced() -> torch.Tensor:
+        return torch.cat([_teacher_forced(model, images[p], sample.token_ids[p], sample.mask[p], config.temperature) for p in parts])
+
+    old = teacher_forced()
     # the reference policy's view of the same captions: token log-probs (KL) and the decoder's
     # condition (anchor), in one pass with the reference weights swapped in
     ref = ref_condition = None
@@ -120,10 +126,10 @@ def g4u_rollout(
             model.encoder = encoder
             try:
                 if config.beta > 0:
-                    ref = _teacher_forced(model, images, sample.token_ids, sample.mask, config.temperature)
+                    ref = teacher_forced()
                 if config.condition_anchor > 0:
                     with torch.no_grad():
-                        ref_condition = condition_hidden(model, sample.texts)[0]
+                        ref_condition = torch.cat([condition_hidden(model, sample.texts[p])[0] for p in parts])
             finally:
                 model.encoder = swapped
     timings["seconds_sampling"] = time.perf_counter() - started
@@ -134,9 +140,11 @@ def g4u_rollout(
     if config.reconstruction == "renderer":
         reconstructions = render_captions(sample.texts, noise_seeds, model.settings.image_size)
     else:
-        cond = model.encode_condition(sample.texts)
-        trajectory = model.sample_latents(cond, seeds=noise_seeds, num_steps=config.reconstruction_steps or None)
-        reconstructions = tensor_to_images(model.decode_latents(trajectory.latents))
+        reconstructions = []
+        for part in parts:
+            cond = model.encode_condition(sample.texts[part])
+            trajectory = model.sample_latents(cond, seeds=noise_seeds[part], num_steps=config.reconstruction_steps or None)
+            reconstructions += tensor_to_images(model.decode_latents(trajectory.latents))
     timings["seconds_decoding"] = time.perf_counter() - started
 
     # 3. rewards: similarity of each reconstruction with its original
@@ -170,8 +178,21 @@ def g4u_rollout(
     )
 
 
-def g4u_loss(model: UAEModel, rollout: G4URollout, rows: torch.Tensor, advantages: torch.Tensor, config: G4UConfig) -> dict[str, torch.Tensor]:
-    """The GRPO loss of the rollout rows ``rows`` (advantages given per row)."""
+def g4u_loss(
+    model: UAEModel,
+    rollout: G4URollout,
+    rows: torch.Tensor,
+    advantages: torch.Tensor,
+    config: G4UConfig,
+    *,
+    policy_weight: float = 1.0,
+    anchor_weight: float = 1.0,
+) -> dict[str, torch.Tensor]:
+    """The GRPO loss of the rollout rows ``rows`` (advantages given per row).
+
+    ``policy_weight`` and ``anchor_weight`` scale the two terms (normalised over ``rows``) to
+    their share of a larger batch (:func:`g4u_row_weights`; 1: ``rows`` is the whole batch).
+    """
     mask = rollout.mask[rows]
     token_ids = rollout.token_ids[rows]
     logp = _teacher_forced(model, rollout.images[rows], token_ids, mask, config.temperature)
@@ -186,7 +207,7 @@ def g4u_loss(model: UAEModel, rollout: G4URollout, rows: torch.Tensor, advantage
         kl = kl_k3(logp, rollout.ref_logprobs[rows])
         per_token = per_token + config.beta * kl
     loss = aggregate(per_token, mask, mode=config.normalisation, max_length=config.max_caption_tokens)
-    loss = loss + config.condition_anchor * anchor
+    loss = policy_weight * loss + anchor_weight * config.condition_anchor * anchor
     return {
         "loss": loss,
         "condition_drift": anchor.detach(),
@@ -210,3 +231,15 @@ def condition_drift(model: UAEModel, texts: list[str], reference: torch.Tensor) 
     hidden, mask = condition_hidden(model, texts)
     weights = mask.to(hidden.dtype).unsqueeze(-1)
     return ((hidden - reference.to(hidden)) ** 2 * weights).sum() / (weights.sum() * hidden.shape[-1]).clamp(min=1.0)
+
+
+def g4u_row_weights(model: UAEModel, rollout: G4URollout, config: G4UConfig) -> torch.Tensor:
+    """Each row's weight [N, 2] in the two normalisers of :func:`g4u_loss`: the policy term's
+    (its caption tokens under ``"token"`` normalisation, else 1) and the anchor's (its
+    condition tokens). A part of a batch is that part's share of the weights."""
+    n = len(rollout.texts)
+    policy = rollout.mask.sum(dim=1).double().cpu() if config.normalisation == "token" else torch.ones(n, dtype=torch.float64)
+    anchor = torch.ones(n, dtype=torch.float64)
+    if config.condition_anchor > 0:
+        anchor = model.condition_token_ids(rollout.texts)[1].sum(dim=1).double().cpu()
+    return torch.stack([policy, anchor], dim=1)

@@ -134,3 +134,9 @@ def summarise_captions(stats: Sequence[CaptionStats]) -> dict[str, float]:
         "long_fraction": float(np.mean([s.long for s in stats])),
         "caption_precision": float(np.mean(precisions)) if precisions else float("nan"),
     }
+
+
+def row_chunks(n: int, size: int) -> list[slice]:
+    """``n`` rows in consecutive slices of ``size`` (0: one slice of all of them)."""
+    size = size or max(n, 1)
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]

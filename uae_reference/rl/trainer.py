@@ -2,17 +2,23 @@
 
 Read :func:`train_rl_stage` top to bottom:
 
-1. an ``Accelerator`` (plain on one process, DDP under ``accelerate launch``);
+1. an ``Accelerator`` (plain on one process, DDP under ``accelerate launch``) and the sharding
+   plan (``config.sharding``: none, FSDP2 or DeepSpeed ZeRO-3; :mod:`uae_reference.rl.distributed`);
 2. the model from ``init_from``; the stage's trainable module (the encoder for G4U, the
    decoder for U4G) gets LoRA adapters (or trains in full), everything else is frozen; the
    reference policy is that module with adapters off (or a frozen copy);
-3. the reward metric, AdamW with a linear warm-up, the loss module wrapped by accelerate;
-4. per step: this rank's prompts (``batch_indices`` of (seed, step, rank)), a rollout with the
-   unwrapped model and no gradient, rewards gathered from every rank so advantages (and a
-   batch std) are global, then ``updates_per_step`` optimiser steps on shuffled minibatches
-   (U4G: each minibatch's loss is accumulated over a random ``train_fraction`` of the
-   denoising steps, one backward per step, one optimiser step at the end);
-5. a CSV row per step (averaged over ranks), example captions in ``samples.jsonl``;
+3. the reward metric, AdamW with a linear warm-up, the loss module wrapped by accelerate (DDP),
+   sharded by FSDP2, or wrapped by a DeepSpeed engine;
+4. per step: this rank's prompts (``batch_indices`` of (seed, step, rank)), a rollout with
+   whole parameters and no gradient (the unwrapped model; gathered under sharding), rewards
+   gathered from every rank so advantages (and a batch std) are global, then
+   ``updates_per_step`` optimiser steps on shuffled minibatches (U4G: each minibatch's loss is
+   accumulated over a random ``train_fraction`` of the denoising steps, one backward per step,
+   one optimiser step at the end). A minibatch may be split into micro-batches; each pass's
+   loss is weighted by its share of the minibatch over every rank, so the update is the one a
+   single process would make on the global minibatch;
+5. a CSV row per step (averaged over ranks), example captions in ``samples.jsonl``, and the
+   same row to TensorBoard or Weights & Biases when ``report_to`` asks;
 6. at the end the LoRA adapters are merged and the model is written to ``output_dir/final``
    together with ``curves.png``.
 """
@@ -37,7 +43,7 @@ from uae_reference.rl.config import G4UConfig, RLConfig, U4GConfig
 from uae_reference.rl.curves import StepLog, plot_curves
 from uae_reference.rl.grpo import group_advantages
 from uae_reference.rl.rewards import ReconstructionReward
-from uae_reference.rl.rollout import ReferencePolicy, load_prompts
+from uae_reference.rl.rollout import ReferencePolicy, load_prompts, row_chunks
 
 FINAL_DIR = "final"
 LOG_FILE = "log.csv"
@@ -75,6 +81,24 @@ def configure_trainable(model: UAEModel, config: RLConfig) -> tuple[nn.Module, l
     return module, [p for p in module.parameters() if p.requires_grad]
 
 
+def enable_checkpointing(model: UAEModel, module: nn.Module, stage: str) -> None:
+    """Recompute the trained module's blocks in the backward pass instead of keeping their activations.
+
+    transformers checkpoints only in training mode, so the model is put in it (the RL stages
+    otherwise run in eval mode; none of these modules has active dropout, so only the
+    checkpointing changes). Rollouts switch to eval mode and back as before.
+    """
+    if stage == "g4u":  # transformers >= 5 names it activation checkpointing (non-reentrant by default)
+        enable = getattr(module, "activation_checkpointing_enable", None)
+        if enable is not None:
+            enable()
+        else:
+            module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        module.enable_gradient_checkpointing()
+    model.train()
+
+
 class PolicyLoss(nn.Module):
     """The model plus its stage's loss, as one module (what DistributedDataParallel wraps)."""
 
@@ -84,14 +108,19 @@ class PolicyLoss(nn.Module):
         self.config = config
         self._reference = [reference]  # not a submodule: never wrapped, saved or trained
 
-    def forward(self, rollout, rows: torch.Tensor, advantages: torch.Tensor, k: int | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, rollout, rows: torch.Tensor, advantages: torch.Tensor, k: int | None = None, shares: tuple[float, float] = (1.0, 1.0)
+    ) -> dict[str, torch.Tensor]:
+        """``shares``: the rows' share of the global minibatch's (policy, anchor) normalisers, times the world size."""
         if self.config.stage == "g4u":
             from uae_reference.rl.g4u import g4u_loss
 
-            return g4u_loss(self.model, rollout, rows, advantages, self.config)
+            return g4u_loss(self.model, rollout, rows, advantages, self.config, policy_weight=shares[0], anchor_weight=shares[1])
         from uae_reference.rl.u4g import u4g_step_loss
 
-        return u4g_step_loss(self.model, self._reference[0], rollout, rows, k, advantages, self.config)
+        out = u4g_step_loss(self.model, self._reference[0], rollout, rows, k, advantages, self.config)
+        out["loss"] = shares[0] * out["loss"]
+        return out
 
 
 def process_state():
@@ -105,8 +134,42 @@ def process_state():
     return PartialState(cpu=not torch.cuda.is_available())
 
 
-def _snapshot(params: list[nn.Parameter]) -> torch.Tensor:
-    return torch.cat([p.detach().flatten().float().clone() for p in params]) if params else torch.zeros(0)
+def _snapshot(params: list[nn.Parameter], sharding: str = "none") -> torch.Tensor:
+    """The parameters' whole values, flattened (under sharding every rank must call)."""
+    from uae_reference.rl.distributed import whole_values
+
+    if not params:
+        return torch.zeros(0)
+    return torch.cat([v.flatten().float() for v in whole_values(params, sharding)])
+
+
+def _tracking(config: RLConfig, out: Path) -> dict:
+    """accelerate's tracker arguments for ``report_to`` (none: no arguments, today's Accelerator)."""
+    from uae_reference.rl.distributed import check_trackers, report_targets
+
+    names = report_targets(config.report_to)
+    if not names:
+        return {}
+    check_trackers(names)
+    from accelerate.utils import ProjectConfiguration
+
+    return dict(log_with=names, project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "tracking")))
+
+
+def _flat_config(config: RLConfig) -> dict:
+    """The config as scalars (TensorBoard's hyperparameters take no lists, dicts or None)."""
+    from dataclasses import asdict
+
+    return {k: v if isinstance(v, (bool, int, float, str)) else json.dumps(v) for k, v in asdict(config).items()}
+
+
+def _row_weights(model: UAEModel, rollout, config: RLConfig) -> torch.Tensor:
+    """Each rollout row's weight in the loss's (policy, anchor) normalisers."""
+    if isinstance(config, G4UConfig):
+        from uae_reference.rl.g4u import g4u_row_weights
+
+        return g4u_row_weights(model, rollout, config)
+    return torch.ones(rollout.states.shape[0], 2, dtype=torch.float64)
 
 
 def train_rl_stage(
@@ -127,15 +190,19 @@ def train_rl_stage(
     # block has no text output); on CPU the extra bookkeeping is negligible.
     # cpu=True without CUDA: under a launcher (LOCAL_RANK set) accelerate then joins the ranks
     # with gloo (MULTI_CPU) instead of running each process on its own.
+    out = Path(config.output_dir)
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),
         mixed_precision=config.mixed_precision,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        **_tracking(config, out),
     )
+    from uae_reference.rl.distributed import resolve_sharding, rollout_runner
+
+    sharding = resolve_sharding(config.sharding, accelerator)
     threads_before = torch.get_num_threads()
     if config.num_threads > 0:
         torch.set_num_threads(config.num_threads)
-    out = Path(config.output_dir)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / CONFIG_FILE).write_text(config.to_json())
@@ -143,22 +210,45 @@ def train_rl_stage(
     started = time.time()
 
     # --- model, trainable module, reference, reward -------------------------------------------
+    if model is not None and sharding != "none":
+        from unified_bench.core.errors import ConfigError
+
+        raise ConfigError("a sharded run loads its model from init_from on every rank; pass init_from, not a model")
     if model is None:
         if not config.init_from:
             from unified_bench.core.errors import ConfigError
 
             raise ConfigError("an RL stage starts from a checkpoint: set init_from (e.g. uae_reference/checkpoints/uae-tiny)")
-        model = UAEModel.from_pretrained(config.init_from, device=str(accelerator.device))
+        # bf16 runs hold the frozen weights in bf16 (the paper plan); what trains stays fp32
+        dtype = torch.bfloat16 if config.mixed_precision == "bf16" else torch.float32
+        model = UAEModel.from_pretrained(config.init_from, device=str(accelerator.device), dtype=dtype)
     module, params = configure_trainable(model, config)
+    for p in params:
+        p.data = p.data.float()
+    if config.gradient_checkpointing:
+        enable_checkpointing(model, module, config.stage)
     reference = ReferencePolicy(module, use_adapters=config.lora is not None)
     reward = ReconstructionReward(config.reward, device=str(accelerator.device))
     before = _snapshot(params)
 
+    loss_module = PolicyLoss(model, config, reference)
+    if sharding == "fsdp":  # in place: the trainable parameters are now sharded DTensors
+        from uae_reference.rl.distributed import shard_fsdp
+
+        shard_fsdp(loss_module, mixed_precision=config.mixed_precision)
+        params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay, betas=(0.9, 0.999), eps=1e-8)
     warmup = config.warmup_steps * config.updates_per_step
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup > 0 else 1.0)
-    loss_module = PolicyLoss(model, config, reference)
-    loss_module, optimizer = accelerator.prepare(loss_module, optimizer)
+    engine = None
+    if sharding == "none":
+        loss_module, optimizer = accelerator.prepare(loss_module, optimizer)
+    elif sharding == "zero3":
+        from uae_reference.rl.distributed import load_zero3_config, zero3_engine
+
+        engine = loss_module = zero3_engine(loss_module, optimizer, load_zero3_config(accelerator))
+    if config.report_to != "none":
+        accelerator.init_trackers("unified-grpo", config=_flat_config(config), init_kwargs={"wandb": {"name": config.stage, "dir": str(out)}})
 
     with accelerator.main_process_first():
         data = load_prompts(model, config.train_split, config.train_samples)
@@ -184,11 +274,12 @@ def train_rl_stage(
             generator = step_generator(config.seed, step, rank)
             indices = batch_indices(len(data), config.prompts_per_step, seed=config.seed, step=step, rank=rank, world_size=world)
 
-            # --- rollout (no gradient, unwrapped model) --------------------------------------
-            if isinstance(config, G4UConfig):
-                rollout = g4u_rollout(model, reference, reward, data, indices, config, step)
-            else:
-                rollout = u4g_rollout(model, reward, data, indices, config, step)
+            # --- rollout (no gradient, unwrapped model, whole parameters) -----------------------
+            with rollout_runner(loss_module, sharding, engine) as run:
+                if isinstance(config, G4UConfig):
+                    rollout = run(g4u_rollout, model, reference, reward, data, indices, config, step)
+                else:
+                    rollout = run(u4g_rollout, model, reward, data, indices, config, step)
 
             # --- advantages over every rank's groups ------------------------------------------
             all_rewards = accelerator.gather(rollout.rewards.to(accelerator.device)).cpu()
@@ -202,9 +293,13 @@ def train_rl_stage(
             n_rows = local.numel()
             order = torch.randperm(n_rows, generator=generator)
             chunks = order.chunk(config.updates_per_step)
+            weights = _row_weights(model, rollout, config)
             stats: dict[str, list[float]] = {}
             for rows in chunks:
-                values = _update(accelerator, loss_module, optimizer, params, rollout, rows, local[rows], config, generator)
+                values = _update(
+                    accelerator, loss_module, optimizer, params, rollout, rows, local[rows], config, generator,
+                    weights=weights[rows], sharding=sharding, engine=engine,
+                )
                 schedule.step()
                 for key, value in values.items():
                     stats.setdefault(key, []).append(value)
@@ -239,6 +334,8 @@ def train_rl_stage(
             if log is not None and ((step + 1) % config.log_every == 0 or step + 1 == config.steps or step == 0):
                 log.write(row)
                 _write_examples(samples_file, step + 1, rollout, config)
+            if accelerator.trackers and ((step + 1) % config.log_every == 0 or step + 1 == config.steps or step == 0):
+                accelerator.log(row, step=step + 1)
             if on_step:
                 on_step(step + 1, row)
             if progress is not None:
@@ -249,9 +346,11 @@ def train_rl_stage(
             progress.stop()
         if samples_file is not None:
             samples_file.close()
+        for tracker in accelerator.trackers:  # not end_training(): it would end the process group
+            tracker.finish()
 
     # --- final checkpoint -------------------------------------------------------------------------
-    after = _snapshot(params)
+    after = _snapshot(params, sharding)
     changed = bool((after - before).abs().max() > 0) if params else False
     if world > 1:  # every rank records its weights: DDP must leave them identical
         import hashlib
@@ -260,12 +359,21 @@ def train_rl_stage(
         (out / f"weights-rank{rank}.sha256").write_text(digest + "\n")
     final_dir = out / FINAL_DIR
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        trained = accelerator.unwrap_model(loss_module).model
-        if final_dir.exists():
-            shutil.rmtree(final_dir)
-        trained.eval().save_pretrained(final_dir)  # merges the LoRA adapters into plain weights
-        plot_curves([(config.stage, out / LOG_FILE)], out / PLOT_FILE, title=f"{config.stage.upper()} on Shapes")
+    if sharding == "none":
+        if accelerator.is_main_process:
+            trained = accelerator.unwrap_model(loss_module).model
+            _write_final(trained, final_dir, config, out)
+    else:
+        from uae_reference.rl.distributed import full_state_dict
+
+        # every rank gathers; the main one loads the whole weights into a plain copy and writes it
+        inner = engine.module if engine is not None else loss_module
+        state = full_state_dict(inner, sharding, is_main=accelerator.is_main_process)
+        if accelerator.is_main_process:
+            trained = UAEModel.from_pretrained(config.init_from)
+            configure_trainable(trained, config)
+            trained.load_state_dict({key.removeprefix("model."): value for key, value in state.items()})
+            _write_final(trained, final_dir, config, out)
     accelerator.wait_for_everyone()
     reward.close()
     torch.set_num_threads(threads_before)
@@ -284,9 +392,29 @@ def train_rl_stage(
     )
 
 
-def _update(accelerator, loss_module, optimizer, params, rollout, rows, advantages, config, generator) -> dict[str, float]:
-    """One optimiser step on the rollout rows ``rows``; returns the step's loss terms."""
-    terms: dict[str, float] = {}
+def _write_final(trained: UAEModel, final_dir: Path, config: RLConfig, out: Path) -> None:
+    if final_dir.exists():
+        shutil.rmtree(final_dir)
+    trained.eval().save_pretrained(final_dir)  # merges the LoRA adapters into plain weights
+    plot_curves([(config.stage, out / LOG_FILE)], out / PLOT_FILE, title=f"{config.stage.upper()} on Shapes")
+
+
+def _update(
+    accelerator, loss_module, optimizer, params, rollout, rows, advantages, config, generator, *, weights, sharding="none", engine=None
+) -> dict[str, float]:
+    """One optimiser step on the rollout rows ``rows``; returns the step's loss terms.
+
+    The rows run in micro-batches of ``micro_batch_size`` (all at once by default). Each pass's
+    loss is scaled by its share of the global minibatch's normalisers (``weights``: per row,
+    summed over every rank) times the world size, because DDP, FSDP and ZeRO average gradients
+    over ranks: the summed gradients are then exactly those of one process computing the loss of
+    the global minibatch (with one process and one micro-batch every share is exactly 1).
+    """
+    world = accelerator.num_processes
+    totals = accelerator.reduce(weights.sum(dim=0).to(accelerator.device), reduction="sum").cpu()
+    totals = torch.where(totals > 0, totals, torch.ones_like(totals))
+    local_total = weights[:, 0].sum().clamp(min=1e-12)
+    micro = [torch.arange(len(rows))[part] for part in row_chunks(len(rows), config.micro_batch_size)]
     if isinstance(config, U4GConfig):
         # The rollout's stochastic steps (its SDE window), never the last hop (sigma_min ~ 1e-3
         # -> 0): its Gaussian is so narrow that the ratio is noise. Flow-GRPO's
@@ -294,23 +422,48 @@ def _update(accelerator, loss_module, optimizer, params, rollout, rows, advantag
         candidates = rollout.train_steps
         n_train = max(1, round(config.train_fraction * len(candidates)))
         train_steps = sorted(candidates[i] for i in torch.randperm(len(candidates), generator=generator)[:n_train].tolist())
-        for i, k in enumerate(train_steps):
-            last = i == len(train_steps) - 1
-            # gradients of every denoising step are summed locally and all-reduced once
-            with nullcontext() if last else accelerator.no_sync(loss_module):
-                out = loss_module(rollout, rows, advantages, k)
-                accelerator.backward(out["loss"] / n_train)
-            for key, value in out.items():
-                terms[key] = terms.get(key, 0.0) + float(value.detach()) / n_train
+        passes = [(part, k) for k in train_steps for part in micro]
     else:
-        out = loss_module(rollout, rows, advantages)
-        accelerator.backward(out["loss"])
-        terms = {key: float(value.detach()) for key, value in out.items()}
-    grad_norm = accelerator.clip_grad_norm_(params, config.max_grad_norm) if config.max_grad_norm > 0 else torch.tensor(0.0)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+        n_train = 1
+        passes = [(part, None) for part in micro]
+    terms: dict[str, float] = {}
+    for i, (part, k) in enumerate(passes):
+        last = i == len(passes) - 1
+        share = world * weights[part].sum(dim=0) / totals
+        # gradients of every pass are summed locally and all-reduced once (DDP); FSDP and ZeRO-3
+        # reduce-scatter at every backward and accumulate the shards
+        sync = nullcontext() if (last or sharding != "none") else accelerator.no_sync(loss_module)
+        with sync:
+            out = loss_module(rollout, rows[part], advantages[part], k, (float(share[0]), float(share[1])))
+            if engine is not None:
+                engine.set_gradient_accumulation_boundary(last)
+                engine.backward(out["loss"] / n_train)
+            else:
+                accelerator.backward(out["loss"] / n_train)
+        # the logged terms: the loss as scaled (its mean over ranks is the global minibatch's), the
+        # others as each micro-batch's mean weighted by its share of this rank's rows
+        local_share = float(weights[part, 0].sum() / local_total) if len(passes) > n_train else 1.0
+        for key, value in out.items():
+            scale = 1.0 if key == "loss" else local_share
+            terms[key] = terms.get(key, 0.0) + float(value.detach()) * scale / n_train
+    if engine is not None:  # clips (the config's gradient_clipping), steps and zeroes the gradients
+        engine.step()
+        grad_norm = engine.get_global_grad_norm() or 0.0
+    else:
+        grad_norm = _clip(accelerator, params, config.max_grad_norm, sharding)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
     terms["grad_norm"] = float(grad_norm)
     return terms
+
+
+def _clip(accelerator, params, max_norm: float, sharding: str):
+    if max_norm <= 0:
+        return torch.tensor(0.0)
+    if sharding == "fsdp":  # DTensor gradients: torch's clip all-reduces the norm across the shards
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+    return accelerator.clip_grad_norm_(params, max_norm)
 
 
 def _write_examples(handle, step: int, rollout, config: RLConfig) -> None:

@@ -47,6 +47,7 @@ from uae_reference.rl.rollout import (
     encoder_inputs,
     end_at_special_tokens,
     rollout_seed,
+    row_chunks,
     summarise_captions,
 )
 from uae_reference.rl.sde import gaussian_log_prob, per_sample_noise, schedule_t_cap, sde_step, sde_step_kl
@@ -72,6 +73,12 @@ class U4GRollout:
 
 def _index_condition(cond: Condition, rows: torch.Tensor) -> Condition:
     return Condition(cond.tokens[rows], cond.pooled[rows], cond.mask[rows])
+
+
+def _join_conditions(parts: list[Condition]) -> Condition:
+    if len(parts) == 1:
+        return parts[0]
+    return Condition(*(torch.cat([getattr(c, name) for c in parts]) for name in ("tokens", "pooled", "mask")))
 
 
 def sde_step_fn(noise_level: float, t_cap: float, reduce: str, stochastic: Sequence[bool] | None = None):
@@ -134,11 +141,19 @@ def u4g_rollout(
     sample = model.sample_captions(list(encoder_inputs(data, indices)), seeds=seeds, temperature=config.caption_temperature)
     sample = end_at_special_tokens(model, sample)
     rows = torch.arange(len(indices)).repeat_interleave(group)
-    cond = _index_condition(model.encode_condition(sample.texts), rows.to(model.device))
     guidance = model.settings.guidance_scale if config.guidance_scale is None else config.guidance_scale
-    uncond = None
-    if guidance != 1.0:
-        uncond = model.encode_condition([model.settings.negative_caption] * len(rows))
+    # the conditions of each rollout batch (rollout_batch_size rows; all rows by default) come from
+    # that batch's captions alone, so one process with the per-rank batch size reproduces a
+    # multi-process rollout exactly (batched float sums depend on the batch)
+    parts = row_chunks(len(rows), config.rollout_batch_size)
+    conds, unconds = [], []
+    for part in parts:
+        first, last = part.start // group, (part.stop - 1) // group + 1
+        conds.append(_index_condition(model.encode_condition(sample.texts[first:last]), (rows[part] - first).to(model.device)))
+        if guidance != 1.0:
+            unconds.append(model.encode_condition([model.settings.negative_caption] * (part.stop - part.start)))
+    cond = _join_conditions(conds)
+    uncond = _join_conditions(unconds) if unconds else None
     timings["seconds_captions"] = time.perf_counter() - started
 
     # 2. G stochastic trajectories per caption
@@ -146,16 +161,21 @@ def u4g_rollout(
     sigmas = model.sigma_schedule(config.sde_steps)
     window = sde_window(config, step)
     stochastic = [k in window for k in range(config.sde_steps)] if config.sde_window_size else None
-    step_fn = sde_step_fn(config.noise_level, schedule_t_cap(sigmas), config.logprob_reduce, stochastic)
     noise_seeds = [rollout_seed(config.seed, step, i, g, NOISE_STREAM) for i in indices for g in range(group)]
     start = None
     if config.shared_initial_noise:  # one starting point per group; the SDE increments still differ
         start = model.initial_noise(noise_seeds[::group]).repeat_interleave(group, dim=0)
-    trajectory = model.sample_latents(
-        cond, seeds=noise_seeds, num_steps=config.sde_steps, guidance_scale=guidance, step_fn=step_fn, keep_steps=True,
-        initial_noise=start,
-    )
-    reconstructions = tensor_to_images(model.decode_latents(trajectory.latents))
+    states, logprobs, reconstructions = [], [], []
+    for part, part_cond in zip(parts, conds):  # memory, not the draws: every row has its own seeds
+        # a fresh step function per batch: it counts its calls to know which steps are stochastic
+        step_fn = sde_step_fn(config.noise_level, schedule_t_cap(sigmas), config.logprob_reduce, stochastic)
+        trajectory = model.sample_latents(
+            part_cond, seeds=noise_seeds[part], num_steps=config.sde_steps, guidance_scale=guidance,
+            step_fn=step_fn, keep_steps=True, initial_noise=None if start is None else start[part],
+        )
+        states.append(torch.stack(trajectory.steps, dim=1))
+        logprobs.append(trajectory.logprobs)
+        reconstructions += tensor_to_images(model.decode_latents(trajectory.latents))
     timings["seconds_sampling"] = time.perf_counter() - started
 
     # 3. rewards
@@ -176,8 +196,8 @@ def u4g_rollout(
         texts=sample.texts,
         cond=cond,
         uncond=uncond,
-        states=torch.stack(trajectory.steps, dim=1),
-        old_logprobs=trajectory.logprobs,
+        states=torch.cat(states),
+        old_logprobs=torch.cat(logprobs),
         sigmas=sigmas,
         rewards=scores.view(len(indices), group),
         train_steps=window,
