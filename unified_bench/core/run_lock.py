@@ -20,10 +20,12 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
 
 from unified_bench.core.errors import RunDirLockedError
 from unified_bench.core.provenance import command_line
@@ -78,17 +80,21 @@ class RunDirLock:
     """``with RunDirLock(out): ...`` holds ``out/run.lock``; refuses with
     :class:`RunDirLockedError` (one line naming the holder) when another process holds it.
 
-    ``warn`` receives the one-line notices (a stale lock taken over, a file system without
-    locks).
+    Its one-line notices (a stale lock taken over, a file system without locks) go to
+    ``console`` (stderr by default). ``command`` is what the holder is doing, for the refusal
+    (default: this process's command line).
     """
 
-    def __init__(self, directory: str | Path, *, command: str | None = None, warn: Callable[[str], None] | None = None) -> None:
+    def __init__(self, directory: str | Path, *, command: str | None = None, console: Console | None = None) -> None:
         self.directory = Path(directory)
         self.path = self.directory / LOCK_FILE
         self.command = command
-        self.warn = warn or (lambda line: None)
+        self.console = console
         self.stale: LockHolder | None = None  # the dead holder whose lock was taken over
         self._key: str | None = None
+
+    def warn(self, line: str) -> None:
+        (self.console or Console(stderr=True)).print(f"[yellow]{escape(line)}", highlight=False)
 
     def __enter__(self) -> RunDirLock:
         self.acquire()

@@ -102,7 +102,7 @@ def run_eval(config: EvalConfig, *, adapter: Adapter | None = None, console: Con
         raise ConfigError("--shard cannot be combined with a torchrun/SLURM launch; the launch already shards")
     if group is not None:
         return _run_rank(config, dataset, group, adapter, console)
-    with lock_run_dir(Path(config.out), config, console):
+    with RunDirLock(Path(config.out), command=config.command, console=console):
         if config.shard is not None:
             outcome = run_samples(config, dataset, Path(config.out), config.shard, adapter, console)
             outcome.role = "shard"
@@ -113,11 +113,6 @@ def run_eval(config: EvalConfig, *, adapter: Adapter | None = None, console: Con
         return outcome
 
 
-def lock_run_dir(out: Path, config: EvalConfig, console: Console) -> RunDirLock:
-    """The run directory's lock for this command (its notices on ``console``)."""
-    return RunDirLock(out, command=config.command, warn=lambda line: console.print(f"[yellow]{line}", highlight=False))
-
-
 def _run_rank(
     config: EvalConfig, dataset: EvalDataset, group: ProcessGroup, adapter: Adapter | None, console: Console
 ) -> EvalOutcome:
@@ -126,7 +121,7 @@ def _run_rank(
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
     shard_dirs = [out / "shards" / ShardSpec(rank, group.world_size).label for rank in range(group.world_size)]
     mine = shard_dirs[group.rank]
-    with lock_run_dir(mine, config, console):  # before touching it: another launch may own it
+    with RunDirLock(mine, command=config.command, console=console):  # before touching it: another launch may own it
         (mine / DONE_FILE).unlink(missing_ok=True)
         try:
             outcome = run_samples(config, dataset, mine, group.shard, adapter, console, local_rank=group.local_rank)

@@ -38,8 +38,7 @@ def merge_shards(
     """Copy every shard's finished samples into ``out``, write its run files, score it;
     ``out`` is locked against other processes meanwhile."""
     out = Path(out)
-    warn = (console or Console(stderr=True)).print
-    with RunDirLock(out, command=config.command if config is not None else None, warn=lambda line: warn(f"[yellow]{line}", highlight=False)):
+    with RunDirLock(out, command=config.command if config is not None else None, console=console):
         return _merge(shard_dirs, out, config, console=console)
 
 

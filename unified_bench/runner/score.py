@@ -21,8 +21,7 @@ from unified_bench.scoring import Pair, ScoreOutcome, score_and_write
 def score_run(out: Path, config: EvalConfig, *, console: Console | None = None) -> ScoreOutcome:
     """Score the finished samples of run directory ``out`` into ``out/results.json``, holding
     its lock (re-entrant: ``eval`` scores under the lock it already holds)."""
-    warn = (console or Console(stderr=True)).print
-    with RunDirLock(out, command=config.command, warn=lambda line: warn(f"[yellow]{line}", highlight=False)):
+    with RunDirLock(out, command=config.command, console=console):
         return _score_run(out, config, console=console)
 
 

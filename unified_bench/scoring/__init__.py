@@ -91,8 +91,7 @@ def score_folders(
 ) -> ScoreOutcome:
     """``unified-bench score`` as a library call; ``name`` is the run's display label.
     ``out_dir`` is locked against other processes while it is scored."""
-    warn = (console or Console(stderr=True)).print
-    with RunDirLock(out_dir, command=command, warn=lambda line: warn(f"[yellow]{line}", highlight=False)):
+    with RunDirLock(out_dir, command=command, console=console):
         return _score_folders(images_dir, refs_dir, out_dir, config, command=command, console=console, name=name)
 
 
