@@ -249,3 +249,17 @@ def test_progress_shows_the_call_in_flight_and_its_running_time():
     assert column.render(progress.tasks[task]).plain == ""
     progress.update(task, call="generate", call_started=time.monotonic() - 3725)
     assert column.render(progress.tasks[task]).plain == "generate 1:02:05"
+
+
+def test_openai_adapter_shares_one_breaker_over_its_requests():
+    from PIL import Image
+
+    from unified_bench.adapters.registry import build_adapter
+
+    adapter = build_adapter("openai", {"base_url": f"http://127.0.0.1:{closed_port()}/v1", "api_key_env": "",
+                                       "max_retries": "0", "max_consecutive_failures": "2", "concurrency": "1"})
+    with pytest.raises(HttpError) as first:  # one request failed: still this batch's problem
+        adapter.caption([Image.new("RGB", (8, 8))], prompt="p", seeds=[1])
+    assert first.value.unreachable
+    with pytest.raises(ServerUnreachableError, match="2 requests in a row"):
+        adapter.caption([Image.new("RGB", (8, 8))] * 3, prompt="p", seeds=[1, 2, 3])

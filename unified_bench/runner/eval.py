@@ -59,7 +59,7 @@ from unified_bench.runner.config import IDENTITY_KEYS, EvalConfig, EvalOutcome
 from unified_bench.runner.distributed import ProcessGroup, ShardSpec, detect_process_group, wait_for_all
 from unified_bench.runner.merge import merge_shards
 from unified_bench.runner.score import score_run
-from unified_bench.runner.store import CAPTIONS_FILE, DONE_FILE, IMAGES_DIR, CaptionRecord, ErrorRecord, RunStore
+from unified_bench.runner.store import CAPTIONS_FILE, DONE_FILE, IMAGES_DIR, CaptionRecord, ErrorRecord, RunState, RunStore
 
 __all__ = ["EvalConfig", "EvalOutcome", "run_eval", "run_samples", "score_run"]
 
@@ -223,6 +223,7 @@ def run_samples(
         absent=frozenset({"stopped"}),
     )
     stopped: str | None = None
+    attempted = 0  # samples whose batch ran to its end this session
     built: Adapter | None = adapter
     try:
         if pending:
@@ -310,6 +311,7 @@ def run_samples(
                         break
                     finally:
                         calling(None)
+                    attempted += len(batch)
                     if any(item.answered for item in batch):
                         for error in unreached:
                             store.fail(error)
@@ -335,6 +337,7 @@ def run_samples(
     if stopped is not None:
         invocation.stopped = stopped
         invocation.absent = frozenset()
+        info.processed_this_session = attempted
     store.write_run_info(info)
     state = store.read_state()
     owned = {s.sample_id for s in samples}
@@ -352,7 +355,7 @@ def run_samples(
     return EvalOutcome(out, finished, errors, timings=timings, stopped=stopped, healed=healed)
 
 
-def _heal(store: RunStore, state: Any, console: Console) -> list[str]:
+def _heal(store: RunStore, state: RunState, console: Console) -> list[str]:
     """Verify a resumed run's finished samples; retract the ones whose files changed since
     they were written, so they are regenerated. Returns their ids."""
     problems = store.verify(state)
