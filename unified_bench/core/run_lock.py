@@ -15,7 +15,6 @@ system without locks the run goes on unlocked after one warning line.
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import socket
@@ -29,6 +28,11 @@ from rich.markup import escape
 
 from unified_bench.core.errors import RunDirLockedError
 from unified_bench.core.provenance import command_line
+
+try:
+    import fcntl
+except ImportError:  # not a POSIX system: runs go unlocked, after a notice
+    fcntl = None  # type: ignore[assignment]
 
 LOCK_FILE = "run.lock"
 
@@ -139,6 +143,9 @@ class RunDirLock:
         self._key = None
 
     def _lock(self, created: bool) -> _Held:
+        if fcntl is None:
+            self.warn(f"cannot lock {self.path} on this system: a second process on this directory goes undetected")
+            return _Held(None, self.path, created)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
