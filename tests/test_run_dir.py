@@ -97,28 +97,37 @@ def test_lock_is_reentrant_in_one_process_and_leaves_no_trace(tmp_path):
     assert sorted(p.name for p in kept.iterdir()) == ["results.json"]
 
 
+def start_gated(args: list[str], tmp: Path, gate: Path) -> subprocess.Popen:
+    """A real ``eval`` of the gated mock that commits one sample, then waits for ``gate``."""
+    return subprocess.Popen([sys.executable, str(LAUNCHER), *args, "--model", "gated_adapter:GatedMock",
+                             "--model-arg", f"gate={gate}"],
+                            env=cli_env(tmp), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_first_sample(proc: subprocess.Popen, out: Path) -> None:
+    deadline = time.monotonic() + 120
+    while not (out / "captions.jsonl").exists() or not (out / "captions.jsonl").read_text():
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline, "the run never committed a sample"
+        time.sleep(0.05)
+
+
 @pytest.mark.slow
 def test_second_eval_on_a_run_exits_2_naming_the_holder_and_the_first_completes(toys, tmp_path):
     data = make_images(tmp_path / "data", 6)
     reference = tmp_path / "reference"
     run_eval(config(data, reference, seed=3))
-    out = tmp_path / "run"
-    common = ["eval", "--model", "mock", "--data", str(data), "--metrics", "toy-pair", "--model-arg", "size=32",
+    out, gate = tmp_path / "run", tmp_path / "gate"
+    common = ["eval", "--data", str(data), "--metrics", "toy-pair", "--model-arg", "size=32",
               "--seed", "3", "--out", str(out), "--no-progress", "--resume"]
-    # slow enough (15 s) that the first still runs when the second has started up
-    first = subprocess.Popen([sys.executable, str(LAUNCHER), *common, "--model-arg", "slow_ms=2500"],
-                             env=cli_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not (out / "captions.jsonl").exists() or not (out / "captions.jsonl").read_text():
-        assert first.poll() is None and time.monotonic() < deadline, "the first run never started writing"
-        time.sleep(0.05)
-    second = run_cli(common, tmp_path, check_codes=None)
-    assert first.poll() is None, "the first run ended before the second started: too slow a machine for this test"
-    assert second.returncode == 2, second.stderr
+    first = start_gated(common, tmp_path, gate)
+    wait_for_first_sample(first, out)  # it holds the lock and waits at its second sample
+    second = run_cli([*common, "--model", "gated_adapter:GatedMock"], tmp_path, check_codes=(2,))
     lines = second.stderr.strip().splitlines()
     assert len(lines) == 1, second.stderr
     assert lines[0].startswith("error: ") and f"PID {first.pid} on host {socket.gethostname()}" in lines[0]
-    assert first.wait(timeout=120) == 0, first.stderr.read()
+    gate.touch()
+    assert first.wait(timeout=300) == 0, first.stderr.read()
     ids = [json.loads(line)["sample_id"] for line in (out / "captions.jsonl").read_text().splitlines()]
     assert len(ids) == len(set(ids)) == 6  # every sample computed once
     assert essentials(out) == essentials(reference)
@@ -129,19 +138,16 @@ def test_lock_of_a_sigkilled_run_does_not_block_resume(toys, tmp_path):
     data = make_images(tmp_path / "data", 6)
     reference = tmp_path / "reference"
     run_eval(config(data, reference))
-    out = tmp_path / "run"
-    common = ["eval", "--model", "mock", "--data", str(data), "--metrics", "toy-pair", "--model-arg", "size=32",
+    out, gate = tmp_path / "run", tmp_path / "gate"
+    common = ["eval", "--data", str(data), "--metrics", "toy-pair", "--model-arg", "size=32",
               "--out", str(out), "--no-progress"]
-    proc = subprocess.Popen([sys.executable, str(LAUNCHER), *common, "--model-arg", "slow_ms=400"],
-                            env=cli_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while not (out / "captions.jsonl").exists() or not (out / "captions.jsonl").read_text():
-        assert proc.poll() is None and time.monotonic() < deadline, "the run never started writing"
-        time.sleep(0.05)
+    proc = start_gated(common, tmp_path, gate)
+    wait_for_first_sample(proc, out)
     os.kill(proc.pid, signal.SIGKILL)  # the process this test started, by its id
     proc.wait(timeout=30)
     assert json.loads((out / LOCK_FILE).read_text())["pid"] == proc.pid  # left behind
-    resumed = run_cli([*common, "--resume"], tmp_path)
+    gate.touch()
+    resumed = run_cli([*common, "--model", "gated_adapter:GatedMock", "--model-arg", f"gate={gate}", "--resume"], tmp_path)
     assert f"took over the lock of PID {proc.pid}" in resumed.stderr
     assert not (out / LOCK_FILE).exists()
     assert essentials(out) == essentials(reference)

@@ -201,17 +201,20 @@ def test_killed_serve_process_exit_1_then_resume_with_other_settings_equals_loca
     local = tmp_path / "local"
     run_eval(EvalConfig(model="mock", data=str(data), out=local, metrics=["toy-pair"], model_args={"size": 32}, progress=False))
 
-    def serve() -> tuple[subprocess.Popen, str]:
-        proc = subprocess.Popen([sys.executable, str(LAUNCHER), "serve", "--model", "mock", "--port", "0",
-                                 "--model-arg", "size=32", "--model-arg", "slow_ms=300"],
+    def serve(open_for: int) -> tuple[subprocess.Popen, str]:
+        """The gated mock (tests/gated_adapter.py) served: it waits, mid-run, after
+        ``open_for`` generate calls, so the kill lands while the run is under way."""
+        proc = subprocess.Popen([sys.executable, str(LAUNCHER), "serve", "--model", "gated_adapter:GatedMock",
+                                 "--port", "0", "--model-arg", "size=32", "--model-arg", f"open_for={open_for}",
+                                 "--model-arg", f"gate={tmp_path / 'never'}"],
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=cli_env(tmp_path))
-        match = re.search(r"serving mock on (http://127\.0\.0\.1:\d+)", proc.stdout.readline())
+        match = re.search(r"serving gated_adapter:GatedMock on (http://127\.0\.0\.1:\d+)", proc.stdout.readline())
         assert match, "server did not start"
         return proc, match.group(1)
 
     out = tmp_path / "run"
     common = ["eval", "--model", "remote", "--data", str(data), "--metrics", "toy-pair", "--out", str(out), "--no-progress"]
-    server, url = serve()
+    server, url = serve(open_for=3)
     try:
         run = subprocess.Popen([sys.executable, str(LAUNCHER), *common, "--model-arg", f"url={url}",
                                 "--model-arg", "backoff_s=0.05"],
@@ -223,16 +226,16 @@ def test_killed_serve_process_exit_1_then_resume_with_other_settings_equals_loca
     finally:
         os.kill(server.pid, signal.SIGKILL)  # the server this test started, by its id
         server.wait(timeout=30)
-    assert run.wait(timeout=120) == 1
+    assert run.wait(timeout=300) == 1
     stderr = run.stderr.read()
     # stopped by the breaker: the samples left were neither tried one by one nor made errors
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("stopped: 5 requests in a row could not reach") and last.endswith("--resume"), stderr
-    finished = (out / "captions.jsonl").read_text().count("\n")
-    assert 3 <= finished < 10 and not (out / "errors.jsonl").read_text()
-    assert json.loads((out / "results.json").read_text())["run"]["runner"]["not_run"] == 10 - finished
+    assert (out / "captions.jsonl").read_text().count("\n") == 3 and not (out / "errors.jsonl").read_text()
+    runner = json.loads((out / "results.json").read_text())["run"]["runner"]
+    assert runner["incomplete"] is True and runner["not_run"] == 7
 
-    server, url = serve()  # restarted, on another port
+    server, url = serve(open_for=100)  # restarted, on another port
     try:
         run_cli([*common, "--resume", "--model-arg", f"url={url}", "--model-arg", "max_retries=1",
                  "--model-arg", "timeout_s=120", "--model-arg", "backoff_s=0.5"], tmp_path)
