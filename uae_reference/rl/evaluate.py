@@ -268,6 +268,35 @@ def evaluate_stage(
     of the parsed caption (:class:`EncoderWithRenderer`). The run record's ``training`` names
     the checkpoint and its training curve when ``curve_csv`` is given.
     """
+    from unified_bench.core.run_lock import RunDirLock
+
+    # one process per run directory, from copying the curve in to writing results.json
+    with RunDirLock(out, command=f"uae-reference rl evaluate ({name}: {checkpoint})"):
+        return _evaluate_stage(
+            name, checkpoint, out, limit=limit, split=split, metrics=metrics, seed=seed, batch_size=batch_size,
+            model_name=model_name, model_args=model_args, resume=resume, progress=progress,
+            reconstruction=reconstruction, curve_csv=curve_csv, label=label,
+        )
+
+
+def _evaluate_stage(
+    name: str,
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    limit: int | None,
+    split: str,
+    metrics: Sequence[str],
+    seed: int,
+    batch_size: int,
+    model_name: str,
+    model_args: dict[str, Any] | None,
+    resume: bool,
+    progress: bool,
+    reconstruction: str,
+    curve_csv: str | Path | None,
+    label: str | None,
+) -> StageEval:
     from unified_bench.runner.eval import EvalConfig, run_eval
     from uae_reference.adapter import UAEReferenceAdapter, UAEReferenceConfig
 

@@ -19,6 +19,12 @@ it was asked for): they are the run record's executed protocol, which the leader
 against a track. Outputs are checked at the boundary by :func:`check_captions` /
 :func:`check_images`: a wrong type, count, an empty caption, a non-RGB or NaN image becomes a
 per-sample error, never a crash of the run.
+
+Arguments that change how outputs are fetched but not what they are (a server's address,
+timeouts, retries, request concurrency) say so with ``affects_outputs: False`` in their
+dataclass field's metadata (``ArgSpec(affects_outputs=False)``): a resumed run compares only
+the others, and records these per invocation. :meth:`Adapter.output_identity` adds what the
+arguments cannot say (the model a server serves).
 """
 
 from __future__ import annotations
@@ -91,6 +97,11 @@ class Adapter(ABC):
         """Settings recorded in the run record (checkpoints, sampling, resolution...)."""
         return {}
 
+    def output_identity(self) -> dict[str, Any] | None:
+        """What decides the outputs beyond the output-affecting arguments (a served model's
+        name and settings); a resumed run must match it. None: the arguments say it all."""
+        return None
+
     def close(self) -> None:
         """Free model memory."""
 
@@ -104,6 +115,7 @@ class ArgSpec:
     help: str = ""
     choices: Sequence[Any] | None = field(default=None)
     type: Any = None  # for coercing --model-arg strings; None -> the default's type
+    affects_outputs: bool = True  # False: transport only (timeouts, retries); not compared on resume
 
 
 def check_captions(outputs: Any, expected: int) -> list[SampleOutcome]:

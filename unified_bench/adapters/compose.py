@@ -26,8 +26,8 @@ from unified_bench.core.protocol import ExecutedCaption, ExecutedGeneration
 class ComposeConfig:
     captioner: str = field(metadata={"help": "adapter (name, alias, preset or file.py:Class) whose caption() is used"})
     generator: str = field(metadata={"help": "adapter (name, alias, preset or file.py:Class) whose generate() is used"})
-    captioner_args: dict | None = field(default=None, metadata={"help": "the captioner's arguments, a JSON object"})
-    generator_args: dict | None = field(default=None, metadata={"help": "the generator's arguments, a JSON object"})
+    captioner_args: dict | None = field(default=None, metadata={"help": "the captioner's arguments, a JSON object", "args_of": "captioner"})
+    generator_args: dict | None = field(default=None, metadata={"help": "the generator's arguments, a JSON object", "args_of": "generator"})
 
 
 @dataclass
@@ -92,6 +92,10 @@ class ComposeAdapter(Adapter):
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "compose", "captioner": self.captioner.record(), "generator": self.generator.record()}
+
+    def output_identity(self) -> dict[str, Any] | None:
+        halves = {"captioner": self.captioner.adapter.output_identity(), "generator": self.generator.adapter.output_identity()}
+        return halves if any(v is not None for v in halves.values()) else None
 
     def close(self) -> None:
         for half in (self.generator if hasattr(self, "generator") else None, self.captioner):

@@ -41,7 +41,7 @@ class MockConfig:
     bad_type_ids: tuple[str, ...] = field(default=(), metadata={"help": "caption() returns an int for these ids"})
     empty_caption_ids: tuple[str, ...] = field(default=(), metadata={"help": "caption() returns '' for these ids"})
     nan_image_ids: tuple[str, ...] = field(default=(), metadata={"help": "generate() returns a float image with NaN"})
-    slow_ms: float = field(default=0.0, metadata={"help": "sleep this long per generated image"})
+    slow_ms: float = field(default=0.0, metadata={"help": "sleep this long per generated image", "affects_outputs": False})
 
 
 class MockAdapter(Adapter):

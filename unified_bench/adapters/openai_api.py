@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from unified_bench.adapters.base import Adapter, Capabilities
-from unified_bench.adapters.http import RetryPolicy, decode_image, encode_png, request_json
+from unified_bench.adapters.http import CircuitBreaker, RetryPolicy, decode_image, encode_png, request_json
 from unified_bench.core.errors import ConfigError
 from unified_bench.core.protocol import ExecutedCaption, ExecutedGeneration
 from unified_bench.core.images import to_rgb
@@ -55,7 +55,7 @@ class OpenAIConfig:
     base_url: str = field(default="https://api.openai.com/v1", metadata={"help": "API root, e.g. http://localhost:8000/v1 for vLLM"})
     caption_model: str = field(default="gpt-4o", metadata={"help": "chat model that captions"})
     image_model: str = field(default="gpt-image-1", metadata={"help": "images model that generates"})
-    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "environment variable holding the key ('' for no auth)"})
+    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "environment variable holding the key ('' for no auth)", "affects_outputs": False})
     temperature: float = field(default=0.7, metadata={"help": "caption sampling temperature (paper: 0.7)"})
     max_tokens: int = field(default=512, metadata={"help": "caption length cap (paper: 512 new tokens)"})
     send_seed: bool = field(default=True, metadata={"help": "send the per-sample seed with chat requests"})
@@ -65,12 +65,16 @@ class OpenAIConfig:
     )
     quality: str = field(default="", metadata={"help": "images API quality ('' to omit; checked against the model's accepted values)"})
     style: str = field(default="", metadata={"help": "images API style, dall-e-3 only: vivid or natural ('' to omit)"})
-    timeout_s: float = field(default=120.0, metadata={"help": "per-request timeout"})
-    max_retries: int = field(default=5, metadata={"help": "retries on 429/5xx/connection errors"})
-    backoff_s: float = field(default=1.0, metadata={"help": "first retry delay; doubles each retry, with jitter"})
-    max_backoff_s: float = field(default=60.0, metadata={"help": "cap on one retry delay (also caps Retry-After)"})
-    max_batch_size: int = field(default=8, metadata={"help": "samples per runner batch (one request each)"})
-    concurrency: int = field(default=4, metadata={"help": "requests in flight at once within a batch"})
+    # transport settings ("affects_outputs": False): how outputs are fetched, not what they are
+    timeout_s: float = field(default=120.0, metadata={"help": "per-request timeout", "affects_outputs": False})
+    max_retries: int = field(default=5, metadata={"help": "retries on 429/5xx/connection errors", "affects_outputs": False})
+    backoff_s: float = field(default=1.0, metadata={"help": "first retry delay; doubles each retry, with jitter", "affects_outputs": False})
+    max_backoff_s: float = field(default=60.0, metadata={"help": "cap on one retry delay (also caps Retry-After)", "affects_outputs": False})
+    max_batch_size: int = field(default=8, metadata={"help": "samples per runner batch (one request each)", "affects_outputs": False})
+    concurrency: int = field(default=4, metadata={"help": "requests in flight at once within a batch", "affects_outputs": False})
+    max_consecutive_failures: int = field(
+        default=5, metadata={"help": "stop the run after this many requests in a row cannot reach the API (0: never)", "affects_outputs": False}
+    )
 
 
 class OpenAIAdapter(Adapter):
@@ -96,6 +100,7 @@ class OpenAIAdapter(Adapter):
             needs=(f"env:{self.config.api_key_env}",) if self.config.api_key_env else (),
         )
         self._retry = RetryPolicy(self.config.max_retries, self.config.backoff_s, self.config.max_backoff_s)
+        self._breaker = CircuitBreaker(self.config.max_consecutive_failures)
         self._rules = image_model_rules(self.config.image_model)
         self._image_params = self._check_image_params()
 
@@ -134,7 +139,7 @@ class OpenAIAdapter(Adapter):
     def _post(self, path: str, payload: dict) -> dict:
         headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
         url = self.config.base_url.rstrip("/") + path
-        return request_json(url, payload, headers=headers, timeout_s=self.config.timeout_s, retry=self._retry)
+        return request_json(url, payload, headers=headers, timeout_s=self.config.timeout_s, retry=self._retry, breaker=self._breaker)
 
     def _map(self, fn, *columns) -> list:
         """Apply ``fn`` over the batch with up to ``concurrency`` requests in flight, in order."""

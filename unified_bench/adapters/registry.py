@@ -21,7 +21,9 @@ when it is used.
 argument declares. An adapter declares its arguments in one of three ways (first match wins):
 
 - ``config_class``: a dataclass (fields with defaults, help in ``field(metadata={"help": ...})``);
-  the adapter is built as ``cls(config_class(**values))``;
+  the adapter is built as ``cls(config_class(**values))``. ``"affects_outputs": False`` in the
+  metadata marks a transport setting (see :func:`split_args`); ``"args_of": "FIELD"`` marks a
+  dict of arguments for the adapter named by another field (``compose``'s halves);
 - ``args``: a list of :class:`~unified_bench.adapters.base.ArgSpec`; built as ``cls(**values)``;
 - neither: the keyword parameters of ``__init__`` (annotations give the types); ``cls(**values)``.
 
@@ -434,6 +436,8 @@ class DeclaredArg:
     default: Any
     help: str = ""
     choices: tuple[Any, ...] | None = None
+    affects_outputs: bool = True  # False: how outputs are fetched (timeouts, retries, address)
+    args_of: str | None = None  # this dict holds the arguments of the adapter named by that field
 
     @property
     def required(self) -> bool:
@@ -457,7 +461,15 @@ def declared_args(cls: type[Adapter]) -> list[DeclaredArg]:
                 default = _MISSING
             choices = f.metadata.get("choices")
             out.append(
-                DeclaredArg(f.name, hints.get(f.name), default, f.metadata.get("help", ""), tuple(choices) if choices else None)
+                DeclaredArg(
+                    f.name,
+                    hints.get(f.name),
+                    default,
+                    f.metadata.get("help", ""),
+                    tuple(choices) if choices else None,
+                    bool(f.metadata.get("affects_outputs", True)),
+                    f.metadata.get("args_of"),
+                )
             )
         return out
     specs = getattr(cls, "args", None)
@@ -469,6 +481,7 @@ def declared_args(cls: type[Adapter]) -> list[DeclaredArg]:
                 s.default,
                 s.help,
                 tuple(s.choices) if s.choices else None,
+                bool(getattr(s, "affects_outputs", True)),
             )
             for s in specs
         ]
@@ -587,6 +600,40 @@ def coerce_args(cls: type[Adapter], values: Mapping[str, Any], *, model: str) ->
     if missing:
         raise ConfigError(f"model {model!r} needs --model-arg {' '.join(m + '=...' for m in missing)}")
     return out
+
+
+def split_args(cls: type[Adapter], values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``values`` as (arguments that decide the outputs, transport arguments).
+
+    A run's identity holds the first (a resume must match them); the second is recorded per
+    invocation and may change between them. An argument the class does not declare counts as
+    deciding the outputs. A dict marked ``args_of`` (``compose``'s ``captioner_args``) is split
+    by the declaration of the adapter it configures, when that adapter can be resolved.
+    """
+    declared = {arg.name: arg for arg in declared_args(cls)}
+    outputs: dict[str, Any] = {}
+    transport: dict[str, Any] = {}
+    for key, value in values.items():
+        arg = declared.get(key)
+        if arg is not None and not arg.affects_outputs:
+            transport[key] = value
+        elif arg is not None and arg.args_of and isinstance(value, Mapping) and isinstance(values.get(arg.args_of), str):
+            inner_outputs, inner_transport = _split_nested(values[arg.args_of], value)
+            outputs[key] = inner_outputs
+            if inner_transport:
+                transport[key] = inner_transport
+        else:
+            outputs[key] = value
+    return outputs, transport
+
+
+def _split_nested(name: str, values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    try:
+        spec, _ = resolve(name)
+        cls = load_adapter_class(spec)
+    except (ConfigError, ImportError):
+        return dict(values), {}  # cannot tell: compare all of it, as before
+    return split_args(cls, values)
 
 
 @dataclass

@@ -2,6 +2,19 @@
 
 Its capabilities and description come from the server's ``/info`` and are recorded in the
 run record like any local model's. See ``unified_bench.adapters.serve`` for the protocol.
+
+Every argument here says how outputs are fetched, not what they are (``affects_outputs``:
+False), so a run resumes against a restarted or moved server with other retry or timeout
+settings; what the outputs depend on is the served model, which :meth:`output_identity`
+reports and a resumed run must match. After ``max_consecutive_failures`` requests in a row
+that cannot reach the server the run stops, keeping its finished samples, to be resumed.
+
+``timeout_s`` defaults to an hour because it must bound the slowest legitimate request: one
+batch of a large model (a 7B generator at 1024x1024, 40 steps, several images per batch) on
+a modest GPU takes tens of minutes. The progress bar shows how long the current request has
+been running, so a hung server is visible; lower the bound with ``--model-arg timeout_s=``
+when your model answers faster. A request that timed out is not retried (the server is
+still busy with it, or hung) and counts towards the circuit breaker.
 """
 
 from __future__ import annotations
@@ -12,17 +25,24 @@ from PIL import Image
 
 from unified_bench.adapters.base import Adapter, Capabilities
 from unified_bench.core.protocol import ExecutedCaption, ExecutedGeneration
-from unified_bench.adapters.http import HttpError, RetryPolicy, decode_image, encode_png, request_json
+from unified_bench.adapters.http import CircuitBreaker, HttpError, RetryPolicy, decode_image, encode_png, request_json
 from unified_bench.core.errors import AdapterOutputError, ConfigError
 
 
 @dataclass
 class RemoteConfig:
-    url: str = field(default="http://127.0.0.1:8765", metadata={"help": "address printed by `unified-bench serve`"})
-    timeout_s: float = field(default=3600.0, metadata={"help": "per-request timeout (a big model's batch can be slow)"})
-    max_retries: int = field(default=3, metadata={"help": "retries on connection errors and 5xx"})
-    backoff_s: float = field(default=1.0, metadata={"help": "first retry delay (doubles, with jitter)"})
-    max_batch_size: int = field(default=0, metadata={"help": "cap on the batch size (0: what the server declares)"})
+    url: str = field(default="http://127.0.0.1:8765", metadata={"help": "address printed by `unified-bench serve`", "affects_outputs": False})
+    timeout_s: float = field(
+        default=3600.0,
+        metadata={"help": "per-request timeout: one batch of a big model on a slow GPU can take tens of minutes", "affects_outputs": False},
+    )
+    max_retries: int = field(default=3, metadata={"help": "retries on connection errors and 5xx", "affects_outputs": False})
+    backoff_s: float = field(default=1.0, metadata={"help": "first retry delay (doubles, with jitter)", "affects_outputs": False})
+    max_batch_size: int = field(default=0, metadata={"help": "cap on the batch size (0: what the server declares)", "affects_outputs": False})
+    max_consecutive_failures: int = field(
+        default=5,
+        metadata={"help": "stop the run after this many requests in a row cannot reach the server (0: never)", "affects_outputs": False},
+    )
 
 
 class RemoteAdapter(Adapter):
@@ -36,7 +56,8 @@ class RemoteAdapter(Adapter):
 
         self.config = config or RemoteConfig()
         self._base = self.config.url.rstrip("/")
-        self._retry = RetryPolicy(self.config.max_retries, self.config.backoff_s, 30.0)
+        self._retry = RetryPolicy(self.config.max_retries, self.config.backoff_s, 30.0, retry_timeouts=False)
+        self._breaker = CircuitBreaker(self.config.max_consecutive_failures)
         self._caption_settings: ExecutedCaption | None = None
         self._generation_settings: ExecutedGeneration | None = None
         try:
@@ -62,7 +83,9 @@ class RemoteAdapter(Adapter):
 
     def _post(self, route: str, payload: dict) -> dict:
         try:
-            return request_json(self._base + route, payload, timeout_s=self.config.timeout_s, retry=self._retry)
+            return request_json(
+                self._base + route, payload, timeout_s=self.config.timeout_s, retry=self._retry, breaker=self._breaker
+            )
         except HttpError as err:
             # 422: the served model raised; surface its message as this sample's error
             raise RuntimeError(f"remote {route}: {err}") from None
@@ -96,6 +119,10 @@ class RemoteAdapter(Adapter):
 
     def describe(self) -> dict:
         return {"kind": "remote", "url": self._base, "served_model": self.info.get("model"), "served": self.info.get("describe")}
+
+    def output_identity(self) -> dict:
+        """The served model decides the outputs, wherever it is served from."""
+        return {"served_model": self.info.get("model"), "served": self.info.get("describe")}
 
 
 def _ids(sample_ids: list[str] | None) -> list[str] | None:

@@ -141,7 +141,22 @@ def report_outcome(outcome) -> None:
 
 
 def finish(outcome) -> None:
-    """Print what happened; exit 1 if any sample (or metric) failed."""
+    """Print what happened; exit 1 if any sample (or metric) failed, or the run stopped
+    early (its last line then says how to resume)."""
+    stopped = getattr(outcome, "stopped", None)
+    try:
+        _report_run(outcome)
+    except typer.Exit:
+        if stopped is None:
+            raise
+    if stopped is not None:
+        from rich.markup import escape
+
+        err_console.print(f"[red]stopped:[/] {escape(stopped)}", highlight=False)
+        raise typer.Exit(1)
+
+
+def _report_run(outcome) -> None:
     if outcome.score is not None:  # runner errors are in results.json errors; printed there
         report_outcome(outcome.score)
         return

@@ -37,3 +37,12 @@ class AdapterOutputError(UnifiedBenchError):
 
 class DatasetError(UnifiedBenchError):
     """A dataset cannot be found, downloaded or read."""
+
+
+class RunDirLockedError(UnifiedBenchError):
+    """Another live process holds the run directory (one directory, one writer)."""
+
+
+class ServerUnreachableError(UnifiedBenchError):
+    """A model server stopped answering (a run of connection-level failures): the run stops
+    with its finished samples kept, to be resumed once the server is back."""

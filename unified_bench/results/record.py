@@ -97,6 +97,9 @@ class AdapterRecord(_Part):
     describe: dict[str, Any] = field(default_factory=dict)
     capabilities: dict[str, Any] = field(default_factory=dict)
     sha256: str | None = None  # the adapter file's SHA-256 (``--model path/to/file.py:Class`` only)
+    #: ``Adapter.output_identity()``: what decides the outputs beyond the arguments (a served
+    #: model); a resumed run must report the same. Absent: the adapter reports nothing.
+    output_identity: dict[str, Any] | None = None
 
 
 @dataclass
@@ -162,6 +165,11 @@ class RunnerRecord(_Part):
     shards: Any = None
     finished: int | None = None
     failed: int | None = None
+    #: set only on a run that stopped early (its server stopped answering): True, why, and how
+    #: many of its samples never ran; ``--resume`` completes it and drops these keys
+    incomplete: bool | None = None
+    stopped: str | None = None
+    not_run: int | None = None
 
 
 @dataclass
@@ -246,6 +254,21 @@ class RunRecord(_Part):
 
 
 @dataclass
+class InvocationRecord(_Part):
+    """One ``eval`` (or ``--resume``) session on a run directory: where it ran, the transport
+    arguments it used (those that change how outputs are fetched, not what they are), how
+    many finished samples it found altered and regenerated, and why it stopped early."""
+
+    started: str | None = None
+    host: str | None = None
+    pid: int | None = None
+    command: str | None = None
+    transport: dict[str, Any] = field(default_factory=dict)
+    healed: int = 0
+    stopped: str | None = None
+
+
+@dataclass
 class RunInfo(_Part):
     """A run directory's ``run.json``: the identity a resume must match, and progress."""
 
@@ -269,12 +292,15 @@ class RunInfo(_Part):
     timings: dict[str, float] | None = None
     #: ``eval --captions-from``: the run whose captions were regenerated from (see RunRecord)
     captions_from: dict[str, Any] | None = None
+    #: every session that ran on this directory, oldest first (absent in older run files)
+    invocations: list[InvocationRecord] = field(default_factory=list)
 
     nested: ClassVar[dict[str, Any]] = {
         "adapter": AdapterRecord,
         "dataset_info": DatasetRecord,
         "executed": _Executed,
         "training": TrainingRecord,
+        "invocations": [InvocationRecord],
     }
 
     #: the fields that must agree between a run and its resumption (or between shards)

@@ -63,9 +63,14 @@ class EvalOutcome:
     score: ScoreOutcome | None = None
     role: str = "single"  # "single" | "shard" | "rank" | "merger"
     timings: dict[str, float] = field(default_factory=dict)
+    #: why the run stopped before its last sample (its model server stopped answering); the
+    #: finished samples are kept and ``--resume`` continues. None: it ran every sample.
+    stopped: str | None = None
+    #: finished samples found altered on resume and regenerated, by id
+    healed: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.errors and (self.score is None or self.score.ok)
+        return self.stopped is None and not self.errors and (self.score is None or self.score.ok)
 
 

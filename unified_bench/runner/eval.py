@@ -9,6 +9,12 @@ three promises:
   fails that sample only: a batch that raises is retried one sample at a time;
 - a sample's seed and therefore its outputs depend only on (global seed, sample id),
   not on batch size, shard count or resume history.
+
+And three about the run as a whole: one process owns the run directory while it runs
+(:class:`~unified_bench.core.run_lock.RunDirLock`); a model server that stops answering stops
+the run, with its finished samples kept, instead of failing every remaining sample; and
+``resume=True`` first verifies the finished samples against the hashes they were written
+with and regenerates any that changed.
 """
 
 from __future__ import annotations
@@ -17,10 +23,12 @@ import hashlib
 import json
 import math
 import os
+import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +36,29 @@ from PIL import Image
 from rich.console import Console
 
 from unified_bench.adapters.base import Adapter, SampleOutcome, check_captions, check_images
-from unified_bench.adapters.registry import AdapterSpec, instantiate, prepare
+from unified_bench.adapters.http import HttpError
+from unified_bench.adapters.registry import AdapterSpec, instantiate, prepare, split_args
 from unified_bench.datasets.base import EvalDataset, Sample, encode_reference, natural_key
-from unified_bench.core.errors import ConfigError, ImageLoadError, UnifiedBenchError
+from unified_bench.core.errors import ConfigError, ImageLoadError, ServerUnreachableError, UnifiedBenchError
 from unified_bench.core.images import file_sha256, load_image
 from unified_bench.core.progress import progress_bar
+from unified_bench.core.run_lock import RunDirLock
 from unified_bench.core.protocol import ExecutedCaption, ExecutedGeneration, ExecutedProtocol, check_settings
 from unified_bench.core.seeds import seed_for
 from unified_bench.results.model import SampleError
-from unified_bench.results.record import AdapterRecord, DatasetRecord, RunInfo, TrainingRecord, executed_record
+from unified_bench.results.record import (
+    AdapterRecord,
+    DatasetRecord,
+    InvocationRecord,
+    RunInfo,
+    TrainingRecord,
+    executed_record,
+)
 from unified_bench.runner.config import IDENTITY_KEYS, EvalConfig, EvalOutcome
 from unified_bench.runner.distributed import ProcessGroup, ShardSpec, detect_process_group, wait_for_all
 from unified_bench.runner.merge import merge_shards
 from unified_bench.runner.score import score_run
-from unified_bench.runner.store import CAPTIONS_FILE, DONE_FILE, IMAGES_DIR, CaptionRecord, ErrorRecord, RunStore
+from unified_bench.runner.store import CAPTIONS_FILE, DONE_FILE, IMAGES_DIR, CaptionRecord, ErrorRecord, RunState, RunStore
 
 __all__ = ["EvalConfig", "EvalOutcome", "run_eval", "run_samples", "score_run"]
 
@@ -58,9 +75,16 @@ class _Item:
     caption: str | None = None
     output: Image.Image | None = None
     error: ErrorRecord | None = None
+    unreachable: bool = False  # failed because the model's server could not be reached
 
-    def fail(self, stage: str, message: str) -> None:
+    def fail(self, stage: str, message: str, *, unreachable: bool = False) -> None:
         self.error = ErrorRecord(self.sample.sample_id, stage, message, self.seed, self.reference_sha256)
+        self.unreachable = unreachable
+
+    @property
+    def answered(self) -> bool:
+        """The adapter (its server) answered for this sample, with an output or an error."""
+        return self.error is None or (self.error.stage in ("caption", "generate") and not self.unreachable)
 
 
 def run_eval(config: EvalConfig, *, adapter: Adapter | None = None, console: Console | None = None) -> EvalOutcome:
@@ -77,14 +101,15 @@ def run_eval(config: EvalConfig, *, adapter: Adapter | None = None, console: Con
         raise ConfigError("--shard cannot be combined with a torchrun/SLURM launch; the launch already shards")
     if group is not None:
         return _run_rank(config, dataset, group, adapter, console)
-    if config.shard is not None:
-        outcome = run_samples(config, dataset, Path(config.out), config.shard, adapter, console)
-        outcome.role = "shard"
+    with RunDirLock(Path(config.out), command=config.command, console=console):
+        if config.shard is not None:
+            outcome = run_samples(config, dataset, Path(config.out), config.shard, adapter, console)
+            outcome.role = "shard"
+            return outcome
+        outcome = run_samples(config, dataset, Path(config.out), None, adapter, console)
+        if config.score:  # a stopped run scores what it finished; results.json says it is incomplete
+            outcome.score = score_run(Path(config.out), config, console=console)
         return outcome
-    outcome = run_samples(config, dataset, Path(config.out), None, adapter, console)
-    if config.score:
-        outcome.score = score_run(Path(config.out), config, console=console)
-    return outcome
 
 
 def _run_rank(
@@ -95,22 +120,35 @@ def _run_rank(
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
     shard_dirs = [out / "shards" / ShardSpec(rank, group.world_size).label for rank in range(group.world_size)]
     mine = shard_dirs[group.rank]
-    (mine / DONE_FILE).unlink(missing_ok=True)
-    try:
-        outcome = run_samples(config, dataset, mine, group.shard, adapter, console, local_rank=group.local_rank)
-    except BaseException as err:
-        # tell a waiting rank 0 not to wait for us; it merges what exists and reports the rest
-        mine.mkdir(parents=True, exist_ok=True)
-        (mine / DONE_FILE).write_text(json.dumps({"error": f"{type(err).__name__}: {err}"}) + "\n")
-        raise
-    (mine / DONE_FILE).write_text(json.dumps({"finished": outcome.finished, "failed": len(outcome.errors)}) + "\n")
+    with RunDirLock(mine, command=config.command, console=console):  # before touching it: another launch may own it
+        (mine / DONE_FILE).unlink(missing_ok=True)
+        try:
+            outcome = run_samples(config, dataset, mine, group.shard, adapter, console, local_rank=group.local_rank)
+        except BaseException as err:
+            # tell a waiting rank 0 not to wait for us; it merges what exists and reports the rest
+            mine.mkdir(parents=True, exist_ok=True)
+            (mine / DONE_FILE).write_text(json.dumps({"error": f"{type(err).__name__}: {err}"}) + "\n")
+            raise
+        done = {"finished": outcome.finished, "failed": len(outcome.errors)}
+        if outcome.stopped is not None:
+            done["stopped"] = outcome.stopped
+        (mine / DONE_FILE).write_text(json.dumps(done) + "\n")
     outcome.role = "rank"
     wait_for_all(group, shard_dirs, DONE_FILE)
     if group.rank != 0:
         return outcome
     merged = merge_shards(shard_dirs, out, config, console=console)
     merged.role = "merger"
+    merged.stopped = next(filter(None, (_read_done(d).get("stopped") for d in shard_dirs)), None)
     return merged
+
+
+def _read_done(shard_dir: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((shard_dir / DONE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def run_samples(
@@ -123,7 +161,8 @@ def run_samples(
     *,
     local_rank: int | None = None,
 ) -> EvalOutcome:
-    """Caption and regenerate every owned, unfinished sample into ``out`` (no scoring)."""
+    """Caption and regenerate every owned, unfinished sample into ``out`` (no scoring).
+    The caller holds ``out``'s lock."""
     started = time.perf_counter()
     store = RunStore(out, durable=config.durable)
     if store.has_previous_run() and not config.resume:
@@ -136,10 +175,13 @@ def run_samples(
     layout = shard.layout(all_ids) if shard is not None else None
 
     spec, cls, values = _prepare_adapter(config, adapter, local_rank)
+    # the arguments that decide the outputs are the run's identity; the transport ones
+    # (address, timeouts, retries) may differ between sessions and are recorded per session
+    output_args, transport_args = split_args(cls, values)
     source = CaptionSource.load(Path(config.captions_from)) if config.captions_from is not None else None
     identity = {
         "model": config.model,
-        "model_args": _jsonable(values),
+        "model_args": _jsonable(output_args),
         "protocol": None,  # filled once the generation size is known
         "seed": config.seed,
         "dataset": dataset.name,
@@ -148,7 +190,6 @@ def run_samples(
     previous = store.read_run_info() if config.resume else None
     out.mkdir(parents=True, exist_ok=True)
     state = store.read_state(repair=True)
-    pending = [s for s in samples if s.sample_id not in state.finished]
 
     timings = {"runner.read_s": 0.0, "runner.caption_s": 0.0, "runner.generate_s": 0.0, "runner.write_s": 0.0}
     # a resumed run's earlier calls count too: settings that changed between sessions are "varied"
@@ -158,14 +199,30 @@ def run_samples(
         target=spec.target,
         source=spec.source,
         sha256=spec.sha256,
-        absent=frozenset() if spec.sha256 is not None else frozenset({"sha256"}),
+        absent=frozenset({"output_identity"}) | (frozenset() if spec.sha256 is not None else frozenset({"sha256"})),
     )
     if previous is not None and previous.adapter is not None:
         adapter_record.describe = dict(previous.adapter.describe)
         adapter_record.capabilities = dict(previous.adapter.capabilities)
+        _set_output_identity(adapter_record, previous.adapter.output_identity)
     if previous is not None:  # before loading a model: a mismatch needs no weights to detect
-        _check_same_run(previous.identity(), identity, out)
+        _check_same_run(_comparable(previous, cls), identity, out)
         _check_same_deal(previous.shard, layout, out)
+    healed = _heal(store, state, console) if config.resume else []
+    if healed:
+        state = store.read_state()
+    pending = [s for s in samples if s.sample_id not in state.finished]
+    invocation = InvocationRecord(
+        started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        command=config.command,
+        transport=_jsonable(transport_args),
+        healed=len(healed),
+        absent=frozenset({"stopped"}),
+    )
+    stopped: str | None = None
+    attempted = 0  # samples whose batch ran to its end this session
     built: Adapter | None = adapter
     try:
         if pending:
@@ -175,12 +232,16 @@ def run_samples(
             identity["protocol"] = config.protocol.with_size(tuple(size)).to_dict()
             adapter_record.describe = _jsonable(built.describe())
             adapter_record.capabilities = _jsonable(vars(built.capabilities))
+            now = _jsonable(built.output_identity())
+            if previous is not None:
+                _check_same_outputs(adapter_record.output_identity, now, out)
+            _set_output_identity(adapter_record, now)
         elif previous is not None:
             identity["protocol"] = previous.protocol
         # else: nothing to run and no history (an empty shard): protocol stays None, and
         # merge ignores it, rather than loading a model only to learn its resolution
         if previous is not None:
-            _check_same_run(previous.identity(), identity, out)
+            _check_same_run(_comparable(previous, cls), identity, out)
         name = config.name if config.name is not None else (previous.name if previous is not None else None)
         info = RunInfo(
             **identity,
@@ -206,6 +267,7 @@ def run_samples(
             ),
             batch_size=config.batch_size,
             limit=config.limit,
+            invocations=[*(previous.invocations if previous is not None else []), invocation],
             # merge's and the end of the session's; no name key unless the run has one
             absent=frozenset(
                 {"shards", "timings"}
@@ -223,17 +285,43 @@ def run_samples(
             workers = ThreadPoolExecutor(max_workers=min(batch_size, os.cpu_count() or 1, 8))
             with workers, store, progress_bar(config.progress, console) as progress:
                 task = progress.add_task("round trip", total=len(pending)) if progress else None
+
+                def calling(stage: str | None) -> None:
+                    """Show the adapter call in flight and its running time on the bar."""
+                    if progress:
+                        progress.update(task, call=stage, call_started=time.monotonic())
+
+                # Samples whose request could not reach the server are held back: if the
+                # server is gone for good they are not the samples' fault and stay unrun
+                # (the breaker stops the run); once the server answers again, they are errors.
+                unreached: list[ErrorRecord] = []
                 for start in range(0, len(pending), batch_size):
                     batch = [_Item(s, seed_for(config.seed, s.sample_id)) for s in pending[start : start + batch_size]]
                     before = executed.value
-                    _run_batch(
-                        batch, built, store, protocol["caption_prompt"], size, timings, executed, workers, source
-                    )
+                    try:
+                        _run_batch(
+                            batch, built, store, protocol["caption_prompt"], size, timings, executed, workers, source,
+                            calling, unreached,
+                        )
+                    except ServerUnreachableError as err:
+                        # every batch before this one is on disk; this one committed nothing
+                        stopped = str(err)
+                        unreached.clear()
+                        break
+                    finally:
+                        calling(None)
+                    attempted += len(batch)
+                    if any(item.answered for item in batch):
+                        for error in unreached:
+                            store.fail(error)
+                        unreached.clear()
                     if executed.value != before:  # on disk at once: a killed run keeps what it ran
                         info.executed = executed_record(executed.value)
                         store.write_run_info(info)
                     if progress:
                         progress.advance(task, len(batch))
+                for error in unreached:  # the run ended without the breaker opening
+                    store.fail(error)
     finally:
         if built is not None and adapter is None:
             built.close()
@@ -245,6 +333,10 @@ def run_samples(
     info.absent = frozenset(
         {"shards"} | ({"name"} if info.name is None else set()) | ({"captions_from"} if source is None else set())
     )
+    if stopped is not None:
+        invocation.stopped = stopped
+        invocation.absent = frozenset()
+        info.processed_this_session = attempted
     store.write_run_info(info)
     state = store.read_state()
     owned = {s.sample_id for s in samples}
@@ -253,7 +345,53 @@ def run_samples(
         for sid, e in sorted(state.errors.items(), key=lambda kv: natural_key(kv[0]))
         if sid in owned
     ]
-    return EvalOutcome(out, sum(1 for s in samples if s.sample_id in state.finished), errors, timings=timings)
+    finished = sum(1 for s in samples if s.sample_id in state.finished)
+    if stopped is not None:
+        stopped = (
+            f"{stopped}; stopped after {finished} of {len(samples)} samples, finished work kept in {out}. "
+            "Restart the server, then run the same command with --resume"
+        )
+    return EvalOutcome(out, finished, errors, timings=timings, stopped=stopped, healed=healed)
+
+
+def _heal(store: RunStore, state: RunState, console: Console) -> list[str]:
+    """Verify a resumed run's finished samples; retract the ones whose files changed since
+    they were written, so they are regenerated. Returns their ids."""
+    problems = store.verify(state)
+    if not problems:
+        return []
+    ids = sorted({p.sample_id for p in problems}, key=natural_key)
+    store.retract(ids)
+    shown = "; ".join(f"{p.sample_id}: {p.reason}" for p in problems[:5]) + ("; ..." if len(problems) > 5 else "")
+    console.print(
+        f"[yellow]resume: {len(ids)} finished sample(s) no longer match what was written ({shown}); regenerating them",
+        highlight=False,
+    )
+    return ids
+
+
+def _comparable(previous: RunInfo, cls: type[Adapter]) -> dict[str, Any]:
+    """The previous run's identity with only the arguments that decide the outputs (a run
+    file written before transport arguments were told apart holds all of them)."""
+    identity = previous.identity()
+    if isinstance(identity.get("model_args"), dict):
+        identity["model_args"] = split_args(cls, identity["model_args"])[0]
+    return identity
+
+
+def _set_output_identity(record: AdapterRecord, value: dict[str, Any] | None) -> None:
+    record.output_identity = value
+    record.absent = record.absent - {"output_identity"} if value is not None else record.absent | {"output_identity"}
+
+
+def _check_same_outputs(previous: dict[str, Any] | None, now: dict[str, Any] | None, out: Path) -> None:
+    """A resumed run's adapter must produce its outputs the same way (a restarted or moved
+    server must serve the same model with the same settings)."""
+    if previous is not None and now is not None and previous != now:
+        raise ConfigError(
+            f"{out}: cannot resume, the adapter now reports another source of outputs ({now!r} vs {previous!r} "
+            "in the run); serve the same model with the same settings, or use another --out"
+        )
 
 
 def _prepare_adapter(
@@ -315,10 +453,18 @@ def _run_batch(
     executed: _Executed,
     workers: Executor | None = None,
     source: CaptionSource | None = None,
+    calling: Callable[[str | None], None] | None = None,
+    unreached: list[ErrorRecord] | None = None,
 ) -> None:
     """One batch through both stages; each item ends either committed or failed, all of
     them before the next batch starts. With ``source`` (``--captions-from``) the captions
-    are that run's and the adapter's captioner is never called."""
+    are that run's and the adapter's captioner is never called. ``calling`` is told which
+    adapter call is in flight (for the progress bar). The errors of samples whose request
+    never reached the server go to ``unreached`` (when given) instead of ``errors.jsonl``.
+
+    Raises :class:`ServerUnreachableError` (the adapter's server is gone) with nothing of
+    the batch committed."""
+    calling = calling or (lambda stage: None)
     t0 = time.perf_counter()
     if workers is not None and len(items) > 1:
         list(workers.map(lambda item: _load_reference(item, store), items))
@@ -333,6 +479,7 @@ def _run_batch(
         if live:  # what produced these captions: the source run's executed caption settings
             executed.observe("caption", lambda: source.settings, ExecutedCaption)
     else:
+        calling("caption")
         _stage(
             live,
             lambda batch: adapter.caption(
@@ -349,6 +496,7 @@ def _run_batch(
             executed.observe("caption", lambda: adapter.caption_settings(prompt), ExecutedCaption)
     t2 = time.perf_counter()
     live = [i for i in live if i.error is None]
+    calling("generate")
     _stage(
         live,
         lambda batch: adapter.generate(
@@ -361,6 +509,7 @@ def _run_batch(
     if live:
         executed.observe("generation", lambda: adapter.generation_settings(size), ExecutedGeneration)
     t3 = time.perf_counter()
+    calling(None)
     done = [i for i in items if i.error is None]
     records = {
         item.sample.sample_id: CaptionRecord(
@@ -380,7 +529,10 @@ def _run_batch(
         by_id[record.sample_id].fail("write", f"cannot write {store.image_path(record.sample_id)}: {err}")
     for item in items:
         if item.error is not None:
-            store.fail(item.error)
+            if item.unreachable and unreached is not None:
+                unreached.append(item.error)
+            else:
+                store.fail(item.error)
         item.image = item.output = None
     timings["runner.read_s"] += t1 - t0
     timings["runner.caption_s"] += t2 - t1
@@ -496,23 +648,47 @@ def _stage(
     accept: Callable[[_Item, Any], None],
 ) -> None:
     """Call the adapter on ``items``; if the call raises, retry one by one to isolate the
-    failing sample (so one bad sample never fails its batch-mates)."""
+    failing sample (so one bad sample never fails its batch-mates). A server that stopped
+    answering is no sample's fault: it stops the run."""
     if not items:
         return
     try:
         outputs = call(items)
     except Exception as err:  # an adapter is third-party code: any exception is per-sample
+        unreachable = _server_gone(err)
+        if unreachable is not None:
+            raise unreachable from None
         if len(items) > 1:
             for item in items:
                 _stage([item], call, check, stage, accept)
             return
-        items[0].fail(stage, f"{type(err).__name__}: {err}")
+        items[0].fail(stage, f"{type(err).__name__}: {err}", unreachable=_unreachable(err))
         return
     for item, outcome in zip(items, check(outputs, len(items))):
         if outcome.ok:
             accept(item, outcome.value)
         else:
             item.fail(stage, outcome.error or "invalid output")
+
+
+def _server_gone(err: BaseException) -> ServerUnreachableError | None:
+    """The breaker's error, also when an adapter wrapped it in its own exception."""
+    return next((e for e in _chain(err) if isinstance(e, ServerUnreachableError)), None)
+
+
+def _unreachable(err: BaseException) -> bool:
+    """The request never reached a working server (see ``HttpError.unreachable``)."""
+    return any(isinstance(e, HttpError) and e.unreachable for e in _chain(err))
+
+
+def _chain(err: BaseException) -> Iterator[BaseException]:
+    """``err`` and the exceptions it was raised from or while handling."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        yield current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
 
 
 def _jsonable(value: Any) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from rich.console import Console
 from unified_bench.datasets.base import natural_key
 from unified_bench.core.errors import ConfigError
 from unified_bench.core.images import file_sha256
+from unified_bench.core.run_lock import RunDirLock
 from unified_bench.results.model import SampleError
 from unified_bench.core.protocol import ExecutedProtocol
 from unified_bench.results.record import RunInfo, executed_record
@@ -33,8 +35,16 @@ def merge_shards(
     *,
     console: Console | None = None,
 ) -> EvalOutcome:
-    """Copy every shard's finished samples into ``out``, write its run files, score it."""
+    """Copy every shard's finished samples into ``out``, write its run files, score it;
+    ``out`` is locked against other processes meanwhile."""
     out = Path(out)
+    with RunDirLock(out, command=config.command if config is not None else None, console=console):
+        return _merge(shard_dirs, out, config, console=console)
+
+
+def _merge(
+    shard_dirs: Sequence[str | Path], out: Path, config: EvalConfig | None, *, console: Console | None
+) -> EvalOutcome:
     shards = [RunStore(d) for d in shard_dirs]
     if not shards:
         raise ConfigError("merge needs at least one shard directory")
@@ -54,6 +64,13 @@ def merge_shards(
     conflicts: list[str] = []
     for store in shards:
         state = store.read_state()
+        for problem in store.verify(state):  # a shard's files changed since it wrote them
+            state.finished.pop(problem.sample_id, None)
+            errors[problem.sample_id] = ErrorRecord(
+                problem.sample_id,
+                "missing",
+                f"{store.root}: {problem.reason}; resume that shard (it regenerates the sample), then merge again",
+            )
         for sid, record in state.finished.items():
             if sid in finished:
                 if finished[sid].caption != record.caption:
@@ -187,15 +204,7 @@ def _copy_into(record: CaptionRecord, source: RunStore, target: RunStore) -> Cap
         ref_dst = target.refs_dir / ref_src.name
         _copy_if_changed(ref_src, ref_dst)
         reference = target.relative(ref_dst)
-    return CaptionRecord(
-        record.sample_id,
-        record.caption,
-        record.seed,
-        target.relative(image_dst),
-        reference,
-        record.reference_sha256,
-        record.meta,
-    )
+    return replace(record, image=target.relative(image_dst), reference=reference)
 
 
 def _copy_if_changed(src: Path, dst: Path) -> None:

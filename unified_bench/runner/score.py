@@ -9,16 +9,23 @@ from pathlib import Path
 from rich.console import Console
 
 from unified_bench.core.errors import ConfigError
+from unified_bench.core.run_lock import RunDirLock
 from unified_bench.datasets.base import natural_key
 from unified_bench.results.model import SampleError
 from unified_bench.results.record import RECORD_VERSION, ModelRecord, RunInfo
 from unified_bench.runner.config import EvalConfig
-from unified_bench.runner.store import RunStore
+from unified_bench.runner.store import RunState, RunStore
 from unified_bench.scoring import Pair, ScoreOutcome, score_and_write
 
 
 def score_run(out: Path, config: EvalConfig, *, console: Console | None = None) -> ScoreOutcome:
-    """Score the finished samples of run directory ``out`` into ``out/results.json``."""
+    """Score the finished samples of run directory ``out`` into ``out/results.json``, holding
+    its lock (re-entrant: ``eval`` scores under the lock it already holds)."""
+    with RunDirLock(out, command=config.command, console=console):
+        return _score_run(out, config, console=console)
+
+
+def _score_run(out: Path, config: EvalConfig, *, console: Console | None) -> ScoreOutcome:
     store = RunStore(out)
     run = store.read_run_info() or RunInfo()
     state = store.read_state()
@@ -50,6 +57,7 @@ def score_run(out: Path, config: EvalConfig, *, console: Console | None = None) 
             "shards": run.shards,
             "finished": len(records),
             "failed": len(runner_errors),
+            **_incomplete(run, state),
         },
         "timings": {k: v for k, v in (run.timings or {}).items() if isinstance(v, (int, float)) and math.isfinite(v)},
     }
@@ -69,6 +77,17 @@ def score_run(out: Path, config: EvalConfig, *, console: Console | None = None) 
         console=console,
         extra_errors=runner_errors,
     )
+
+
+def _incomplete(run: RunInfo, state: RunState) -> dict:
+    """The runner keys of a run whose last session stopped early (its server stopped
+    answering): marked incomplete, with the reason and the count of samples never run."""
+    last = run.invocations[-1] if run.invocations else None
+    if last is None or not last.stopped or run.shards is not None:
+        return {}
+    owned = run.owned_samples or []
+    not_run = sum(1 for sid in owned if sid not in state.finished and sid not in state.errors)
+    return {"incomplete": True, "stopped": last.stopped, "not_run": not_run}
 
 
 def _metrics_for(config: EvalConfig, run: RunInfo) -> list[str]:

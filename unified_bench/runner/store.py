@@ -9,21 +9,30 @@ sample counts as finished when its line *and* its image exist, so an image witho
 (killed between the two) is simply redone. A torn last line (killed mid-append) is cut off
 when the run is resumed. Reading keeps the last line per sample, so a redone sample never
 yields a duplicate row.
+
+Each line records the SHA-256 of the image and of the caption it commits. A resumed run
+verifies its finished samples against them (:meth:`RunStore.verify`) and retracts the
+lines of any whose image is missing, truncated or altered (or whose caption was edited),
+so those samples are regenerated (:meth:`RunStore.retract`). Lines written before the
+hashes were recorded are checked by decoding their image instead.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from io import BytesIO
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from PIL import Image
 
 from unified_bench.core.errors import ConfigError, ResultsValidationError
+from unified_bench.core.images import file_sha256
 from unified_bench.results.io import atomic_write_text
 from unified_bench.results.record import RunInfo
 
@@ -46,6 +55,10 @@ class CaptionRecord:
     reference: str  # relative to the run directory when inside it, else absolute
     reference_sha256: str | None = None
     meta: dict[str, Any] | None = None
+    #: SHA-256 of the image file and of the caption's UTF-8 text as written (None: a line
+    #: written before they were recorded)
+    image_sha256: str | None = None
+    caption_sha256: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CaptionRecord:
@@ -57,13 +70,28 @@ class CaptionRecord:
             reference=str(data["reference"]),
             reference_sha256=data.get("reference_sha256"),
             meta=data.get("meta"),
+            image_sha256=data.get("image_sha256"),
+            caption_sha256=data.get("caption_sha256"),
         )
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        if out["meta"] is None:
-            del out["meta"]
+        for optional in ("meta", "image_sha256", "caption_sha256"):
+            if out[optional] is None:
+                del out[optional]
         return out
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Unverified:
+    """A finished sample whose files no longer match what was written, and why."""
+
+    sample_id: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -93,6 +121,8 @@ class RunState:
 
     finished: dict[str, CaptionRecord] = field(default_factory=dict)
     errors: dict[str, ErrorRecord] = field(default_factory=dict)  # last error per unfinished sample
+    #: samples whose line is there but whose image is not (deleted after the run)
+    missing_images: list[str] = field(default_factory=list)
 
 
 def read_jsonl(path: Path, *, repair: bool = False) -> Iterator[dict[str, Any]]:
@@ -113,6 +143,15 @@ def read_jsonl(path: Path, *, repair: bool = False) -> Iterator[dict[str, Any]]:
             yield json.loads(raw)
         except json.JSONDecodeError:
             continue  # only a torn write can produce this; the sample is redone
+
+
+def _decodes(path: Path) -> bool:
+    try:
+        with Image.open(path) as image:
+            image.verify()  # reads the whole file: chunk CRCs, truncation
+        return True
+    except Exception:  # any decoder error means the file is not an image
+        return False
 
 
 class RunStore:
@@ -157,13 +196,18 @@ class RunStore:
 
     def read_state(self, *, repair: bool = False) -> RunState:
         state = RunState()
+        lines: dict[str, CaptionRecord] = {}  # the last line per sample
         for data in read_jsonl(self.root / CAPTIONS_FILE, repair=repair):
             try:
                 record = CaptionRecord.from_dict(data)
             except (KeyError, TypeError, ValueError):
                 continue
+            lines[record.sample_id] = record
+        for sid, record in lines.items():
             if self.resolve(record.image).is_file():
-                state.finished[record.sample_id] = record
+                state.finished[sid] = record
+            else:
+                state.missing_images.append(sid)
         for data in read_jsonl(self.root / ERRORS_FILE, repair=repair):
             try:
                 error = ErrorRecord.from_dict(data)
@@ -208,9 +252,62 @@ class RunStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def write_image(self, path: Path, image: Image.Image) -> None:
-        """PNG via temp file + fsync + rename: the final name only ever holds a whole image."""
-        self._write_atomic(path, lambda handle: image.save(handle, format="PNG", compress_level=1))
+    # --- verifying ---
+    def verify(self, state: RunState) -> list[Unverified]:
+        """The finished samples of ``state`` whose files do not match their line: image
+        missing, empty, or not the bytes hashed; caption edited; a reference kept in
+        ``refs/`` altered. A line without hashes (an older run) is checked by decoding its
+        image, since nothing else is known about it."""
+        problems = [Unverified(sid, "image missing") for sid in state.missing_images]
+        for sid, record in state.finished.items():
+            reason = self._check(record)
+            if reason is not None:
+                problems.append(Unverified(sid, reason))
+        return problems
+
+    def _check(self, record: CaptionRecord) -> str | None:
+        image = self.resolve(record.image)
+        try:
+            size = image.stat().st_size
+        except OSError:
+            return "image missing"
+        if size == 0:
+            return "image truncated to 0 bytes"
+        if record.caption_sha256 is not None and text_sha256(record.caption) != record.caption_sha256:
+            return "caption altered"
+        if record.image_sha256 is not None:
+            if file_sha256(image) != record.image_sha256:
+                return "image altered or truncated"
+        elif not _decodes(image):
+            return "image does not decode"
+        reference = Path(record.reference)
+        if record.reference_sha256 and record.reference and not reference.is_absolute():
+            path = self.resolve(record.reference)  # kept in refs/ by this store
+            if not path.is_file() or file_sha256(path) != record.reference_sha256:
+                return "reference in refs/ missing or altered"
+        return None
+
+    def retract(self, sample_ids: Sequence[str]) -> None:
+        """Forget these samples' finished lines (one atomic rewrite of ``captions.jsonl``) and
+        remove their images, so that a resumed run regenerates them. Call under the run's lock."""
+        drop = set(sample_ids)
+        if not drop:
+            return
+        path = self.root / CAPTIONS_FILE
+        keep = [row for row in read_jsonl(path) if str(row.get("sample_id")) not in drop]
+        self.rewrite_jsonl(CAPTIONS_FILE, keep)
+        for sid in drop:
+            self.image_path(sid).unlink(missing_ok=True)
+
+    # --- writing ---
+    def write_image(self, path: Path, image: Image.Image) -> str:
+        """PNG via temp file + fsync + rename: the final name only ever holds a whole image.
+        Returns the SHA-256 of the bytes written."""
+        buffer = BytesIO()
+        image.save(buffer, format="PNG", compress_level=1)
+        data = buffer.getvalue()
+        self._write_atomic(path, lambda handle: handle.write(data))
+        return hashlib.sha256(data).hexdigest()
 
     def write_bytes(self, path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -240,19 +337,23 @@ class RunStore:
     ) -> list[tuple[CaptionRecord, BaseException]]:
         """Commit a batch: every image written (in parallel when an executor is given: PNG
         encoding and fsync release the GIL), then the lines of the images that made it, in
-        order, in one append and one fsync (group commit). Returns the write failures."""
-        def write(item: tuple[CaptionRecord, Image.Image]) -> BaseException | None:
+        order, in one append and one fsync (group commit); each line carries the SHA-256 of
+        its image and caption. Returns the write failures."""
+        def write(item: tuple[CaptionRecord, Image.Image]) -> str | BaseException:
             try:
-                self.write_image(self.resolve(item[0].image), item[1])
+                return self.write_image(self.resolve(item[0].image), item[1])
             except (OSError, ValueError) as err:
                 return err
-            return None
 
         results = list(executor.map(write, items)) if executor and len(items) > 1 else [write(i) for i in items]
-        done = [record.to_dict() for (record, _), err in zip(items, results) if err is None]
+        done = [
+            replace(record, image_sha256=digest, caption_sha256=text_sha256(record.caption)).to_dict()
+            for (record, _), digest in zip(items, results)
+            if isinstance(digest, str)
+        ]
         if done:
             self._append_many(self._captions_fd, done)
-        return [(record, err) for (record, _), err in zip(items, results) if err is not None]
+        return [(record, err) for (record, _), err in zip(items, results) if isinstance(err, BaseException)]
 
     def fail(self, error: ErrorRecord) -> None:
         self._append_many(self._errors_fd, [{k: v for k, v in asdict(error).items() if v is not None}])

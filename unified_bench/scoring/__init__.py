@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import Console
 
 from unified_bench.core.provenance import new_run_record
+from unified_bench.core.run_lock import RunDirLock
 from unified_bench.results.io import write_report
 from unified_bench.results.model import SampleError, ScoreReport
 from unified_bench.results.record import RunRecord
@@ -88,7 +89,22 @@ def score_folders(
     console: Console | None = None,
     name: str | None = None,
 ) -> ScoreOutcome:
-    """``unified-bench score`` as a library call; ``name`` is the run's display label."""
+    """``unified-bench score`` as a library call; ``name`` is the run's display label.
+    ``out_dir`` is locked against other processes while it is scored."""
+    with RunDirLock(out_dir, command=command, console=console):
+        return _score_folders(images_dir, refs_dir, out_dir, config, command=command, console=console, name=name)
+
+
+def _score_folders(
+    images_dir: str | Path,
+    refs_dir: str | Path,
+    out_dir: str | Path,
+    config: ScoringConfig,
+    *,
+    command: str | None,
+    console: Console | None,
+    name: str | None,
+) -> ScoreOutcome:
     pairing = match_pairs(images_dir, refs_dir)
     return score_and_write(
         pairing.pairs,
