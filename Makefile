@@ -1,7 +1,7 @@
 # Two entry points: `make demo` (set up + main job) and `make test` (set up + whole suite).
 PYTHON ?= python3
-# pytest-xdist workers: on this project's 2-core machines the whole suite takes 376 s on 2
-# workers against 576 s in one process (measured 2026-12-07); TEST_WORKERS=0 runs in-process.
+# pytest-xdist workers: on this project's 2-core machines the whole suite (632 tests) takes 548 s on 2
+# workers in a fresh clone (measured 2026-12-07); TEST_WORKERS=0 runs in-process.
 TEST_WORKERS ?= 2
 VENV ?= .venv
 PY := $(VENV)/bin/python
