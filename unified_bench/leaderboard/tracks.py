@@ -96,6 +96,10 @@ class Track:
                 return pin
         return WeightsPin(get_spec(metric).default_checkpoint)
 
+    def ranks_dataset(self, name: str) -> bool:
+        """Whether the track ranks runs on the dataset ``name`` (Shapes: any "shapes*" name)."""
+        return name == self.dataset or (self.shapes and name.lower().startswith("shapes"))
+
     def pinned_fingerprint(self) -> str | None:
         if self.shapes:
             return self.fingerprint
@@ -232,7 +236,7 @@ def check_run(record: RunRecord, track: Track) -> ProtocolCheck:
     differences, unrecorded = list(check.differences), list(check.unrecorded)
     if name is None:
         unrecorded.append("dataset")
-    elif not (name == track.dataset or (track.shapes and name.lower().startswith("shapes"))):
+    elif not track.ranks_dataset(name):
         differences.append(f"dataset: {_short(name)} (track: {track.dataset})")
     if differences:
         return ProtocolCheck("differs", tuple(differences), tuple(unrecorded))

@@ -164,7 +164,7 @@ def _fingerprint_status(dataset: Any, ids: list[str]) -> tuple[str | None, str]:
     from unified_bench.leaderboard.tracks import TRACKS
     from unified_bench.results.record import dataset_fingerprint
 
-    tracks = [t for t in TRACKS if t.dataset == dataset.name or (t.shapes and dataset.name.lower().startswith("shapes"))]
+    tracks = [t for t in TRACKS if t.ranks_dataset(dataset.name)]
     samples = list(dataset.samples)
     if samples and all(isinstance(s, _Id) for s in samples):
         return None, "computed after the download (the set is not here yet)"
