@@ -297,3 +297,15 @@ def test_resume_and_merge_refuse_another_deal(toys, tmp_path):
 
     merge_shards([tmp_path / "d"], tmp_path / "m1", config(data, tmp_path / "m1"), console=Recorder())
     assert any("merged without shard(s) 1/2" in m for m in messages)
+
+
+def test_trip_seed_keeps_cycle_one_of_the_image_trip_and_separates_the_rest():
+    from unified_bench.core.seeds import seed_for, trip_seed
+
+    assert trip_seed(7, "a") == seed_for(7, "a") == trip_seed(7, "a", "image", 1)
+    seeds = {trip_seed(7, "a", trip, cycle) for trip in ("image", "text") for cycle in (1, 2, 3)}
+    assert len(seeds) == 6  # each (trip, cycle) its own seed
+    assert trip_seed(7, "a", "text", 2) == trip_seed(7, "a", "text", 2)
+    assert trip_seed(7, "a", "text", 2) != trip_seed(8, "a", "text", 2)
+    with pytest.raises(ValueError):
+        trip_seed(7, "a", "image", 0)

@@ -27,6 +27,18 @@ def seed_for(global_seed: int, sample_id: str) -> int:
     return int.from_bytes(digest[:8], "big") % (2**31)
 
 
+def trip_seed(global_seed: int, sample_id: str, trip: str = "image", cycle: int = 1) -> int:
+    """The seed of one sample in one cycle of one trip: a pure function of (global seed,
+    sample id, trip, cycle). Cycle 1 of the image trip is :func:`seed_for`, so a run with
+    several cycles contains the one-cycle run byte for byte."""
+    if cycle < 1:
+        raise ValueError(f"cycle must be >= 1, got {cycle}")
+    if trip == "image" and cycle == 1:
+        return seed_for(global_seed, sample_id)
+    digest = hashlib.sha256(f"{int(global_seed)}\x00{sample_id}\x00{trip}\x00{int(cycle)}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % (2**31)
+
+
 def _deal_key(sample_id: str) -> tuple[bytes, str]:
     return hashlib.sha256(f"shard\x00{sample_id}".encode()).digest(), sample_id
 

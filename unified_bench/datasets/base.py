@@ -17,12 +17,14 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 @dataclass(frozen=True)
 class Sample:
-    """One reference image to round-trip.
+    """One item to round-trip: a reference image (the image trip), a prompt (the text trip),
+    or both (a Shapes scene has its render and its ground-truth caption).
 
     ``sample_id`` names the output file (``images/<id>.png``) and derives the seed, so it
-    must be stable across runs. Exactly one of ``reference`` (a file) and ``image`` (in
-    memory; the runner writes it to ``refs/<id>.<ext>`` and scores against that file) is set. ``meta`` is ground
-    truth for metrics that need it (e.g. a Shapes scene); it must be JSON-serialisable.
+    must be stable across runs. At most one of ``reference`` (a file) and ``image`` (in
+    memory; the runner writes it to ``refs/<id>.<ext>`` and scores against that file) is set,
+    and a sample has an image or a ``prompt`` or both. ``meta`` is ground truth for metrics
+    that need it (e.g. a Shapes scene); it must be JSON-serialisable.
     """
 
     sample_id: str
@@ -31,10 +33,14 @@ class Sample:
     #: (lazy, so large datasets are not held in memory)
     image: Image.Image | Callable[[], Image.Image | bytes] | None = field(default=None, compare=False, repr=False)
     meta: Mapping[str, Any] | None = None
+    #: the text the text trip starts from (a prompt, or a scene's ground-truth caption)
+    prompt: str | None = None
 
     def __post_init__(self) -> None:
-        if (self.reference is None) == (self.image is None):
-            raise ValueError(f"sample {self.sample_id!r}: give exactly one of reference= and image=")
+        if self.reference is not None and self.image is not None:
+            raise ValueError(f"sample {self.sample_id!r}: give one of reference= and image=, not both")
+        if self.reference is None and self.image is None and self.prompt is None:
+            raise ValueError(f"sample {self.sample_id!r}: give reference=, image= or prompt=")
         if not self.sample_id or safe_sample_id(self.sample_id) != self.sample_id:
             raise ValueError(f"sample id {self.sample_id!r} is not a safe file name; use safe_sample_id()")
 
