@@ -60,7 +60,7 @@ def test_the_ledger_counts_the_looks():
 
 def test_one_seed_has_no_spread_and_u4g_is_not_shown(summary):
     text = evidence_markdown(summary)
-    assert text.count("undefined (n=1 seed)") == 4
+    assert text.count("undefined (n=1 seed)") == 8  # spread and t-interval of 4 changes
     u4g = [c for c in summary.changes if c.after == "u4g"]
     assert u4g and not any(c.corrected_excludes_zero for c in u4g)  # what the docs must say plainly
     g4u = [c for c in summary.changes if c.after == "g4u"]
@@ -115,3 +115,37 @@ def test_doc_blocks_round_trip(tmp_path):
     assert read_block(page.read_text(), "x") == "new\nlines\n"
     with pytest.raises(ConfigError, match="y:begin"):
         write_block(page, "y", "z")
+
+
+def test_a_u4g_seed_from_a_shared_g4u_counts_once(tmp_path):
+    """A U4G seed trained from seed 0's G4U checkpoint has g4u and u4g only: the shared G4U change
+    is not counted twice, its note says where it started, and the t-interval over seeds is the
+    textbook one."""
+    from scipy.stats import t
+
+    from uae_reference.rl.evidence import seed_mean_ci
+
+    shutil.copy(EVIDENCE_DIR / "ledger.csv", tmp_path / "ledger.csv")
+    derived = derive_seed(ENTRIES_DIR, tmp_path, 0)
+    one = derive_seed(ENTRIES_DIR, tmp_path, 1, stages=("g4u", "u4g"), note="U4G seed 1 from seed 0's G4U")
+    assert sorted(p.name for p in one.iterdir()) == ["g4u.csv", "manifest.json", "u4g.csv"]
+    assert "--stages g4u,u4g" in (one / "manifest.json").read_text() and derived.name == "seed-0"
+    rows = list(csv.DictReader((one / "u4g.csv").open()))
+    with (one / "u4g.csv").open("w", newline="") as handle:  # seed 1's U4G: effnet 0.002 lower per sample
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "effnet": repr(float(row["effnet"]) - 0.002)})
+    result = summarise(tmp_path, resamples=200)
+    across = {(a.after, a.metric): a for a in result.across}
+    assert across[("g4u", "shapes-attr")].seeds == 1 and across[("u4g", "effnet")].seeds == 2
+    effnet = [c.mean for c in result.changes if (c.after, c.metric) == ("u4g", "effnet")]
+    assert effnet[0] - effnet[1] == pytest.approx(0.002)
+    half = t.ppf(0.975, 1) * 0.002 / 2**0.5 / 2**0.5  # sd of two values 0.002 apart is 0.002 / sqrt(2)
+    low, high = across[("u4g", "effnet")].ci95
+    assert (low + high) / 2 == pytest.approx(sum(effnet) / 2) and (high - low) / 2 == pytest.approx(half)
+    assert seed_mean_ci([0.1]) is None
+    text = evidence_markdown(result)
+    assert "- Seed 1: U4G seed 1 from seed 0's G4U" in text
+    with pytest.raises(ConfigError, match="stages must be"):
+        derive_seed(ENTRIES_DIR, tmp_path, 2, stages=("u5g",))

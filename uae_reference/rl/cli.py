@@ -239,18 +239,21 @@ def evidence_cmd(
     folder: Annotated[Optional[Path], typer.Option("--dir", help="Evidence folder (default: docs/evidence/unified-grpo).")] = None,
     derive_from: Annotated[Optional[Path], typer.Option(help="First write seed-<SEED>/ from this stage-run folder (its <stage>/results.json), e.g. leaderboard/entries/shapes/uae-tiny-rl.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="The training seed of --derive-from's runs.")] = None,
+    stages: Annotated[Optional[str], typer.Option(help="Comma-separated stages that seed has (default all: pre-rl,g4u,u4g); a U4G seed started from another seed's G4U: g4u,u4g.")] = None,
+    note: Annotated[Optional[str], typer.Option(help="Where the seed's starting checkpoint came from (kept in its manifest, printed with the summary).")] = None,
     resamples: Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")] = 10_000,
     write_doc: Annotated[Optional[Path], typer.Option(help="Also rewrite the rl-evidence block of this Markdown file (docs/unified-grpo.md).")] = None,
 ) -> None:
     """Per stage and seed, the paired test-split change in Shapes F1 and effnet with 95% and look-corrected CIs; across seeds, mean and spread. Reads the committed evidence files alone."""
     from uae_reference.rl.doc_blocks import write_block
-    from uae_reference.rl.evidence import EVIDENCE_DIR, derive_seed, evidence_markdown, summarise
+    from uae_reference.rl.evidence import EVIDENCE_DIR, STAGES, derive_seed, evidence_markdown, summarise
 
     folder = folder or EVIDENCE_DIR
     if derive_from is not None:
         if seed is None:
             raise ConfigError("--derive-from needs --seed: the training seed of those runs")
-        console.print(f"derived {derive_seed(derive_from, folder, seed)}")
+        chosen = tuple(s.strip() for s in stages.split(",") if s.strip()) if stages else STAGES
+        console.print(f"derived {derive_seed(derive_from, folder, seed, stages=chosen, note=note)}")
     text = evidence_markdown(summarise(folder, resamples=resamples))
     console.print(text, markup=False, highlight=False, soft_wrap=True)
     if write_doc is not None:

@@ -23,7 +23,7 @@ import csv
 import json
 import re
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from unified_bench.core.errors import ConfigError
@@ -51,8 +51,17 @@ SEED_DIR = re.compile(r"^seed-(\d+)$")
 # --- deriving the per-sample files ----------------------------------------------------------------
 
 
-def derive_seed(entries: str | Path, out: str | Path, seed: int, *, stages: tuple[str, ...] = STAGES) -> Path:
-    """Write ``out/seed-<seed>/<stage>.csv`` (and its manifest) from ``entries/<stage>/results.json``."""
+def derive_seed(
+    entries: str | Path, out: str | Path, seed: int, *, stages: tuple[str, ...] = STAGES, note: str | None = None
+) -> Path:
+    """Write ``out/seed-<seed>/<stage>.csv`` (and its manifest) from ``entries/<stage>/results.json``.
+
+    ``stages``: the stages this seed has (a U4G seed trained from another seed's G4U checkpoint has
+    ``g4u`` and ``u4g`` only, so the shared G4U change is not counted twice); ``note``: where the
+    seed's starting checkpoint came from, kept in the manifest and printed with the summary."""
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown or not stages:
+        raise ConfigError(f"stages must be some of {', '.join(STAGES)}, got {', '.join(stages) or 'none'}")
     from uae_reference.rl.evaluate import per_sample_scores
 
     entries, folder = Path(entries), Path(out) / f"seed-{seed}"
@@ -64,8 +73,12 @@ def derive_seed(entries: str | Path, out: str | Path, seed: int, *, stages: tupl
         "seed": seed,
         "source": _relative(entries),
         "stages": list(stages),
-        "command": f"uae-reference rl evidence --derive-from {_relative(entries)} --seed {seed}",
+        "command": f"uae-reference rl evidence --derive-from {_relative(entries)} --seed {seed}"
+        + ("" if tuple(stages) == STAGES else f" --stages {','.join(stages)}")
+        + ("" if note is None else f" --note {json.dumps(note)}"),
     }
+    if note is not None:
+        manifest["note"] = note
     for stage in stages:
         columns = {m: per_sample_scores(entries / stage, m) for m in STORED_METRICS}
         ids = sorted(set().union(*columns.values()))
@@ -93,6 +106,22 @@ def _relative(path: Path) -> str:
 
 #: seed -> stage -> metric -> sample id -> score
 Evidence = dict[int, dict[str, dict[str, dict[str, float]]]]
+
+
+def read_notes(folder: str | Path = EVIDENCE_DIR) -> dict[int, str]:
+    """Each seed's manifest note (where its starting checkpoint came from), by seed."""
+    notes = {}
+    for path in Path(folder).glob(f"seed-*/{MANIFEST_FILE}"):
+        match = SEED_DIR.match(path.parent.name)
+        if match is None:
+            continue
+        try:
+            note = json.loads(path.read_text(encoding="utf-8")).get("note")
+        except ValueError as err:
+            raise ConfigError(f"{path}: not JSON ({err})") from None
+        if isinstance(note, str) and note:
+            notes[int(match.group(1))] = note
+    return dict(sorted(notes.items()))
 
 
 def read_evidence(folder: str | Path = EVIDENCE_DIR) -> Evidence:
@@ -189,6 +218,11 @@ class AcrossSeeds:
     mean: float
     #: sample standard deviation over seeds; None with a single seed (undefined)
     spread: float | None
+    #: Student-t 95% interval of the mean over seeds (the seeds as the sample); None with one seed
+    ci95: tuple[float, float] | None = None
+    #: how many seeds' look-corrected intervals exclude zero, above and below it
+    corrected_up: int = 0
+    corrected_down: int = 0
 
 
 @dataclass(frozen=True)
@@ -197,6 +231,8 @@ class EvidenceSummary:
     across: list[AcrossSeeds]
     resamples: int
     ledger: list[LedgerEntry]
+    #: each seed's manifest note (where its start came from)
+    notes: dict[int, str] = field(default_factory=dict)
 
 
 def summarise(folder: str | Path = EVIDENCE_DIR, *, resamples: int = RESAMPLES) -> EvidenceSummary:
@@ -221,11 +257,28 @@ def summarise(folder: str | Path = EVIDENCE_DIR, *, resamples: int = RESAMPLES) 
     across = []
     for before, after in CHANGES:
         for metric in CLAIM_METRICS:
-            means = [c.mean for c in changes if (c.before, c.after, c.metric) == (before, after, metric)]
-            if means:
+            mine = [c for c in changes if (c.before, c.after, c.metric) == (before, after, metric)]
+            if mine:
+                means = [c.mean for c in mine]
                 spread = statistics.stdev(means) if len(means) > 1 else None
-                across.append(AcrossSeeds(before, after, metric, len(means), statistics.fmean(means), spread))
-    return EvidenceSummary(changes, across, resamples, ledger)
+                up = sum(c.corrected[0] > 0 for c in mine)
+                down = sum(c.corrected[1] < 0 for c in mine)
+                across.append(
+                    AcrossSeeds(before, after, metric, len(means), statistics.fmean(means), spread, seed_mean_ci(means), up, down)
+                )
+    return EvidenceSummary(changes, across, resamples, ledger, read_notes(folder))
+
+
+def seed_mean_ci(means: list[float], level: float = 0.95) -> tuple[float, float] | None:
+    """Student-t interval of the mean of per-seed changes (each training seed one observation);
+    None with fewer than two seeds."""
+    if len(means) < 2:
+        return None
+    from scipy.stats import t
+
+    centre = statistics.fmean(means)
+    half = float(t.ppf(0.5 + level / 2, df=len(means) - 1)) * statistics.stdev(means) / len(means) ** 0.5
+    return centre - half, centre + half
 
 
 def evidence_markdown(summary: EvidenceSummary) -> str:
@@ -246,10 +299,21 @@ def evidence_markdown(summary: EvidenceSummary) -> str:
             f"| {c.before} -> {c.after} | {c.metric} | {c.seed} | {c.n} | {c.mean:+.4f} | [{c.ci95[0]:+.4f}, {c.ci95[1]:+.4f}] | "
             f"{c.looks} | [{c.corrected[0]:+.4f}, {c.corrected[1]:+.4f}] ({c.corrected_level:.2%}) | {verdict} |"
         )
-    lines += ["", "| change | metric | seeds | mean of the seeds' changes | spread over seeds (sd) |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| change | metric | seeds | mean of the seeds' changes | spread over seeds (sd) | 95% t-interval over seeds "
+        "| seeds whose corrected CI excludes 0 |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for a in summary.across:
-        spread = f"{a.spread:.4f}" if a.spread is not None else f"undefined (n={a.seeds} seed{'s' if a.seeds != 1 else ''})"
-        lines.append(f"| {a.before} -> {a.after} | {a.metric} | {a.seeds} | {a.mean:+.4f} | {spread} |")
+        undefined = f"undefined (n={a.seeds} seed{'s' if a.seeds != 1 else ''})"
+        spread = f"{a.spread:.4f}" if a.spread is not None else undefined
+        interval = f"[{a.ci95[0]:+.4f}, {a.ci95[1]:+.4f}]" if a.ci95 is not None else undefined
+        excluded = f"{a.corrected_up} of {a.seeds} better, {a.corrected_down} worse"
+        lines.append(f"| {a.before} -> {a.after} | {a.metric} | {a.seeds} | {a.mean:+.4f} | {spread} | {interval} | {excluded} |")
+    if summary.notes:
+        lines.append("")
+        lines += [f"- Seed {seed}: {note}" for seed, note in summary.notes.items()]
     unresolved = [c for c in summary.changes if not c.corrected_excludes_zero]
     lines.append("")
     for c in unresolved:
