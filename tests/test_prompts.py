@@ -279,3 +279,38 @@ def test_bundled_long_prompts_exceed_the_clip_context(bundled):
 def test_data_card_is_generated_from_the_set():
     card = (REPO / "data_cards" / "prompts.md").read_text(encoding="utf-8")
     assert card == render_card(), "regenerate: python -m unified_bench.datasets.prompts --card > data_cards/prompts.md"
+
+
+# --- Shapes: the prompt is the oracle captioner's caption; the image trip is unchanged ----------
+
+
+@pytest.mark.parametrize("detail", ["long", "short"])
+def test_shapes_prompt_is_what_the_oracle_captioner_says(detail):
+    from unified_bench.tracks.shapes.adapters import ShapesOracleAdapter, ShapesOracleConfig
+    from unified_bench.tracks.shapes.splits import shapes_samples
+
+    dataset = load_eval_dataset("shapes", {"detail": detail}).limited(6)
+    truth = shapes_samples("test", limit=6)
+    assert [s.prompt for s in dataset.samples] == [t.caption_long if detail == "long" else t.caption_short for t in truth]
+    adapter = ShapesOracleAdapter(ShapesOracleConfig(detail=detail))
+    images = [s.image() for s in dataset.samples]
+    said = adapter.caption(images, prompt="describe", seeds=[0] * len(images))
+    assert said == [s.prompt for s in dataset.samples]
+    assert dataset.source == {"kind": "shapes", "split": "test", "size": 256, "detail": detail}
+
+
+def test_shapes_image_trip_is_unchanged_by_the_prompt():
+    from unified_bench.leaderboard.tracks import SHAPES_FINGERPRINT, SHAPES_SIZE
+    from unified_bench.results.record import dataset_fingerprint
+
+    default = load_eval_dataset("shapes")
+    short = load_eval_dataset("shapes", {"detail": "short"})
+    assert default.source == {"kind": "shapes", "split": "test", "size": 256}  # as recorded before prompts
+    assert default.default_metrics == short.default_metrics == ("shapes-attr", "effnet")
+    assert [(s.sample_id, s.meta, s.reference) for s in default.samples] == [(s.sample_id, s.meta, s.reference) for s in short.samples]
+    assert default.samples[0].prompt != short.samples[0].prompt
+    for dataset in (default, short):  # the pinned fingerprint of the shipped Shapes entries
+        hashes = {s.sample_id: hashlib.sha256(encode_reference(s)[0]).hexdigest() for s in dataset.limited(SHAPES_SIZE).samples}
+        assert dataset_fingerprint(hashes) == SHAPES_FINGERPRINT
+    with pytest.raises(DatasetError, match=r"--data-arg detail must be one of short, long .*got 'medium'"):
+        load_eval_dataset("shapes", {"detail": "medium"})

@@ -67,7 +67,7 @@ for _spec in [
         "unified_bench.tracks.shapes.dataset:load_shapes",
         "procedural Shapes scenes with ground truth (offline, exact oracle)",
         ("shapes-attr", "effnet"),  # not ssim: a blank image outscores a faithful one here
-        options=("split", "size"),
+        options=("split", "size", "detail"),  # detail: the text trip's prompt, long or short caption
     ),
     DatasetSpec(
         "prompts",
