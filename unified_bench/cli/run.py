@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_cmd(
         model: Annotated[str, typer.Option("--model", help="Adapter name, alias or preset (see `unified-bench models`), or an adapter class: path/to/file.py:Class or package.module:Class.")],
-        data: Annotated[str, typer.Option("--data", help="official, photos, shapes, hf:NAME, or a folder of images.")],
+        data: Annotated[str, typer.Option("--data", help="official, photos, shapes, prompts, prompts:FILE (.txt or .jsonl), hf:NAME, or a folder of images.")],
         out: Annotated[Path, typer.Option("--out", help="Run directory (images/, captions.jsonl, results.json).")],
         model_arg: Annotated[Optional[list[str]], typer.Option("--model-arg", help="KEY=VALUE adapter argument (repeatable).")] = None,
         data_arg: Annotated[Optional[list[str]], typer.Option("--data-arg", help="KEY=VALUE dataset option, e.g. split=test (repeatable).")] = None,

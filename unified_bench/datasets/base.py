@@ -25,6 +25,12 @@ class Sample:
     memory; the runner writes it to ``refs/<id>.<ext>`` and scores against that file) is set,
     and a sample has an image or a ``prompt`` or both. ``meta`` is ground truth for metrics
     that need it (e.g. a Shapes scene); it must be JSON-serialisable.
+
+    ``problem`` marks a sample the dataset already knows cannot run (an empty prompt, a line
+    that is not UTF-8): the message says what is wrong and where. The sample keeps its id and
+    its place (``--limit``, shards and ids are as if it were good); the runner records the
+    message as that sample's per-sample error (stage ``dataset``) and never hands it to the
+    adapter, and the run goes on. Build such samples with :meth:`Sample.bad`.
     """
 
     sample_id: str
@@ -35,14 +41,28 @@ class Sample:
     meta: Mapping[str, Any] | None = None
     #: the text the text trip starts from (a prompt, or a scene's ground-truth caption)
     prompt: str | None = None
+    #: why this sample cannot run, known when the dataset was read (None: a good sample)
+    problem: str | None = None
 
     def __post_init__(self) -> None:
+        if not self.sample_id or safe_sample_id(self.sample_id) != self.sample_id:
+            raise ValueError(f"sample id {self.sample_id!r} is not a safe file name; use safe_sample_id()")
+        if self.problem is not None:
+            if not isinstance(self.problem, str) or not self.problem.strip():
+                raise ValueError(f"sample {self.sample_id!r}: problem= must be a message saying what is wrong")
+            return  # a known-bad sample needs nothing else: it is recorded, never run
         if self.reference is not None and self.image is not None:
             raise ValueError(f"sample {self.sample_id!r}: give one of reference= and image=, not both")
         if self.reference is None and self.image is None and self.prompt is None:
             raise ValueError(f"sample {self.sample_id!r}: give reference=, image= or prompt=")
-        if not self.sample_id or safe_sample_id(self.sample_id) != self.sample_id:
-            raise ValueError(f"sample id {self.sample_id!r} is not a safe file name; use safe_sample_id()")
+        if self.prompt is not None and (not isinstance(self.prompt, str) or not self.prompt.strip()):
+            # a dataset reading user text marks such a line with Sample.bad(); reaching this is its bug
+            raise ValueError(f"sample {self.sample_id!r}: prompt= must be non-blank text; use Sample.bad() for a bad line")
+
+    @classmethod
+    def bad(cls, sample_id: str, problem: str, *, meta: Mapping[str, Any] | None = None) -> Sample:
+        """A sample the dataset knows cannot run; the runner records ``problem`` as its error."""
+        return cls(sample_id, meta=meta, problem=problem)
 
 
 def encode_reference(sample: Sample) -> tuple[bytes, str]:
@@ -56,6 +76,8 @@ def encode_reference(sample: Sample) -> tuple[bytes, str]:
 
     from unified_bench.core.errors import ImageLoadError
 
+    if sample.problem is not None:  # a known-bad sample reports why, whoever asks for its image
+        raise DatasetError(sample.problem)
     data = sample.image() if callable(sample.image) else sample.image
     if isinstance(data, Image.Image):
         buffer = BytesIO()
@@ -68,6 +90,8 @@ def encode_reference(sample: Sample) -> tuple[bytes, str]:
                 return payload, "." + (probe.format or "png").lower().replace("jpeg", "jpg")
         except Exception:
             return payload, ".bin"
+    if data is None and sample.prompt is not None:
+        raise ImageLoadError(f"sample {sample.sample_id}: a prompt with no image, for the text trip only (--trip text)")
     raise ImageLoadError(f"sample {sample.sample_id}: dataset gave {type(data).__name__}, not an image")
 
 

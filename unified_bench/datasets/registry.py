@@ -1,10 +1,11 @@
 """Named evaluation datasets and how ``--data NAME|PATH`` is resolved.
 
-``--data`` takes a registered name (``official``, ``photos``, ``shapes``, ``photos-sanity``), ``hf:SOURCE``
-for a Hugging Face dataset (hub name or local folder), or a path: a ``save_to_disk``
-folder is read with ``datasets``, any other folder as a folder of images. ``--data-arg
-KEY=VALUE`` passes loader options (``split``, ``dir``, ``size``...). Loaders are imported
-only when used.
+``--data`` takes a registered name (``official``, ``photos``, ``shapes``, ``prompts``,
+``photos-sanity``), ``hf:SOURCE`` for a Hugging Face dataset (hub name or local folder),
+``prompts:PATH`` for a prompt file of the text trip (``.txt`` or ``.jsonl``, see
+:mod:`unified_bench.datasets.prompts`), or a path: a ``save_to_disk`` folder is read with
+``datasets``, any other folder as a folder of images. ``--data-arg KEY=VALUE`` passes loader
+options (``split``, ``dir``, ``size``, ``detail``...). Loaders are imported only when used.
 
 The table is a :class:`unified_bench.core.registry.Registry` (shared with the adapter and
 metric registries). Installed packages add datasets through the entry-point group
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from unified_bench.core.registry import Registry
 from unified_bench.datasets.base import EvalDataset
+from unified_bench.datasets.prompts import FORMATS as PROMPT_FORMATS, PROMPT_DEFAULT_METRICS
 from unified_bench.core.errors import DatasetError
 
 ENTRY_POINT_GROUP = "unified_bench.datasets"
@@ -65,7 +67,13 @@ for _spec in [
         "unified_bench.tracks.shapes.dataset:load_shapes",
         "procedural Shapes scenes with ground truth (offline, exact oracle)",
         ("shapes-attr", "effnet"),  # not ssim: a blank image outscores a faithful one here
-        options=("split", "size"),
+        options=("split", "size", "detail"),  # detail: the text trip's prompt, long or short caption
+    ),
+    DatasetSpec(
+        "prompts",
+        "unified_bench.datasets.prompts:load_bundled_prompts",
+        "the bundled prompt set of the text trip (objects, counts, colours, relations, text, styles, long prompts)",
+        PROMPT_DEFAULT_METRICS,
     ),
     DatasetSpec(
         "photos-sanity",
@@ -96,6 +104,7 @@ def load_eval_dataset(
     """Resolve ``--data`` (see the module docstring) to an :class:`EvalDataset`."""
     from unified_bench.datasets.folder import folder_dataset
     from unified_bench.datasets.hf import hf_dataset, is_saved_dataset
+    from unified_bench.datasets.prompts import load_prompt_file
 
     options = dict(options or {})
     spec = _lookup(data)
@@ -106,9 +115,17 @@ def load_eval_dataset(
             raise DatasetError(f"dataset {spec.name!r} has no option {', '.join(unknown)} (accepted: {accepted})")
         loader: Callable[..., EvalDataset] = REGISTRY.load(spec, name=data)
         return loader(options, cache_dir)
+    if data.startswith("prompts:"):
+        if options:
+            raise DatasetError(f"a prompt file takes no --data-arg (got {', '.join(sorted(options))})")
+        if not data[len("prompts:"):]:
+            raise DatasetError("--data prompts:PATH needs a path (or --data prompts for the bundled set)")
+        return load_prompt_file(data[len("prompts:"):])
     if data.startswith("hf:"):
         return hf_dataset(data[3:], options)
     path = Path(data).expanduser()
+    if path.is_file() and path.suffix.lower() in PROMPT_FORMATS:
+        raise DatasetError(f"{data}: a prompt file is read with --data prompts:{data}")
     if is_saved_dataset(path):
         return hf_dataset(str(path), options)
     if path.is_dir():
@@ -121,7 +138,7 @@ def load_eval_dataset(
     known = ", ".join(REGISTRY.names())
     raise DatasetError(
         f"--data {data!r} is neither a dataset name ({known}), 'hf:NAME' for a Hugging Face "
-        "dataset, nor an existing folder"
+        "dataset, 'prompts:PATH' for a prompt file, nor an existing folder"
     )
 
 

@@ -1,4 +1,12 @@
-"""The Shapes track as an evaluation dataset (registered as ``shapes`` by import path)."""
+"""The Shapes track as an evaluation dataset (registered as ``shapes`` by import path).
+
+Each sample has its render (the image trip's reference) and its prompt (the text trip's start):
+the scene's canonical caption at ``--data-arg detail=long|short`` (default long), written by
+:func:`unified_bench.tracks.shapes.captions.caption`, the function the ``shapes-oracle``
+adapter captions with, so the text trip starts from what the oracle captioner would say of a
+perfect image. The prompt is not part of the dataset fingerprint (ids and reference bytes), and
+the image trip reads only ids, references and meta, which ``detail`` does not change.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +15,7 @@ from pathlib import Path
 
 from unified_bench.core.errors import DatasetError
 from unified_bench.datasets.base import EvalDataset, Sample
+from unified_bench.tracks.shapes.captions import DETAILS, caption
 from unified_bench.tracks.shapes.splits import DEFAULT_METRICS, shapes_samples
 
 
@@ -16,15 +25,21 @@ def load_shapes(options: Mapping[str, str], cache_dir: Path | None) -> EvalDatas
         size = int(options.get("size", 256))
     except ValueError:
         raise DatasetError(f"--data-arg size expects an integer, got {options['size']!r}") from None
+    detail = options.get("detail", "long")
+    if detail not in DETAILS:
+        raise DatasetError(f"--data-arg detail must be one of {', '.join(DETAILS)} (the prompt's caption detail), got {detail!r}")
     shapes = shapes_samples(split, size)
     # the scene travels as sample meta to the shapes-attr metric (Pair.meta)
-    samples = [Sample(s.sample_id, image=_LazyRender(s), meta=s.meta) for s in shapes]
+    samples = [Sample(s.sample_id, image=_LazyRender(s), meta=s.meta, prompt=caption(s.scene, detail)) for s in shapes]
+    source = {"kind": "shapes", "split": split, "size": size}
+    if "detail" in options:  # only when asked: a default run records what it recorded before
+        source["detail"] = detail
     return EvalDataset(
         "shapes" if split == "test" else f"shapes:{split}",
         samples,
         tuple(DEFAULT_METRICS),
         f"Shapes track, split {split}, {size} px",
-        {"kind": "shapes", "split": split, "size": size},
+        source,
     )
 
 
