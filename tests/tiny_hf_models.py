@@ -534,3 +534,114 @@ def build_fake_uae_release(root: Path, *, seed: int = 0, projector_in: str = "ll
 
     sd3_dir = build_tiny_sd3_pipeline(root / "sd3", seed=seed + 30)
     return root, sd3_dir
+
+
+# ---------------------------------------------------------------------------------------
+# Cosmos 3 (transformers' Reasoner + diffusers' Cosmos3OmniPipeline, one folder)
+# ---------------------------------------------------------------------------------------
+
+
+def build_tiny_cosmos3(path: Path, *, seed: int = 0, image_px: int = 64) -> Path:
+    """One folder laid out like a Cosmos 3 hub repository: the Reasoner at the root
+    (``config.json`` of model type ``cosmos3_omni``, a Qwen3-VL of one layer, and its
+    processor) and the diffusers pipeline beside it (``model_index.json``, ``transformer/``
+    with a 1-layer MoT, ``vae/`` with a 2-stage Wan 2.2-style VAE of spatial factor 8,
+    ``scheduler/``, ``text_tokenizer/``), so a 32 px image is 4x4 latents, 2x2 tokens."""
+    from diffusers import AutoencoderKLWan, Cosmos3OmniPipeline, UniPCMultistepScheduler
+    from diffusers.models.transformers.transformer_cosmos3 import Cosmos3OmniTransformer
+    from transformers import Cosmos3OmniConfig, Cosmos3OmniForConditionalGeneration, Qwen2VLImageProcessor
+    from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+
+    path = Path(path)
+    tokenizer = tiny_tokenizer(QWEN_SPECIAL, eos="<|im_end|>", pad="<|endoftext|>", chat_template=QWEN_CHAT_TEMPLATE)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL}
+    pixels = image_px * image_px
+    processor = Qwen3VLProcessor(
+        image_processor=Qwen2VLImageProcessor(min_pixels=pixels, max_pixels=pixels, patch_size=16, merge_size=2),
+        tokenizer=tokenizer,
+        video_processor=Qwen3VLVideoProcessor(size={"shortest_edge": pixels, "longest_edge": pixels}, patch_size=16, merge_size=2),
+        chat_template=QWEN_CHAT_TEMPLATE,
+    )
+    config = Cosmos3OmniConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=16,
+            max_position_embeddings=1024,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3], "mrope_interleaved": True},
+            bos_token_id=ids["<|endoftext|>"],
+            eos_token_id=ids["<|im_end|>"],
+            pad_token_id=ids["<|endoftext|>"],
+        ),
+        vision_config=dict(
+            depth=1,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=32,
+            patch_size=16,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            num_position_embeddings=16,
+            deepstack_visual_indexes=[0],
+        ),
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    torch.manual_seed(seed)
+    reasoner = Cosmos3OmniForConditionalGeneration(config).eval()
+    reasoner.generation_config.eos_token_id = ids["<|im_end|>"]
+    reasoner.generation_config.pad_token_id = ids["<|endoftext|>"]
+    reasoner.save_pretrained(path)
+    processor.save_pretrained(path)
+
+    latent_channels = 4
+    torch.manual_seed(seed + 1)
+    transformer = Cosmos3OmniTransformer(
+        head_dim=16,
+        hidden_size=32,
+        intermediate_size=64,
+        latent_channel=latent_channels,
+        latent_patch_size=2,
+        num_attention_heads=2,
+        num_hidden_layers=1,
+        num_key_value_heads=1,
+        patch_latent_dim=latent_channels * 4,
+        vocab_size=len(tokenizer),
+        rope_theta=10000.0,
+        rope_axes_dim=[2, 3, 3],
+        unified_3d_mrope_temporal_modality_margin=15,
+        dtype="float32",
+    ).eval()
+    torch.manual_seed(seed + 2)
+    vae = AutoencoderKLWan(
+        base_dim=8,
+        z_dim=latent_channels,
+        dim_mult=[1, 2, 2],
+        num_res_blocks=1,
+        temperal_downsample=[False, True],
+        latents_mean=[0.0] * latent_channels,
+        latents_std=[1.0] * latent_channels,
+        is_residual=True,
+        in_channels=12,
+        out_channels=12,
+        patch_size=2,
+        scale_factor_spatial=8,
+        scale_factor_temporal=2,
+    ).eval()
+    pipe = Cosmos3OmniPipeline(
+        transformer=transformer,
+        text_tokenizer=tokenizer,
+        vae=vae,
+        scheduler=UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0),
+        enable_safety_checker=False,
+    )
+    pipe.save_pretrained(path)
+    return path

@@ -134,6 +134,12 @@ _BUILTIN_SPECS: list[AdapterSpec] = [
         needs=_HF,
     ),
     AdapterSpec(
+        "cosmos3",
+        "unified_bench.adapters.cosmos3:Cosmos3Adapter",
+        "NVIDIA Cosmos 3: Reasoner captions (transformers), Generator draws (diffusers), one checkpoint",
+        needs=(*_HF, "diffusers"),
+    ),
+    AdapterSpec(
         "uae",
         "unified_bench.adapters.uae:UaeAdapter",
         "UAE official release: Qwen2.5-VL + LoRA + projector, SD3.5 transformer + LoRA",
@@ -207,6 +213,18 @@ PRESETS: dict[str, Preset] = {
             "emu3",
             {"model": "BAAI/Emu3-Chat-hf", "gen_model": "BAAI/Emu3-Gen-hf"},
             "Emu3 chat + generation checkpoints in transformers format",
+        ),
+        Preset(
+            "cosmos3-nano",
+            "cosmos3",
+            {"model": "nvidia/Cosmos3-Nano"},
+            "Cosmos 3 Nano (16B: 8B Reasoner + 8B Generator), NVIDIA's Diffusers text-to-image settings",
+        ),
+        Preset(
+            "cosmos3-super",
+            "cosmos3",
+            {"model": "nvidia/Cosmos3-Super"},
+            "Cosmos 3 Super (64B: 32B Reasoner + 32B Generator), NVIDIA's Diffusers text-to-image settings",
         ),
     ]
 }
