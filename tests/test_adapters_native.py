@@ -8,11 +8,13 @@ must be what the model was called with.
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from test_adapters_hf import (  # noqa: F401 (fixtures)
     DEVICE,
     DTYPE,
@@ -24,7 +26,7 @@ from test_adapters_hf import (  # noqa: F401 (fixtures)
     images,
     run_eval_cli,
 )
-from tiny_hf_models import build_tiny_cosmos3
+from tiny_hf_models import build_tiny_cosmos3, build_tiny_unidiffuser
 
 from unified_bench.adapters.registry import build_adapter, resolve
 from unified_bench.core.errors import ConfigError, WeightsNotFoundError
@@ -173,3 +175,112 @@ def test_cosmos3_prompt_reaches_the_reasoner(cosmos3, images, monkeypatch):
     cosmos3.caption(images[:1], prompt=PROMPT, seeds=[3])
     assert PROMPT in seen[0] and "<|vision_start|><|image_pad|><|vision_end|>" in seen[0]
     assert json.dumps(cosmos3.describe())
+
+
+# --- unidiffuser -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def unidiffuser_dir(tmp_path_factory) -> Path:
+    return build_tiny_unidiffuser(tmp_path_factory.mktemp("unidiffuser") / "unidiffuser-tiny")
+
+
+def unidiffuser_args(unidiffuser_dir) -> dict:
+    return {"model": str(unidiffuser_dir), "steps": 2, "caption_steps": 2, "device": DEVICE, "dtype": DTYPE}
+
+
+@pytest.fixture(scope="module")
+def unidiffuser(unidiffuser_dir):
+    adapter = build_adapter("unidiffuser", unidiffuser_args(unidiffuser_dir))
+    yield adapter
+    adapter.close()
+
+
+def test_unidiffuser_preset_and_official_defaults():
+    from unified_bench.adapters.registry import declared_args
+    from unified_bench.adapters.unidiffuser import UniDiffuserAdapter, UniDiffuserConfig, center_square
+
+    spec, args = resolve("unidiffuser-v1")
+    assert spec.name == "unidiffuser" and args == {"model": "thu-ml/unidiffuser-v1"}
+    defaults = UniDiffuserConfig()
+    assert (defaults.steps, defaults.guidance_scale, defaults.caption_steps, defaults.caption_guidance_scale) == (50, 7.0, 50, 7.0)
+    assert defaults.data_type == 1 and defaults.trust_remote_code is False
+    # captions are not sampled tokens: the sampling arguments of the other adapters are not offered
+    names = {arg.name for arg in declared_args(UniDiffuserAdapter)}
+    assert not names & {"max_new_tokens", "temperature", "do_sample"} and "caption_steps" in names
+    wide = Image.fromarray(np.arange(4 * 8 * 3, dtype=np.uint8).reshape(4, 8, 3))
+    assert np.array_equal(np.asarray(center_square(wide, 4)), np.asarray(wide)[:, 2:6])  # the centre, not squeezed
+
+
+@pytest.mark.slow
+def test_unidiffuser_round_trip(unidiffuser, images):
+    _, generated = assert_round_trip(unidiffuser, images)
+    assert [img.size for img in generated] == [(32, 32), (32, 32)]
+    assert unidiffuser.capabilities.native_resolution == (32, 32)  # from the U-ViT and the VAE
+    assert unidiffuser.generate(["a red cat"], seeds=[1], size=(48, 40))[0].size == (48, 40)
+
+
+@pytest.mark.slow
+def test_unidiffuser_eval_cli(unidiffuser_dir, image_folder, tmp_path):
+    results = run_eval_cli("unidiffuser", [f"{k}={v}" for k, v in unidiffuser_args(unidiffuser_dir).items()], image_folder, tmp_path / "run")
+    executed = results["run"]["protocol_executed"]
+    assert executed["caption"]["prompt"] == "" and executed["caption"]["extra"]["decoding"] == "beam search"
+    assert (executed["generation"]["width"], executed["generation"]["num_inference_steps"]) == (32, 2)
+
+
+def spy_unidiffuser(monkeypatch, pipe) -> list[dict]:
+    """Record each pipeline call (its mode, kwargs, the steps the scheduler ran, the output's
+    size) and the arguments each beam search really ran with, defaults included."""
+    calls: list[dict] = []
+    original_call, decoder = type(pipe).__call__, pipe.text_decoder
+    original_beam = decoder.generate_beam
+    signature = inspect.signature(original_beam)
+
+    def call(self, *args, **kwargs):
+        calls.append({"kwargs": kwargs, "mode": self.mode, "beams": []})
+        output = original_call(self, *args, **kwargs)
+        calls[-1]["timesteps"] = len(self.scheduler.timesteps)
+        if output.images is not None:
+            calls[-1]["size"] = (output.images.shape[-2], output.images.shape[-3])
+        return output
+
+    def generate_beam(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        calls[-1]["beams"].append(dict(bound.arguments))
+        return original_beam(*args, **kwargs)
+
+    monkeypatch.setattr(type(pipe), "__call__", call)
+    monkeypatch.setattr(decoder, "generate_beam", generate_beam)
+    return calls
+
+
+@pytest.mark.slow
+def test_unidiffuser_reports_what_ran(unidiffuser, images, monkeypatch):
+    calls = spy_unidiffuser(monkeypatch, unidiffuser.pipe)
+    unidiffuser.caption(images[:1], prompt=PROMPT, seeds=[5])
+    report = unidiffuser.caption_settings(PROMPT)
+    (call,) = calls
+    kwargs, (beam,) = call["kwargs"], call["beams"]
+    assert call["mode"] == "img2text" and "prompt" not in kwargs  # the instruction never reaches the model
+    assert report.prompt == "" and report.do_sample is False and report.temperature == 0.0
+    assert report.max_new_tokens == beam["entry_length"]
+    assert report.extra["num_beams"] == beam["beam_size"] and report.extra["beam_temperature"] == beam["temperature"]
+    assert report.extra["text_latent_steps"] == kwargs["num_inference_steps"] == call["timesteps"] == 2
+    assert report.extra["text_latent_guidance_scale"] == kwargs["guidance_scale"] == 7.0
+    assert report.extra["data_type"] == kwargs["data_type"] == 1
+    assert kwargs["image"].size == unidiffuser.native_size  # center-cropped and resized
+
+    calls.clear()
+    out = unidiffuser.generate(["a red cat"], seeds=[1], size=(48, 40))
+    report = unidiffuser.generation_settings((48, 40))
+    (call,) = calls
+    kwargs = call["kwargs"]
+    assert call["mode"] == "text2img"
+    assert (report.width, report.height) == (kwargs["width"], kwargs["height"]) == call["size"] == (32, 32)
+    assert (report.extra["output_width"], report.extra["output_height"]) == out[0].size == (48, 40)
+    assert report.num_inference_steps == kwargs["num_inference_steps"] == call["timesteps"] == 2
+    assert report.guidance_scale == kwargs["guidance_scale"] == 7.0
+    assert report.scheduler == type(unidiffuser.pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
+    assert report.extra["prompt_max_tokens"] == unidiffuser.pipe.clip_tokenizer.model_max_length == 8
+    assert report.dtype == str(unidiffuser.pipe.unet.dtype).replace("torch.", "")

@@ -645,3 +645,61 @@ def build_tiny_cosmos3(path: Path, *, seed: int = 0, image_px: int = 64) -> Path
     )
     pipe.save_pretrained(path)
     return path
+
+
+# ---------------------------------------------------------------------------------------
+# UniDiffuser (diffusers' UniDiffuserPipeline: one U-ViT for image and text)
+# ---------------------------------------------------------------------------------------
+
+
+def build_tiny_unidiffuser(path: Path, *, seed: int = 0, text_tokens: int = 8) -> Path:
+    """A UniDiffuser pipeline folder: a 2-block U-ViT over 16x16 latents (the 2x VAE of
+    ``tiny_vae``, so 32 px images), 1-layer CLIP text and vision encoders, a 1-layer GPT-2
+    caption decoder and word-level tokenizers. Saved as ``.bin``: the caption decoder ties
+    its input and output embeddings, which safetensors refuses to store twice."""
+    from diffusers import DPMSolverMultistepScheduler, UniDiffuserModel, UniDiffuserPipeline, UniDiffuserTextDecoder
+    from transformers import CLIPImageProcessor, CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    path = Path(path)
+    clip_tokenizer = tiny_tokenizer(
+        CLIP_SPECIAL, bos="<|startoftext|>", eos="<|endoftext|>", pad="<|endoftext|>", model_max_length=text_tokens, wrap_bos_eos=True
+    )
+    eos = clip_tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(clip_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+            max_position_embeddings=text_tokens, bos_token_id=0, eos_token_id=eos, pad_token_id=eos, hidden_act="gelu",
+        )
+    ).eval()
+    image_encoder = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8,
+            projection_dim=16, hidden_act="gelu",
+        )
+    ).eval()
+    caption_tokenizer = tiny_tokenizer(["<|endoftext|>"], eos="<|endoftext|>", pad="<|endoftext|>")
+    torch.manual_seed(seed + 1)
+    text_decoder = UniDiffuserTextDecoder(
+        prefix_length=text_tokens, prefix_inner_dim=32, prefix_hidden_dim=8, vocab_size=len(caption_tokenizer),
+        n_positions=128, n_embd=32, n_layer=1, n_head=2,
+    ).eval()
+    torch.manual_seed(seed + 2)
+    unet = UniDiffuserModel(
+        text_dim=8, clip_img_dim=16, num_text_tokens=text_tokens, num_attention_heads=2, attention_head_dim=8,
+        in_channels=4, out_channels=4, num_layers=2, norm_num_groups=4, sample_size=16, patch_size=2,
+        use_data_type_embedding=True,
+    ).eval()
+    pipe = UniDiffuserPipeline(
+        vae=tiny_vae(seed=seed + 3),
+        text_encoder=text_encoder,
+        image_encoder=image_encoder,
+        clip_image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        clip_tokenizer=clip_tokenizer,
+        text_decoder=text_decoder,
+        text_tokenizer=caption_tokenizer,
+        unet=unet,
+        scheduler=DPMSolverMultistepScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", solver_order=3),
+    )
+    pipe.save_pretrained(path, safe_serialization=False)
+    return path

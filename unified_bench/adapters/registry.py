@@ -140,6 +140,12 @@ _BUILTIN_SPECS: list[AdapterSpec] = [
         needs=(*_HF, "diffusers"),
     ),
     AdapterSpec(
+        "unidiffuser",
+        "unified_bench.adapters.unidiffuser:UniDiffuserAdapter",
+        "UniDiffuser: one joint image-text diffusion model, img2text and text2img modes (diffusers)",
+        needs=("transformers", "diffusers"),
+    ),
+    AdapterSpec(
         "uae",
         "unified_bench.adapters.uae:UaeAdapter",
         "UAE official release: Qwen2.5-VL + LoRA + projector, SD3.5 transformer + LoRA",
@@ -225,6 +231,12 @@ PRESETS: dict[str, Preset] = {
             "cosmos3",
             {"model": "nvidia/Cosmos3-Super"},
             "Cosmos 3 Super (64B: 32B Reasoner + 32B Generator), NVIDIA's Diffusers text-to-image settings",
+        ),
+        Preset(
+            "unidiffuser-v1",
+            "unidiffuser",
+            {"model": "thu-ml/unidiffuser-v1"},
+            "UniDiffuser v1 (512x512) with the official sampling config: 50 DPM-Solver steps, guidance 7",
         ),
     ]
 }
