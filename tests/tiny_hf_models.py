@@ -113,6 +113,55 @@ QWEN_SPECIAL = [
 ]
 
 
+def qwen_vl_config(config_class, tokenizer, ids: dict[str, int], *, vision: dict, mrope_interleaved: bool | None = None, **text):
+    """A Qwen-VL-family config: a 1-layer language model (hidden 32) with its M-RoPE over
+    ``tokenizer``, a 1-block vision tower (``vision`` adds the family's own keys), and the
+    image/video token ids of ``QWEN_SPECIAL``."""
+    rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
+    if mrope_interleaved is not None:
+        rope["mrope_interleaved"] = mrope_interleaved
+    return config_class(
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=1024,
+            rope_parameters=rope,
+            bos_token_id=ids["<|endoftext|>"],
+            eos_token_id=ids["<|im_end|>"],
+            pad_token_id=ids["<|endoftext|>"],
+            **text,
+        ),
+        vision_config=dict(
+            depth=1,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=32,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            **vision,
+        ),
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+
+
+def save_qwen_vl(model_class, config, processor, ids: dict[str, int], path: Path, *, seed: int) -> None:
+    """Build ``model_class(config)`` under ``seed``, stop at ``<|im_end|>``, save it and the processor."""
+    torch.manual_seed(seed)
+    model = model_class(config).eval()
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+
+
 def build_tiny_qwen25vl(path: Path, *, seed: int = 0, image_px: int = 56) -> Path:
     """A 1-layer Qwen2.5-VL with its processor (images resized to ``image_px`` square)."""
     from transformers import (
@@ -135,43 +184,13 @@ def build_tiny_qwen25vl(path: Path, *, seed: int = 0, image_px: int = 56) -> Pat
         video_processor=video_processor,
         chat_template=QWEN_CHAT_TEMPLATE,
     )
-    config = Qwen2_5_VLConfig(
-        text_config=dict(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            max_position_embeddings=1024,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
-            bos_token_id=ids["<|endoftext|>"],
-            eos_token_id=ids["<|im_end|>"],
-            pad_token_id=ids["<|endoftext|>"],
-        ),
-        vision_config=dict(
-            depth=1,
-            hidden_size=32,
-            intermediate_size=64,
-            num_heads=2,
-            out_hidden_size=32,
-            patch_size=14,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-            window_size=56,
-            fullatt_block_indexes=[0],
-        ),
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
+    config = qwen_vl_config(
+        Qwen2_5_VLConfig,
+        tokenizer,
+        ids,
+        vision=dict(patch_size=14, window_size=56, fullatt_block_indexes=[0]),
     )
-    torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config).eval()
-    model.generation_config.eos_token_id = ids["<|im_end|>"]
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
+    save_qwen_vl(Qwen2_5_VLForConditionalGeneration, config, processor, ids, path, seed=seed)
     return path
 
 
@@ -563,44 +582,15 @@ def build_tiny_cosmos3(path: Path, *, seed: int = 0, image_px: int = 64) -> Path
         video_processor=Qwen3VLVideoProcessor(size={"shortest_edge": pixels, "longest_edge": pixels}, patch_size=16, merge_size=2),
         chat_template=QWEN_CHAT_TEMPLATE,
     )
-    config = Cosmos3OmniConfig(
-        text_config=dict(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            head_dim=16,
-            max_position_embeddings=1024,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3], "mrope_interleaved": True},
-            bos_token_id=ids["<|endoftext|>"],
-            eos_token_id=ids["<|im_end|>"],
-            pad_token_id=ids["<|endoftext|>"],
-        ),
-        vision_config=dict(
-            depth=1,
-            hidden_size=32,
-            intermediate_size=64,
-            num_heads=2,
-            out_hidden_size=32,
-            patch_size=16,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-            num_position_embeddings=16,
-            deepstack_visual_indexes=[0],
-        ),
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
+    config = qwen_vl_config(
+        Cosmos3OmniConfig,
+        tokenizer,
+        ids,
+        vision=dict(patch_size=16, num_position_embeddings=16, deepstack_visual_indexes=[0]),
+        head_dim=16,
+        mrope_interleaved=True,
     )
-    torch.manual_seed(seed)
-    reasoner = Cosmos3OmniForConditionalGeneration(config).eval()
-    reasoner.generation_config.eos_token_id = ids["<|im_end|>"]
-    reasoner.generation_config.pad_token_id = ids["<|endoftext|>"]
-    reasoner.save_pretrained(path)
-    processor.save_pretrained(path)
+    save_qwen_vl(Cosmos3OmniForConditionalGeneration, config, processor, ids, path, seed=seed)
 
     latent_channels = 4
     torch.manual_seed(seed + 1)

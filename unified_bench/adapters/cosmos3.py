@@ -40,10 +40,6 @@ from unified_bench.adapters.hf_common import (
     DiffusersConfig,
     HfAdapter,
     cfg_scale,
-    chat_messages,
-    chat_text,
-    diffusers_dtype_kwargs,
-    hf_loading,
     images_from_array,
     make_generator,
     model_revision,
@@ -119,18 +115,16 @@ class Cosmos3Adapter(HfAdapter):
     def _load_pipeline(self) -> Any:
         from diffusers import Cosmos3OmniPipeline, UniPCMultistepScheduler
 
-        kwargs: dict[str, Any] = {
-            **diffusers_dtype_kwargs(self.dtype),
-            "safety_checker": None,  # built by the pipeline when enable_safety_checker is on
-            "enable_safety_checker": self.guardrail,
-        }
-        if self.gen_revision:
-            kwargs["revision"] = self.gen_revision
-        if self.device_map:
-            kwargs["device_map"] = "balanced" if self.device_map == "auto" else self.device_map
         try:
-            with hf_loading("cosmos3 generator", self.gen_ref, arg="gen_model"):
-                pipe = Cosmos3OmniPipeline.from_pretrained(self.gen_ref, **kwargs)
+            pipe = self._load_pipeline_from(
+                Cosmos3OmniPipeline,
+                self.gen_ref,
+                revision=self.gen_revision,
+                what="cosmos3 generator",
+                arg="gen_model",
+                safety_checker=None,  # built by the pipeline when enable_safety_checker is on
+                enable_safety_checker=self.guardrail,
+            )
         except ImportError as err:  # CosmosSafetyChecker without cosmos_guardrail installed
             raise ConfigError(
                 f"cosmos3: the Generator's guardrail needs the cosmos_guardrail package ({err}); "
@@ -138,21 +132,12 @@ class Cosmos3Adapter(HfAdapter):
             ) from err
         if self.flow_shift is not None:
             pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config, flow_shift=self.flow_shift)
-        if not self.device_map:
-            pipe = pipe.to(self.device)
-        pipe.set_progress_bar_config(disable=True)
         return pipe
 
     # --- understanding ---------------------------------------------------------------------
 
     def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int], sample_ids: list[str] | None = None) -> list[str]:
-        text = chat_text(self.processor, chat_messages(prompt, with_image=True, image_first=self.image_first))
-        return self._caption_each(
-            self.model,
-            images,
-            seeds,
-            lambda image: self.processor(text=[text], images=[image], return_tensors="pt"),
-        )
+        return self._caption_chat(images, prompt, seeds, image_first=self.image_first)
 
     # --- generation ------------------------------------------------------------------------
 

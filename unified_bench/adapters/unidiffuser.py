@@ -36,9 +36,7 @@ from unified_bench.adapters.hf_common import (
     HfRuntimeConfig,
     as_rgb,
     cfg_scale,
-    diffusers_dtype_kwargs,
     dtype_name,
-    hf_loading,
     images_from_array,
     make_generator,
     pipeline_settings,
@@ -109,17 +107,7 @@ class UniDiffuserAdapter(HfAdapter):
     def _load_pipeline(self) -> Any:
         from diffusers import UniDiffuserPipeline
 
-        kwargs: dict[str, Any] = diffusers_dtype_kwargs(self.dtype)
-        if self.revision:
-            kwargs["revision"] = self.revision
-        if self.device_map:
-            kwargs["device_map"] = "balanced" if self.device_map == "auto" else self.device_map
-        with hf_loading("unidiffuser", self.model_ref, arg="model"):
-            pipe = UniDiffuserPipeline.from_pretrained(self.model_ref, **kwargs)
-        if not self.device_map:
-            pipe = pipe.to(self.device)
-        pipe.set_progress_bar_config(disable=True)
-        return pipe
+        return self._load_pipeline_from(UniDiffuserPipeline, self.model_ref, revision=self.revision, what="unidiffuser", arg="model")
 
     # --- understanding ---------------------------------------------------------------------
 
