@@ -113,6 +113,55 @@ QWEN_SPECIAL = [
 ]
 
 
+def qwen_vl_config(config_class, tokenizer, ids: dict[str, int], *, vision: dict, mrope_interleaved: bool | None = None, **text):
+    """A Qwen-VL-family config: a 1-layer language model (hidden 32) with its M-RoPE over
+    ``tokenizer``, a 1-block vision tower (``vision`` adds the family's own keys), and the
+    image/video token ids of ``QWEN_SPECIAL``."""
+    rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
+    if mrope_interleaved is not None:
+        rope["mrope_interleaved"] = mrope_interleaved
+    return config_class(
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=1024,
+            rope_parameters=rope,
+            bos_token_id=ids["<|endoftext|>"],
+            eos_token_id=ids["<|im_end|>"],
+            pad_token_id=ids["<|endoftext|>"],
+            **text,
+        ),
+        vision_config=dict(
+            depth=1,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=32,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            **vision,
+        ),
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+
+
+def save_qwen_vl(model_class, config, processor, ids: dict[str, int], path: Path, *, seed: int) -> None:
+    """Build ``model_class(config)`` under ``seed``, stop at ``<|im_end|>``, save it and the processor."""
+    torch.manual_seed(seed)
+    model = model_class(config).eval()
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+
+
 def build_tiny_qwen25vl(path: Path, *, seed: int = 0, image_px: int = 56) -> Path:
     """A 1-layer Qwen2.5-VL with its processor (images resized to ``image_px`` square)."""
     from transformers import (
@@ -135,43 +184,13 @@ def build_tiny_qwen25vl(path: Path, *, seed: int = 0, image_px: int = 56) -> Pat
         video_processor=video_processor,
         chat_template=QWEN_CHAT_TEMPLATE,
     )
-    config = Qwen2_5_VLConfig(
-        text_config=dict(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            max_position_embeddings=1024,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
-            bos_token_id=ids["<|endoftext|>"],
-            eos_token_id=ids["<|im_end|>"],
-            pad_token_id=ids["<|endoftext|>"],
-        ),
-        vision_config=dict(
-            depth=1,
-            hidden_size=32,
-            intermediate_size=64,
-            num_heads=2,
-            out_hidden_size=32,
-            patch_size=14,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-            window_size=56,
-            fullatt_block_indexes=[0],
-        ),
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
+    config = qwen_vl_config(
+        Qwen2_5_VLConfig,
+        tokenizer,
+        ids,
+        vision=dict(patch_size=14, window_size=56, fullatt_block_indexes=[0]),
     )
-    torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config).eval()
-    model.generation_config.eos_token_id = ids["<|im_end|>"]
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
+    save_qwen_vl(Qwen2_5_VLForConditionalGeneration, config, processor, ids, path, seed=seed)
     return path
 
 
@@ -534,3 +553,143 @@ def build_fake_uae_release(root: Path, *, seed: int = 0, projector_in: str = "ll
 
     sd3_dir = build_tiny_sd3_pipeline(root / "sd3", seed=seed + 30)
     return root, sd3_dir
+
+
+# ---------------------------------------------------------------------------------------
+# Cosmos 3 (transformers' Reasoner + diffusers' Cosmos3OmniPipeline, one folder)
+# ---------------------------------------------------------------------------------------
+
+
+def build_tiny_cosmos3(path: Path, *, seed: int = 0, image_px: int = 64) -> Path:
+    """One folder laid out like a Cosmos 3 hub repository: the Reasoner at the root
+    (``config.json`` of model type ``cosmos3_omni``, a Qwen3-VL of one layer, and its
+    processor) and the diffusers pipeline beside it (``model_index.json``, ``transformer/``
+    with a 1-layer MoT, ``vae/`` with a 2-stage Wan 2.2-style VAE of spatial factor 8,
+    ``scheduler/``, ``text_tokenizer/``), so a 32 px image is 4x4 latents, 2x2 tokens."""
+    from diffusers import AutoencoderKLWan, Cosmos3OmniPipeline, UniPCMultistepScheduler
+    from diffusers.models.transformers.transformer_cosmos3 import Cosmos3OmniTransformer
+    from transformers import Cosmos3OmniConfig, Cosmos3OmniForConditionalGeneration, Qwen2VLImageProcessor
+    from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+
+    path = Path(path)
+    tokenizer = tiny_tokenizer(QWEN_SPECIAL, eos="<|im_end|>", pad="<|endoftext|>", chat_template=QWEN_CHAT_TEMPLATE)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL}
+    pixels = image_px * image_px
+    processor = Qwen3VLProcessor(
+        image_processor=Qwen2VLImageProcessor(min_pixels=pixels, max_pixels=pixels, patch_size=16, merge_size=2),
+        tokenizer=tokenizer,
+        video_processor=Qwen3VLVideoProcessor(size={"shortest_edge": pixels, "longest_edge": pixels}, patch_size=16, merge_size=2),
+        chat_template=QWEN_CHAT_TEMPLATE,
+    )
+    config = qwen_vl_config(
+        Cosmos3OmniConfig,
+        tokenizer,
+        ids,
+        vision=dict(patch_size=16, num_position_embeddings=16, deepstack_visual_indexes=[0]),
+        head_dim=16,
+        mrope_interleaved=True,
+    )
+    save_qwen_vl(Cosmos3OmniForConditionalGeneration, config, processor, ids, path, seed=seed)
+
+    latent_channels = 4
+    torch.manual_seed(seed + 1)
+    transformer = Cosmos3OmniTransformer(
+        head_dim=16,
+        hidden_size=32,
+        intermediate_size=64,
+        latent_channel=latent_channels,
+        latent_patch_size=2,
+        num_attention_heads=2,
+        num_hidden_layers=1,
+        num_key_value_heads=1,
+        patch_latent_dim=latent_channels * 4,
+        vocab_size=len(tokenizer),
+        rope_theta=10000.0,
+        rope_axes_dim=[2, 3, 3],
+        unified_3d_mrope_temporal_modality_margin=15,
+        dtype="float32",
+    ).eval()
+    torch.manual_seed(seed + 2)
+    vae = AutoencoderKLWan(
+        base_dim=8,
+        z_dim=latent_channels,
+        dim_mult=[1, 2, 2],
+        num_res_blocks=1,
+        temperal_downsample=[False, True],
+        latents_mean=[0.0] * latent_channels,
+        latents_std=[1.0] * latent_channels,
+        is_residual=True,
+        in_channels=12,
+        out_channels=12,
+        patch_size=2,
+        scale_factor_spatial=8,
+        scale_factor_temporal=2,
+    ).eval()
+    pipe = Cosmos3OmniPipeline(
+        transformer=transformer,
+        text_tokenizer=tokenizer,
+        vae=vae,
+        scheduler=UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0),
+        enable_safety_checker=False,
+    )
+    pipe.save_pretrained(path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------
+# UniDiffuser (diffusers' UniDiffuserPipeline: one U-ViT for image and text)
+# ---------------------------------------------------------------------------------------
+
+
+def build_tiny_unidiffuser(path: Path, *, seed: int = 0, text_tokens: int = 8) -> Path:
+    """A UniDiffuser pipeline folder: a 2-block U-ViT over 16x16 latents (the 2x VAE of
+    ``tiny_vae``, so 32 px images), 1-layer CLIP text and vision encoders, a 1-layer GPT-2
+    caption decoder and word-level tokenizers. Saved as ``.bin``: the caption decoder ties
+    its input and output embeddings, which safetensors refuses to store twice."""
+    from diffusers import DPMSolverMultistepScheduler, UniDiffuserModel, UniDiffuserPipeline, UniDiffuserTextDecoder
+    from transformers import CLIPImageProcessor, CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    path = Path(path)
+    clip_tokenizer = tiny_tokenizer(
+        CLIP_SPECIAL, bos="<|startoftext|>", eos="<|endoftext|>", pad="<|endoftext|>", model_max_length=text_tokens, wrap_bos_eos=True
+    )
+    eos = clip_tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(clip_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+            max_position_embeddings=text_tokens, bos_token_id=0, eos_token_id=eos, pad_token_id=eos, hidden_act="gelu",
+        )
+    ).eval()
+    image_encoder = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8,
+            projection_dim=16, hidden_act="gelu",
+        )
+    ).eval()
+    caption_tokenizer = tiny_tokenizer(["<|endoftext|>"], eos="<|endoftext|>", pad="<|endoftext|>")
+    torch.manual_seed(seed + 1)
+    text_decoder = UniDiffuserTextDecoder(
+        prefix_length=text_tokens, prefix_inner_dim=32, prefix_hidden_dim=8, vocab_size=len(caption_tokenizer),
+        n_positions=128, n_embd=32, n_layer=1, n_head=2,
+    ).eval()
+    torch.manual_seed(seed + 2)
+    unet = UniDiffuserModel(
+        text_dim=8, clip_img_dim=16, num_text_tokens=text_tokens, num_attention_heads=2, attention_head_dim=8,
+        in_channels=4, out_channels=4, num_layers=2, norm_num_groups=4, sample_size=16, patch_size=2,
+        use_data_type_embedding=True,
+    ).eval()
+    pipe = UniDiffuserPipeline(
+        vae=tiny_vae(seed=seed + 3),
+        text_encoder=text_encoder,
+        image_encoder=image_encoder,
+        clip_image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        clip_tokenizer=clip_tokenizer,
+        text_decoder=text_decoder,
+        text_tokenizer=caption_tokenizer,
+        unet=unet,
+        scheduler=DPMSolverMultistepScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", solver_order=3),
+    )
+    pipe.save_pretrained(path, safe_serialization=False)
+    return path

@@ -639,6 +639,35 @@ class HfAdapter(Adapter):
             model = model_class.from_pretrained(ref, **kwargs)
         return processor, place(model, self.device, self.device_map)
 
+    def _load_pipeline_from(self, pipeline_class: Any, ref: str, *, revision: str | None, what: str, arg: str, **kwargs: Any) -> Any:
+        """``pipeline_class.from_pretrained(ref)`` in the adapter's dtype (``kwargs`` added),
+        placed on the device (or spread by ``device_map``: diffusers places whole components,
+        so ``auto`` becomes ``balanced``), progress bar off."""
+        kwargs = {**diffusers_dtype_kwargs(self.dtype), **kwargs}
+        if self.trust_remote_code:
+            kwargs["trust_remote_code"] = True
+        if revision:
+            kwargs["revision"] = revision
+        if self.device_map:
+            kwargs["device_map"] = "balanced" if self.device_map == "auto" else self.device_map
+        with hf_loading(what, ref, arg=arg):
+            pipe = pipeline_class.from_pretrained(ref, **kwargs)
+        if not self.device_map:
+            pipe = pipe.to(self.device)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def _caption_chat(self, images: Sequence[Image.Image], prompt: str, seeds: Sequence[int], *, image_first: bool) -> list[str]:
+        """Caption with ``self.model``: the image and ``prompt`` in one chat turn of the
+        processor's template, one image at a time (:meth:`_caption_each`)."""
+        text = chat_text(self.processor, chat_messages(prompt, with_image=True, image_first=image_first))
+        return self._caption_each(
+            self.model,
+            images,
+            seeds,
+            lambda image: self.processor(text=[text], images=[image], return_tensors="pt"),
+        )
+
     def _caption_each(
         self,
         model: Any,

@@ -37,10 +37,6 @@ from unified_bench.adapters.hf_common import (
     DiffusersConfig,
     HfAdapter,
     batches,
-    chat_messages,
-    chat_text,
-    diffusers_dtype_kwargs,
-    hf_loading,
     images_from_array,
     make_generator,
     model_revision,
@@ -113,31 +109,19 @@ class PairAdapter(HfAdapter):
     def _load_pipeline(self) -> Any:
         from diffusers import DiffusionPipeline
 
-        kwargs: dict[str, Any] = {**diffusers_dtype_kwargs(self.dtype), **self.pipeline_kwargs}
-        if self.trust_remote_code:
-            kwargs["trust_remote_code"] = True
-        if self.generator_revision:
-            kwargs["revision"] = self.generator_revision
-        if self.device_map:
-            # diffusers places whole components ("balanced"), not layers ("auto").
-            kwargs["device_map"] = "balanced" if self.device_map == "auto" else self.device_map
-        with hf_loading("pair generator", self.generator_ref, arg="generator"):
-            pipe = DiffusionPipeline.from_pretrained(self.generator_ref, **kwargs)
-        if not self.device_map:
-            pipe = pipe.to(self.device)
-        pipe.set_progress_bar_config(disable=True)
-        return pipe
+        return self._load_pipeline_from(
+            DiffusionPipeline,
+            self.generator_ref,
+            revision=self.generator_revision,
+            what="pair generator",
+            arg="generator",
+            **self.pipeline_kwargs,
+        )
 
     # --- the round trip --------------------------------------------------------------------
 
     def caption(self, images: list[Image.Image], *, prompt: str, seeds: list[int], sample_ids: list[str] | None = None) -> list[str]:
-        text = chat_text(self.processor, chat_messages(prompt, with_image=True, image_first=self.image_first))
-        return self._caption_each(
-            self.model,
-            images,
-            seeds,
-            lambda image: self.processor(text=[text], images=[image], return_tensors="pt"),
-        )
+        return self._caption_chat(images, prompt, seeds, image_first=self.image_first)
 
     def generate(self, prompts: list[str], *, seeds: list[int], size: tuple[int, int] | None, sample_ids: list[str] | None = None) -> list[Image.Image]:
         import numpy as np

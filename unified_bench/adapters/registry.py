@@ -134,6 +134,18 @@ _BUILTIN_SPECS: list[AdapterSpec] = [
         needs=_HF,
     ),
     AdapterSpec(
+        "cosmos3",
+        "unified_bench.adapters.cosmos3:Cosmos3Adapter",
+        "NVIDIA Cosmos 3: Reasoner captions (transformers), Generator draws (diffusers), one checkpoint",
+        needs=(*_HF, "diffusers"),
+    ),
+    AdapterSpec(
+        "unidiffuser",
+        "unified_bench.adapters.unidiffuser:UniDiffuserAdapter",
+        "UniDiffuser: one joint image-text diffusion model, img2text and text2img modes (diffusers)",
+        needs=("transformers", "diffusers"),
+    ),
+    AdapterSpec(
         "uae",
         "unified_bench.adapters.uae:UaeAdapter",
         "UAE official release: Qwen2.5-VL + LoRA + projector, SD3.5 transformer + LoRA",
@@ -207,6 +219,24 @@ PRESETS: dict[str, Preset] = {
             "emu3",
             {"model": "BAAI/Emu3-Chat-hf", "gen_model": "BAAI/Emu3-Gen-hf"},
             "Emu3 chat + generation checkpoints in transformers format",
+        ),
+        Preset(
+            "cosmos3-nano",
+            "cosmos3",
+            {"model": "nvidia/Cosmos3-Nano"},
+            "Cosmos 3 Nano (16B: 8B Reasoner + 8B Generator), NVIDIA's Diffusers text-to-image settings",
+        ),
+        Preset(
+            "cosmos3-super",
+            "cosmos3",
+            {"model": "nvidia/Cosmos3-Super"},
+            "Cosmos 3 Super (64B: 32B Reasoner + 32B Generator), NVIDIA's Diffusers text-to-image settings",
+        ),
+        Preset(
+            "unidiffuser-v1",
+            "unidiffuser",
+            {"model": "thu-ml/unidiffuser-v1"},
+            "UniDiffuser v1 (512x512) with the official sampling config: 50 DPM-Solver steps, guidance 7",
         ),
     ]
 }
