@@ -39,6 +39,7 @@ def tiny_tokenizer(
     model_max_length: int = 4096,
     wrap_bos_eos: bool = False,
     add_bos: bool = False,
+    add_eos: bool = False,
 ):
     """A word-level fast tokenizer: whitespace/punctuation split, digits one by one.
 
@@ -70,6 +71,8 @@ def tiny_tokenizer(
         )
     elif add_bos:  # Llama-style "<bos> text"
         backend.post_processor = processors.TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, vocab[bos])])
+    elif add_eos:  # SigLIP/T5-style "text <eos>"
+        backend.post_processor = processors.TemplateProcessing(single=f"$A {eos}", special_tokens=[(eos, vocab[eos])])
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         unk_token=unk,

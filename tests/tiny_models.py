@@ -31,12 +31,44 @@ def _nudge(model: torch.nn.Module, seed: int) -> None:
                 param.add_(0.1 * torch.randn(param.shape, generator=generator))
 
 
-def tiny_clip(path: Path, seed: int = 0) -> Path:
-    """CLIPModel (vision + text) + CLIPImageProcessor: shortest side 40, crop 32, bicubic."""
+#: The tiny text towers' context (the real ones: CLIP 77, SigLIP 64, LongCLIP 248).
+TEXT_CONTEXT = _TEXT["max_position_embeddings"]
+
+
+def tiny_clip_tokenizer(context: int = TEXT_CONTEXT):
+    """A word-level tokenizer laid out like CLIP's: "<|startoftext|> words <|endoftext|>", padded
+    with <|endoftext|>. (Not ids 1 and 2: CLIP's text model reads eos id 2 as a legacy checkpoint.)"""
+    from tiny_hf_models import tiny_tokenizer
+
+    bos, eos = "<|startoftext|>", "<|endoftext|>"
+    return tiny_tokenizer(["<|unused|>", bos, eos], bos=bos, eos=eos, pad=eos, model_max_length=context, wrap_bos_eos=True)
+
+
+def tiny_siglip_tokenizer(context: int = TEXT_CONTEXT):
+    """A word-level tokenizer laid out like SigLIP's: "words </s>", padded with <pad>."""
+    from tiny_hf_models import tiny_tokenizer
+
+    return tiny_tokenizer(["<pad>", "</s>"], eos="</s>", pad="<pad>", model_max_length=context, add_eos=True)
+
+
+def _with_tokenizer(text_config: dict, tokenizer) -> dict:
+    """The text config sized for ``tokenizer``'s vocabulary, with its special-token ids."""
+    ids = {name: getattr(tokenizer, f"{name}_token_id") for name in ("bos", "eos", "pad")}
+    return {**text_config, "vocab_size": len(tokenizer), **{f"{k}_token_id": v for k, v in ids.items()}}
+
+
+def tiny_clip(path: Path, seed: int = 0, *, tokenizer: bool = False) -> Path:
+    """CLIPModel (vision + text) + CLIPImageProcessor: shortest side 40, crop 32, bicubic.
+    ``tokenizer``: also a tokenizer, with the text tower sized for it (the text metrics)."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
     torch.manual_seed(seed)
-    config = CLIPConfig(text_config=_TEXT, vision_config={**_VISION, "image_size": 32}, projection_dim=24)
+    text = _TEXT
+    if tokenizer:
+        words = tiny_clip_tokenizer()
+        text = _with_tokenizer(_TEXT, words)
+        words.save_pretrained(path)
+    config = CLIPConfig(text_config=text, vision_config={**_VISION, "image_size": 32}, projection_dim=24)
     model = CLIPModel(config).eval()
     _nudge(model, seed)
     model.save_pretrained(path)
@@ -75,12 +107,18 @@ def tiny_dinov3(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def tiny_siglip(path: Path, seed: int = 0) -> Path:
-    """SiglipModel (the architecture of SigLIP and of SigLIP 2 fixed-resolution checkpoints)."""
+def tiny_siglip(path: Path, seed: int = 0, *, tokenizer: bool = False) -> Path:
+    """SiglipModel (the architecture of SigLIP and of SigLIP 2 fixed-resolution checkpoints).
+    ``tokenizer``: also a tokenizer, with the text tower sized for it (the text metrics)."""
     from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel
 
     torch.manual_seed(seed)
-    model = SiglipModel(SiglipConfig(text_config=_TEXT, vision_config={**_VISION, "image_size": 32})).eval()
+    text = _TEXT
+    if tokenizer:
+        words = tiny_siglip_tokenizer()
+        text = _with_tokenizer(_TEXT, words)
+        words.save_pretrained(path)
+    model = SiglipModel(SiglipConfig(text_config=text, vision_config={**_VISION, "image_size": 32})).eval()
     _nudge(model, seed)
     model.save_pretrained(path)
     SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
@@ -111,21 +149,32 @@ class OpenClipSpec:
     image_size: int = 32
     text_width: int = 64
     context_length: int = 16
+    vocab_size: int = 100  # OpenAI's BPE (the text metrics) needs 49408
 
     def build(self):
         from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
         vision = CLIPVisionCfg(layers=self.vision_layers, width=self.vision_width, head_width=64, patch_size=self.patch_size, image_size=self.image_size)
-        text = CLIPTextCfg(context_length=self.context_length, vocab_size=100, width=self.text_width, heads=1, layers=1)
+        text = CLIPTextCfg(context_length=self.context_length, vocab_size=self.vocab_size, width=self.text_width, heads=1, layers=1)
         return CLIP(self.embed_dim, vision, text, quick_gelu=True).eval()
 
 
-def tiny_longclip_pt(path: Path, seed: int = 0, *, torchscript: bool = False, spec: OpenClipSpec = OpenClipSpec()) -> Path:
+#: A LongCLIP-shaped text tower: OpenAI's BPE vocabulary and LongCLIP's 248 positions.
+LONGCLIP_TEXT_SPEC = OpenClipSpec(context_length=248, vocab_size=49408)
+
+
+def tiny_longclip_pt(
+    path: Path, seed: int = 0, *, torchscript: bool = False, spec: OpenClipSpec = OpenClipSpec(), long_positions: bool = False
+) -> Path:
     """An OpenAI-CLIP-format checkpoint like ``longclip-L.pt``: ``torch.save(model.state_dict())``
-    of a full CLIP (image and text towers, OpenAI key names), or a TorchScript archive."""
+    of a full CLIP (image and text towers, OpenAI key names), or a TorchScript archive.
+    ``long_positions``: also LongCLIP's second position table, ``positional_embedding_res``."""
     torch.manual_seed(seed)
     model = spec.build()
     _nudge(model, seed)
+    if long_positions:
+        generator = torch.Generator().manual_seed(seed + 1)
+        model.positional_embedding_res = torch.nn.Parameter(0.1 * torch.randn(model.positional_embedding.shape, generator=generator))
     path.parent.mkdir(parents=True, exist_ok=True)
     if torchscript:
 

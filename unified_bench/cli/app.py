@@ -87,16 +87,24 @@ def score_cmd(
 @app.command("metrics")
 def metrics_cmd() -> None:
     """List the registered metrics with their default checkpoints."""
-    from unified_bench.metrics import PAPER_METRICS, list_specs
+    from unified_bench.core.errors import UnifiedBenchError
+    from unified_bench.metrics import PAPER_METRICS, list_specs, metric_reads
+
+    def reads(name: str) -> str:
+        try:
+            return ", ".join(metric_reads(name))
+        except UnifiedBenchError:  # a plugin that cannot be imported: listed, flagged when used
+            return "?"
 
     table = Table(title="metrics")
     table.add_column("name")
+    table.add_column("reads")
     table.add_column("default checkpoint")
     table.add_column("offline")
     table.add_column("description")
     for spec in list_specs():
         paper = " (paper)" if spec.name in PAPER_METRICS else ""
-        table.add_row(spec.name + paper, spec.default_checkpoint or "-", "yes" if spec.offline else "no", spec.description)
+        table.add_row(spec.name + paper, reads(spec.name), spec.default_checkpoint or "-", "yes" if spec.offline else "no", spec.description)
     console.print(table)
 
 

@@ -14,17 +14,26 @@ from dataclasses import dataclass
 from unified_bench.core.registry import Registry
 from unified_bench.core.errors import ConfigError
 from unified_bench.metrics.base import (
+    READ_MODES,
     EmbeddingMetric,
+    ImageTextMetric,
     Metric,
     MetricInfo,
     PairInput,
     PairMetric,
     PairScore,
     PixelNormalization,
+    TextEmbedder,
+    TextEmbeddings,
+    TextEmbeddingMetric,
+    TextInput,
+    TokenCount,
 )
 
 __all__ = [
+    "READ_MODES",
     "EmbeddingMetric",
+    "ImageTextMetric",
     "Metric",
     "MetricInfo",
     "MetricSpec",
@@ -33,12 +42,19 @@ __all__ = [
     "PairMetric",
     "PairScore",
     "PixelNormalization",
+    "TextEmbedder",
+    "TextEmbeddings",
+    "TextEmbeddingMetric",
+    "TextInput",
+    "TokenCount",
     "PAPER_METRICS",
     "EXTENDED_METRICS",
     "build_metric",
     "get_spec",
     "list_specs",
+    "metric_reads",
     "parse_metric_list",
+    "split_metric_key",
 ]
 
 
@@ -51,6 +67,9 @@ class MetricSpec:
     offline: bool = False  # runs with no downloaded weights
     aliases: tuple[str, ...] = ()
     source: str = "builtin"  # "builtin" | "plugin:<distribution>"
+    #: the metric whose ``--checkpoint`` this one uses when none is given for it (a text
+    #: tower reads the checkpoint its image counterpart reads)
+    checkpoint_of: str | None = None
 
 
 def _plugin_spec(name: str, target: str, dist: str) -> MetricSpec:
@@ -118,8 +137,36 @@ for _spec in [
         "shapes-attr",
         "unified_bench.tracks.shapes.oracle:ShapesAttrMetric",
         "bundled",
-        "Shapes track oracle: object-level F1 of the parsed reconstruction vs the scene",
+        "Shapes track oracle: object-level F1 of the parsed reconstruction (image) or of the parsed caption (text) vs the scene",
         offline=True,
+    ),
+    MetricSpec(
+        "clip-text",
+        "unified_bench.metrics.text:ClipTextMetric",
+        "openai/clip-vit-large-patch14",
+        "CLIP ViT-L/14 projected text features of two texts (text trip; 77-token context)",
+        checkpoint_of="clip",
+    ),
+    MetricSpec(
+        "longclip-text",
+        "unified_bench.metrics.text:LongClipTextMetric",
+        "BeichenZhang/LongCLIP-L",
+        "LongCLIP-L text features of two texts (text trip; 248-token context); longclip-L.pt or an HF conversion",
+        checkpoint_of="longclip",
+    ),
+    MetricSpec(
+        "siglip-text",
+        "unified_bench.metrics.text:SiglipTextMetric",
+        "google/siglip-so400m-patch14-384",
+        "SigLIP so400m pooled text features of two texts (text trip; 64-token context)",
+        checkpoint_of="siglip",
+    ),
+    MetricSpec(
+        "clip-t2i",
+        "unified_bench.metrics.text:ClipT2IMetric",
+        "openai/clip-vit-large-patch14",
+        "CLIP ViT-L/14 image features of an image vs text features of the text it was drawn from",
+        checkpoint_of="clip",
     ),
 ]:
     METRICS.register(_spec)
@@ -149,8 +196,24 @@ def get_spec(name: str) -> MetricSpec:
     return spec
 
 
+def split_metric_key(key: str) -> tuple[str, str | None]:
+    """'clip-text' -> ('clip-text', None); 'shapes-attr@image' -> ('shapes-attr', 'image').
+    Raises ConfigError for a mode outside READ_MODES."""
+    name, sep, mode = key.partition("@")
+    if sep and mode not in READ_MODES:
+        raise ConfigError(f"metric key {key!r}: unknown mode {mode!r}; use one of {', '.join(READ_MODES)}")
+    return name, (mode if sep else None)
+
+
+def metric_reads(name: str) -> tuple[str, ...]:
+    """What metric ``name`` reads (``Metric.reads``): its class is imported, no weights load."""
+    cls = METRICS.load(get_spec(name), name=name)
+    return tuple(getattr(cls, "reads", ("image",)))
+
+
 def parse_metric_list(text: str | None, default: tuple[str, ...] = PAPER_METRICS) -> list[str]:
-    """'clip,dinov2' -> ['clip', 'dinov2'], validated; 'paper' and 'extended' expand."""
+    """'clip,dinov2' -> ['clip', 'dinov2'], validated; 'paper' and 'extended' expand.
+    A key may name the mode it reads: 'shapes-attr@text' (see ``Metric.reads``)."""
     if not text:
         return list(default)
     names: list[str] = []
@@ -160,7 +223,10 @@ def parse_metric_list(text: str | None, default: tuple[str, ...] = PAPER_METRICS
             continue
         expanded = {"paper": PAPER_METRICS, "extended": EXTENDED_METRICS}.get(item, (item,))
         for name in expanded:
-            get_spec(name)
+            base, mode = split_metric_key(name)
+            get_spec(base)
+            if mode is not None and mode not in metric_reads(base):
+                raise ConfigError(f"metric {base!r} does not read {mode!r}; it reads {', '.join(metric_reads(base))}")
             if name not in names:
                 names.append(name)
     if not names:

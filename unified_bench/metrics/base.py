@@ -1,12 +1,23 @@
 """The metric contract.
 
-Two kinds of metric score a (reference, reconstruction) pair:
+A metric declares what it reads (``Metric.reads``), among :data:`READ_MODES`:
+
+- ``"image"``: a reference image vs a reconstruction image (every image metric; the default);
+- ``"text"``: a reference text (or ground truth in ``meta``) vs a candidate text;
+- ``"image-text"``: an image vs the reference text it should show.
+
+Two kinds of metric score a (reference, reconstruction) pair of images:
 
 - :class:`EmbeddingMetric` embeds images with a backbone (``embed -> [N, D]``, L2-normalised);
   the pair score is the cosine similarity. The engine batches, caches reference embeddings
   on disk and loads one backbone at a time.
 - :class:`PairMetric` scores pairs directly (SSIM, PSNR, the Shapes oracle). It may also
   report named sub-scores (e.g. per-attribute F1), stored as ``"<metric>.<sub>"``.
+
+Texts are read by a :class:`TextEmbedder` (a text tower: ``embed_texts -> TextEmbeddings``,
+L2-normalised, with each text's :class:`TokenCount` so truncation is never silent):
+:class:`TextEmbeddingMetric` scores a text pair by cosine, :class:`ImageTextMetric` an image
+against a text. A :class:`PairMetric` may also score texts directly (``score_texts``).
 
 A metric is built by :func:`unified_bench.metrics.build_metric`; the engine calls ``close()``
 when it is done so the next backbone can use the memory.
@@ -97,14 +108,54 @@ class PixelNormalization:
         return (x - mean) / std
 
 
+#: What a metric can read: an image pair, a text pair, or an image and a text.
+READ_MODES: tuple[str, ...] = ("image", "text", "image-text")
+
+
 @dataclass(frozen=True)
 class PairInput:
-    """One pair handed to a PairMetric. ``meta`` carries dataset ground truth (e.g. a scene)."""
+    """One pair handed to a PairMetric. ``meta`` carries dataset ground truth (e.g. a scene).
+    ``reference`` is None only for a metric with ``reference_optional`` and ground truth in meta."""
 
     sample_id: str
-    reference: Image.Image
+    reference: Image.Image | None
     reconstruction: Image.Image
     meta: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class TextInput:
+    """One sample handed to a PairMetric in text mode: the candidate ``text`` and what it is
+    scored against, the ``reference_text`` or ground truth in ``meta`` (either may be None)."""
+
+    sample_id: str
+    text: str
+    reference_text: str | None = None
+    meta: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class TokenCount:
+    """How one text fitted a text tower: its token count (special tokens included) against the
+    tower's context. A text longer than the context was cut to it before embedding."""
+
+    tokens: int
+    context: int
+
+    @property
+    def truncated(self) -> bool:
+        return self.tokens > self.context
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tokens": self.tokens, "context": self.context, "truncated": self.truncated}
+
+
+@dataclass(frozen=True)
+class TextEmbeddings:
+    """L2-normalised float32 text features [N, D] on the CPU and each text's token count."""
+
+    vectors: torch.Tensor
+    tokens: list[TokenCount]
 
 
 @dataclass(frozen=True)
@@ -124,6 +175,8 @@ class Metric(ABC):
     kind: ClassVar[str]
     #: whether the metric's score is a similarity in [-1, 1] (averaged as such) or another unit
     unit: ClassVar[str] = "cosine"
+    #: what the metric reads, among READ_MODES; the first is its mode on the image trip
+    reads: ClassVar[tuple[str, ...]] = ("image",)
 
     @property
     @abstractmethod
@@ -235,6 +288,56 @@ class PairMetric(Metric):
 
     #: whether score_pairs needs dataset ground truth in PairInput.meta
     needs_meta: ClassVar[bool] = False
+    #: whether score_pairs can score a reconstruction with no reference image (ground truth in meta)
+    reference_optional: ClassVar[bool] = False
 
     @abstractmethod
     def score_pairs(self, pairs: Sequence[PairInput]) -> list[PairScore]: ...
+
+    def score_texts(self, inputs: Sequence[TextInput]) -> list[PairScore]:
+        """Text mode (a metric whose ``reads`` holds "text"): one verdict per candidate text."""
+        raise NotImplementedError(f"metric {self.name!r} does not read texts")
+
+
+class TextEmbedder(ABC):
+    """A text tower: texts -> L2-normalised features, each text's token count recorded.
+
+    ``encode_texts`` truncates every text to ``context_length`` tokens (the tower cannot read
+    more); ``embed_texts`` says which were cut, so no truncation goes unrecorded.
+    """
+
+    @property
+    @abstractmethod
+    def context_length(self) -> int:
+        """Tokens the tower reads, special tokens included."""
+
+    @abstractmethod
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Each text's length in tokens before truncation, special tokens included."""
+
+    @abstractmethod
+    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """Texts -> raw text features [N, D] (not normalised), each cut to the context."""
+
+    @torch.inference_mode()
+    def embed_texts(self, texts: Sequence[str]) -> TextEmbeddings:
+        texts = list(texts)
+        context = self.context_length
+        tokens = [TokenCount(count, context) for count in self.count_tokens(texts)]
+        features = self.encode_texts(texts).float()
+        return TextEmbeddings(torch.nn.functional.normalize(features, p=2, dim=-1).cpu(), tokens)
+
+
+class TextEmbeddingMetric(Metric, TextEmbedder):
+    """Scores a (reference text, text) pair by the cosine of their text features."""
+
+    kind = "text-embedding"
+    reads = ("text",)
+
+
+class ImageTextMetric(EmbeddingMetric, TextEmbedder):
+    """Scores an image against a text: cosine of image features (``embed``) and text
+    features (``embed_texts``) in one shared space."""
+
+    kind = "image-text"
+    reads = ("image-text",)

@@ -101,6 +101,53 @@ def processor_settings(processor: Any) -> dict[str, Any]:
     return out
 
 
+def checkpoint_config(metric: str, resolved: ResolvedCheckpoint, model_types: frozenset[str]) -> Any:
+    """The config of an HF checkpoint directory, refused unless its model type is one of ``model_types``."""
+    from transformers import AutoConfig
+
+    if not resolved.path.is_dir():
+        raise ConfigError(
+            f"metric {metric!r}: checkpoint {resolved.requested!r} is a file; expected a Hugging Face "
+            "checkpoint directory (config.json, preprocessor_config.json, weights) or a hub id"
+        )
+    config = AutoConfig.from_pretrained(resolved.path)
+    if config.model_type not in model_types:
+        raise ConfigError(
+            f"metric {metric!r}: checkpoint {resolved.requested!r} is a {config.model_type!r} model; "
+            f"expected one of {sorted(model_types)}"
+        )
+    return config
+
+
+def load_tower(metric: str, resolved: ResolvedCheckpoint, model_cls: type, config: Any, dtype: torch.dtype) -> torch.nn.Module:
+    """One tower of an HF checkpoint, refused when any weight it needs is missing or mismatched
+    (never score with silently random-initialised layers)."""
+    model, report = model_cls.from_pretrained(resolved.path, config=config, dtype=dtype, output_loading_info=True)
+    missing = sorted(report.get("missing_keys") or [])
+    mismatched = list(report.get("mismatched_keys") or [])
+    if missing or mismatched:
+        shown = ", ".join(map(str, (missing + mismatched)[:5]))
+        raise ConfigError(
+            f"metric {metric!r}: checkpoint {resolved.requested!r} does not hold every weight "
+            f"{model_cls.__name__} needs (missing or mismatched: {shown}); is it the right model?"
+        )
+    return model
+
+
+def clip_tower_config(config: Any, tower: str) -> Any:
+    """The config of a CLIP checkpoint's ``tower`` ("vision" or "text"), with its projection width.
+
+    The projection width lives on the top-level config; a sub-config's own projection_dim is
+    only a default and would build a wrong-sized projection. A single-tower checkpoint
+    (``clip_vision_model``, ``clip_text_model``) is its own config.
+    """
+    if config.model_type != "clip":
+        return config
+    sub = getattr(config, f"{tower}_config")
+    sub.projection_dim = config.projection_dim
+    return sub
+
+
 class HFVisionMetric(EmbeddingMetric):
     """Shared loading and batching for transformers vision backbones."""
 
@@ -129,7 +176,7 @@ class HFVisionMetric(EmbeddingMetric):
         self._info = MetricInfo(
             name=self.name,
             kind=self.kind,
-            checkpoint=self.resolved.requested if self.resolved.from_hub else str(self.resolved.path),
+            checkpoint=self.resolved.recorded,
             revision=self.resolved.revision,
             preprocessing={**processor_settings(self.processor), "pooling": self.pooling},
             dtype=dtype_name(self.torch_dtype),
@@ -138,37 +185,12 @@ class HFVisionMetric(EmbeddingMetric):
     # -- loading ---------------------------------------------------------------------------
 
     def _load(self, resolved: ResolvedCheckpoint) -> tuple[torch.nn.Module, Any]:
-        from transformers import AutoConfig
-
-        path = resolved.path
-        if not path.is_dir():
-            raise ConfigError(
-                f"metric {self.name!r}: checkpoint {resolved.requested!r} is a file; expected a Hugging Face "
-                "checkpoint directory (config.json, preprocessor_config.json, weights) or a hub id"
-            )
-        with quiet_transformers(), load_errors(self.name, resolved.requested, path):
-            config = AutoConfig.from_pretrained(path)
-            if config.model_type not in self.model_types:
-                raise ConfigError(
-                    f"metric {self.name!r}: checkpoint {resolved.requested!r} is a {config.model_type!r} model; "
-                    f"expected one of {sorted(self.model_types)}"
-                )
-            processor = load_image_processor(path, self.prefer_pil_processor)
+        with quiet_transformers(), load_errors(self.name, resolved.requested, resolved.path):
+            config = checkpoint_config(self.name, resolved, self.model_types)
+            processor = load_image_processor(resolved.path, self.prefer_pil_processor)
             model_cls, model_config = self._model_class(config)
-            model, report = model_cls.from_pretrained(
-                path, config=model_config, dtype=self.torch_dtype, output_loading_info=True
-            )
-        missing = sorted(report.get("missing_keys") or [])
-        mismatched = list(report.get("mismatched_keys") or [])
-        if missing or mismatched:
-            # Never score with silently random-initialised layers.
-            shown = ", ".join(map(str, (missing + mismatched)[:5]))
-            raise ConfigError(
-                f"metric {self.name!r}: checkpoint {resolved.requested!r} does not hold every weight "
-                f"{model_cls.__name__} needs (missing or mismatched: {shown}); is it the right model?"
-            )
-        model.to(self.device).eval()
-        return model, processor
+            model = load_tower(self.name, resolved, model_cls, model_config, self.torch_dtype)
+        return model.to(self.device).eval(), processor
 
     def _model_class(self, config: Any) -> tuple[type, Any]:
         """(model class, config to build it with) for ``config``; vision tower only."""
@@ -252,13 +274,7 @@ class ClipMetric(HFVisionMetric):
     def _model_class(self, config: Any) -> tuple[type, Any]:
         from transformers import CLIPVisionModelWithProjection
 
-        if config.model_type == "clip":
-            vision = config.vision_config
-            # The projection width lives on the top-level config; the vision sub-config's own
-            # projection_dim is only a default and would build a wrong-sized projection.
-            vision.projection_dim = config.projection_dim
-            return CLIPVisionModelWithProjection, vision
-        return CLIPVisionModelWithProjection, config
+        return CLIPVisionModelWithProjection, clip_tower_config(config, "vision")
 
     def _pool(self, output: Any) -> torch.Tensor:
         return output.image_embeds

@@ -9,7 +9,8 @@ dict in OpenAI CLIP's key layout, rebuilt into OpenAI's CLIP model, with the tra
 and ``encode_image`` as the embedding. Only the image tower matters for image-to-image
 similarity, so we build just that tower from the ``visual.*`` weights (shapes give its size,
 heads = width // 64 as in OpenAI's ``build_model``) and load it strictly. The text tower, with
-LongCLIP's 248-token positions, is never built.
+LongCLIP's 248-token positions, is built only by the ``longclip-text`` metric
+(:mod:`unified_bench.metrics.text`), from the same file.
 
 A checkpoint may also be an HF-format conversion (a directory or hub repository with
 ``config.json``): it is then loaded like ``clip`` (projected image features) with its own
@@ -25,7 +26,7 @@ import re
 import warnings
 import zipfile
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,9 +77,9 @@ class ResidualAttentionBlock(nn.Module):
         )
         self.ln_2 = LayerNormFp32(width)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [L, N, D]
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:  # x: [L, N, D]
         h = self.ln_1(x)
-        x = x + self.attn(h, h, h, need_weights=False)[0]
+        x = x + self.attn(h, h, h, need_weights=False, attn_mask=attn_mask)[0]
         return x + self.mlp(self.ln_2(x))
 
 
@@ -87,8 +88,10 @@ class Transformer(nn.Module):
         super().__init__()
         self.resblocks = nn.Sequential(*[ResidualAttentionBlock(width, heads) for _ in range(layers)])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.resblocks(x)
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        for block in self.resblocks:
+            x = block(x, attn_mask)
+        return x
 
 
 @dataclass(frozen=True)
@@ -204,6 +207,54 @@ def openai_clip_transform(resolution: int, *, normalize: bool = True):
 OPENAI_CLIP_NORMALIZATION = PixelNormalization("torchvision", 255.0, CLIP_MEAN, CLIP_STD)
 
 
+def load_openai_tower(
+    metric: str,
+    weights_file: Path,
+    requested: str,
+    *,
+    part: str,
+    fits: str,
+    select: Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]],
+    build: Callable[[dict[str, torch.Tensor]], nn.Module],
+) -> nn.Module:
+    """One tower of an OpenAI-format file: its weights (``select``), a module sized from them
+    (``build``), loaded strictly; each way it can fail is one ConfigError naming the file."""
+    try:
+        weights = select(load_openai_state_dict(weights_file))
+    except (OSError, RuntimeError, EOFError) as err:
+        raise ConfigError(f"metric {metric!r}: cannot read {weights_file} ({str(err).splitlines()[0]})") from err
+    if not weights:
+        raise ConfigError(f"metric {metric!r}: {requested!r} has no {part} weights; not an OpenAI-format CLIP checkpoint")
+    tower = build(weights)
+    try:
+        tower.load_state_dict(weights, strict=True)
+    except RuntimeError as err:
+        raise ConfigError(
+            f"metric {metric!r}: {requested!r} {part} weights do not fit {fits} ({str(err).splitlines()[0]})"
+        ) from err
+    return tower
+
+
+def is_hf_checkpoint(resolved: ResolvedCheckpoint) -> bool:
+    """An HF-format conversion (a directory with config.json), not an OpenAI-format file."""
+    return resolved.path.is_dir() and (resolved.path / "config.json").exists()
+
+
+def openai_weights_file(metric: str, resolved: ResolvedCheckpoint) -> Path:
+    """The ``.pt``/``.pth`` file of an OpenAI-format checkpoint: the path itself, or the one in its directory."""
+    path = resolved.path
+    if path.is_file():
+        return path
+    candidates = sorted(p for p in path.iterdir() if p.suffix in (".pt", ".pth"))
+    if len(candidates) != 1:
+        found = ", ".join(p.name for p in candidates) or "none"
+        raise ConfigError(
+            f"metric {metric!r}: {resolved.requested!r} has no config.json and not exactly one .pt/.pth file "
+            f"(found: {found}); name the file, e.g. --checkpoint {metric}={path / 'longclip-L.pt'}"
+        )
+    return candidates[0]
+
+
 # --------------------------------------------------------------------------- the metric
 
 
@@ -225,17 +276,17 @@ class LongClipMetric(EmbeddingMetric):
         resolved = resolve_checkpoint(self.name, checkpoint)
         self._hf: _HFLongClip | None = None
         self.tower: OpenAIVisionTransformer | None = None
-        if resolved.path.is_dir() and (resolved.path / "config.json").exists():
+        if is_hf_checkpoint(resolved):
             self._hf = _HFLongClip(checkpoint, device, dtype, resolved=resolved)
             self._info = self._hf.info
             return
-        weights = self._weights_file(resolved)
+        weights = openai_weights_file(self.name, resolved)
         self.tower = self._build_tower(weights, resolved.requested)
         self.transform = openai_clip_transform(self.tower.shape.resolution)
         self._info = MetricInfo(
             name=self.name,
             kind=self.kind,
-            checkpoint=resolved.requested if resolved.from_hub else str(resolved.path),
+            checkpoint=resolved.recorded,
             revision=resolved.revision,
             preprocessing={
                 "format": "openai-clip",
@@ -249,33 +300,11 @@ class LongClipMetric(EmbeddingMetric):
             dtype=dtype_name(self.torch_dtype),
         )
 
-    def _weights_file(self, resolved: ResolvedCheckpoint) -> Path:
-        path = resolved.path
-        if path.is_file():
-            return path
-        candidates = sorted(p for p in path.iterdir() if p.suffix in (".pt", ".pth"))
-        if len(candidates) != 1:
-            found = ", ".join(p.name for p in candidates) or "none"
-            raise ConfigError(
-                f"metric 'longclip': {resolved.requested!r} has no config.json and not exactly one .pt/.pth file "
-                f"(found: {found}); name the file, e.g. --checkpoint longclip={path / 'longclip-L.pt'}"
-            )
-        return candidates[0]
-
     def _build_tower(self, weights: Path, requested: str) -> OpenAIVisionTransformer:
-        try:
-            visual = visual_weights(load_openai_state_dict(weights))
-        except (OSError, RuntimeError, EOFError) as err:
-            raise ConfigError(f"metric 'longclip': cannot read {weights} ({str(err).splitlines()[0]})") from err
-        if not visual:
-            raise ConfigError(f"metric 'longclip': {requested!r} has no visual.* weights; not an OpenAI-format CLIP checkpoint")
-        tower = OpenAIVisionTransformer(vision_shape(visual))
-        try:
-            tower.load_state_dict(visual, strict=True)
-        except RuntimeError as err:
-            raise ConfigError(
-                f"metric 'longclip': {requested!r} image-tower weights do not fit an OpenAI ViT ({str(err).splitlines()[0]})"
-            ) from err
+        tower = load_openai_tower(
+            self.name, weights, requested, part="visual.*", fits="an OpenAI ViT",
+            select=visual_weights, build=lambda visual: OpenAIVisionTransformer(vision_shape(visual)),
+        )
         return tower.to(self.device, self.torch_dtype).eval()
 
     @property

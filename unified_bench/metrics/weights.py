@@ -35,8 +35,25 @@ HF_BIN_FILES: tuple[str, ...] = ("pytorch_model*.bin", "pytorch_model.bin.index.
 #: OpenAI-CLIP-format checkpoints (``longclip-L.pt``) are single pickled files.
 OPENAI_FILES: tuple[str, ...] = ("*.pt", "*.pth")
 
-#: Metrics whose hub repositories may hold an OpenAI-format ``.pt`` instead of an HF layout.
-_EXTRA_FILES: dict[str, tuple[str, ...]] = {"longclip": OPENAI_FILES}
+#: A text tower also needs its tokenizer (BPE vocab and merges, SentencePiece model or tokenizer.json).
+TOKENIZER_FILES: tuple[str, ...] = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+)
+
+#: Files beyond HF_FILES: OpenAI-format ``.pt`` checkpoints (LongCLIP) and text towers' tokenizers.
+_EXTRA_FILES: dict[str, tuple[str, ...]] = {
+    "longclip": OPENAI_FILES,
+    "clip-text": TOKENIZER_FILES,
+    "clip-t2i": TOKENIZER_FILES,
+    "siglip-text": TOKENIZER_FILES,
+    "longclip-text": OPENAI_FILES + TOKENIZER_FILES,
+}
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9_.-]+$")
@@ -52,6 +69,11 @@ class ResolvedCheckpoint:
     path: Path
     revision: str | None
     from_hub: bool
+
+    @property
+    def recorded(self) -> str:
+        """What MetricInfo.checkpoint records: the hub id as asked, or the local path."""
+        return self.requested if self.from_hub else str(self.path)
 
 
 # --------------------------------------------------------------------------- environment

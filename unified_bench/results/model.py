@@ -4,7 +4,8 @@
 (``model_types``, ``similarities_by_model``, ``statistics_by_model``, ``summary`` with
 ``overall_average``) so existing tooling reads it, and adds ``unified_score``,
 ``extended_score``, ``confidence_intervals``, ``sub_scores``, ``samples``, ``errors``,
-``unmatched`` and ``run`` (the run record). ``schema.json`` beside this file is the contract.
+``unmatched`` and ``run`` (the run record), and ``truncation`` when a text metric ran (each
+text's token count against its tower's context). ``schema.json`` beside this file is the contract.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from unified_bench.metrics import EXTENDED_METRICS, PAPER_METRICS
+from unified_bench.metrics import EXTENDED_METRICS, PAPER_METRICS, TokenCount
 from unified_bench.results.record import RunRecord
 from unified_bench.core.stats import bootstrap_joint_ci, bootstrap_mean_ci, finite
 
@@ -44,12 +45,22 @@ class SampleError:
 
 @dataclass
 class MetricScores:
-    """Per-sample scores of one metric, aligned with ``ScoreReport.samples`` (None = failed)."""
+    """Per-sample scores of one metric key, aligned with ``ScoreReport.samples`` (None = failed).
+
+    ``tokens``: for a metric that read texts, each text's token count against its tower's
+    context, per role ("text": the candidate, "reference_text"), aligned with the samples.
+    """
 
     name: str
     unit: str
     values: list[float | None]
     sub_scores: dict[str, list[float | None]] = field(default_factory=dict)
+    tokens: dict[str, list[TokenCount | None]] = field(default_factory=dict)
+
+    def truncated(self, index: int) -> bool | None:
+        """Whether any text of sample ``index`` was cut to the context (None: no text read)."""
+        counts = [role[index] for role in self.tokens.values() if role[index] is not None]
+        return any(count.truncated for count in counts) if counts else None
 
 
 @dataclass
@@ -107,7 +118,7 @@ class ScoreReport:
                 "best_model": list(max(averages.items(), key=lambda item: item[1])),
                 "worst_model": list(min(averages.items(), key=lambda item: item[1])),
             }
-        return {
+        out = {
             "schema_version": SCHEMA_VERSION,
             "model_types": [m.name for m in self.metrics],
             "similarities_by_model": similarities,
@@ -123,6 +134,10 @@ class ScoreReport:
             "unmatched": {"images": list(self.unmatched_images), "refs": list(self.unmatched_refs)},
             "run": self.run,
         }
+        truncation = truncation_json(self.metrics, ids)
+        if truncation:  # absent when no metric read texts: image runs' files are unchanged
+            out["truncation"] = truncation
+        return out
 
     @classmethod
     def from_results_json(cls, data: Mapping[str, Any]) -> ScoreReport:
@@ -145,7 +160,8 @@ class ScoreReport:
                 for key, block in (data.get("sub_scores") or {}).items()
                 if key.split(".", 1)[0] == name
             }
-            metrics.append(MetricScores(name, units.get(name, "cosine"), [values.get(sid) for sid in ids], subs))
+            tokens = tokens_from_json((data.get("truncation") or {}).get(name), ids)
+            metrics.append(MetricScores(name, units.get(name, "cosine"), [values.get(sid) for sid in ids], subs, tokens))
         unmatched = data.get("unmatched") or {}
         return cls(
             samples,
@@ -171,6 +187,38 @@ class ScoreReport:
         if ci is None:
             return None
         return {"value": ci.estimate, "metrics": list(names), "scale": 100, "ci95": ci.to_dict()}
+
+
+def truncation_json(metrics: Sequence[MetricScores], ids: Sequence[str]) -> dict[str, Any]:
+    """``results.json`` ``truncation``: per metric key that read texts, how many samples had a
+    text cut to the tower's context, and per sample and role the token count and context."""
+    out: dict[str, Any] = {}
+    for scores in metrics:
+        if not scores.tokens:
+            continue
+        samples: dict[str, dict[str, Any]] = {}
+        for index, sid in enumerate(ids):
+            roles = {role: counts[index].to_dict() for role, counts in scores.tokens.items() if counts[index] is not None}
+            if roles:
+                samples[sid] = roles
+        cut = sum(1 for index in range(len(ids)) if scores.truncated(index))
+        out[scores.name] = {"truncated_samples": cut, "samples": samples}
+    return out
+
+
+def tokens_from_json(block: Mapping[str, Any] | None, ids: Sequence[str]) -> dict[str, list[TokenCount | None]]:
+    """The inverse of one metric's :func:`truncation_json` block."""
+    if not block:
+        return {}
+    roles = sorted({role for record in block["samples"].values() for role in record})
+    tokens: dict[str, list[TokenCount | None]] = {}
+    for role in roles:
+        column: list[TokenCount | None] = []
+        for sid in ids:
+            record = block["samples"].get(sid, {}).get(role)
+            column.append(None if record is None else TokenCount(record["tokens"], record["context"]))
+        tokens[role] = column
+    return tokens
 
 
 def metric_statistics(values: Sequence[float | None]) -> dict[str, Any] | None:
@@ -211,6 +259,8 @@ def scores_table_rows(report: ScoreReport) -> list[Mapping[str, Any]]:
             row[scores.name] = _clean(scores.values[index])
             for sub, values in scores.sub_scores.items():
                 row[f"{scores.name}.{sub}"] = _clean(values[index])
+            if scores.tokens:
+                row[f"{scores.name}.truncated"] = scores.truncated(index)
         row["error"] = " | ".join(errors_by_sample.get(sample.sample_id, []))
         rows.append(row)
     return rows

@@ -11,6 +11,12 @@ Order of work, chosen for memory and repeated work:
    cache, embed reconstructions, take cosines, free the backbone before the next one
    (peak memory ~ the largest single backbone);
 3. a metric whose weights are missing is reported and skipped; the others still run.
+
+Each key of ``ScoringConfig.metrics`` names a metric and the mode it reads
+(:func:`unified_bench.scoring.keys.resolve_metric_key`): image mode is the order above; text
+mode embeds (or parses) each sample's text and reference text, batched, texts shared by several
+samples embedded once; image-text mode embeds each reconstruction and its reference text.
+Texts never wait for images, and an image that fails to decode does not stop a text metric.
 """
 
 from __future__ import annotations
@@ -20,11 +26,11 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from PIL import Image
@@ -32,13 +38,30 @@ from rich.console import Console
 
 from unified_bench.core.errors import ConfigError, ImageLoadError, UnifiedBenchError
 from unified_bench.core.images import file_sha256, load_image
-from unified_bench.metrics import EmbeddingMetric, Metric, PairInput, PairMetric, build_metric
+from unified_bench.metrics import (
+    EmbeddingMetric,
+    ImageTextMetric,
+    Metric,
+    PairInput,
+    PairMetric,
+    PairScore,
+    TextEmbedder,
+    TextInput,
+    TokenCount,
+    build_metric,
+    get_spec,
+)
 from unified_bench.metrics.device_resize import PackedImages
 from unified_bench.metrics.graph import FUSE_MIN_IMAGES
 from unified_bench.core.progress import progress_bar
 from unified_bench.results.model import MetricScores, SampleError, SampleRecord, ScoreReport
 from unified_bench.scoring.cache import EmbeddingCache, default_cache_dir
+from unified_bench.scoring.keys import TRIPS, resolve_metric_key
 from unified_bench.scoring.pairing import Pair
+
+R = TypeVar("R")
+#: what a failed forward raises; the batch is retried item by item to isolate the bad one
+_EMBED_ERRORS = (ImageLoadError, RuntimeError, ValueError)
 
 
 def default_batch_size(device: str) -> int:
@@ -52,6 +75,8 @@ def default_batch_size(device: str) -> int:
 
 @dataclass
 class ScoringConfig:
+    #: metric keys: ``name`` or ``name@mode`` (see :func:`resolve_metric_key`); the key as given
+    #: names the result
     metrics: Sequence[str]
     checkpoints: Mapping[str, str] = field(default_factory=dict)
     device: str = "cpu"
@@ -79,8 +104,12 @@ class ScoringConfig:
     #: (None: "resize" on a GPU, where the threads' Pillow work is the bottleneck; "none" on a
     #: CPU, where it would only move work)
     device_preprocessing: str | None = None
+    #: the trip scored ("image" or "text"): picks the mode of a key that names none
+    trip: str = "image"
 
     def __post_init__(self) -> None:
+        if self.trip not in TRIPS:
+            raise ConfigError(f"trip must be one of {', '.join(TRIPS)}, got {self.trip!r}")
         if self.batch_size is None:
             self.batch_size = default_batch_size(self.device)
         if self.batch_size < 1:
@@ -159,7 +188,7 @@ class _Images:
                     sample.ok = False
                 else:
                     ref, recon = outcome
-                    pixels = ref.width * ref.height + recon.width * recon.height
+                    pixels = sum(image.width * image.height for image in outcome if image is not None)
                     if pixels <= self.budget:
                         sample.ref_image, sample.recon_image = ref, recon
                         self.budget -= pixels
@@ -172,7 +201,9 @@ class _Images:
         else:
             self.start()
 
-    def reference(self, sample: _Sample) -> Image.Image:
+    def reference(self, sample: _Sample) -> Image.Image | None:
+        if sample.pair.reference is None:
+            return None
         return sample.ref_image if sample.ref_image is not None else load_image(sample.pair.reference)
 
     def reconstruction(self, sample: _Sample) -> Image.Image:
@@ -195,19 +226,22 @@ def _workers(config: "ScoringConfig") -> int:
     return max(1, config.workers or min(16, os.cpu_count() or 1))
 
 
-def _decode(sample: "_Sample") -> tuple[tuple[Image.Image, Image.Image] | SampleError, float]:
-    """Decode and hash one pair; a bad file becomes a per-sample ``load`` error. Also returns
-    when it ended."""
+def _decode(sample: "_Sample") -> tuple[tuple[Image.Image | None, Image.Image | None] | SampleError, float]:
+    """Decode and hash one pair's images (a path that is None stays None); a bad file becomes
+    a per-sample ``load`` error. Also returns when it ended."""
+    ref = recon = None
     try:
         # Decode first: load_image refuses pipes and directories, which hashing would
         # block on or fail at with a less helpful message.
-        ref = load_image(sample.pair.reference)
-        sample.ref_hash = file_sha256(sample.pair.reference)
+        if sample.pair.reference is not None:
+            ref = load_image(sample.pair.reference)
+            sample.ref_hash = file_sha256(sample.pair.reference)
     except (ImageLoadError, OSError) as err:
         return SampleError(sample.pair.sample_id, "load", f"reference: {err}"), time.perf_counter()
     try:
-        recon = load_image(sample.pair.reconstruction)
-        sample.recon_hash = file_sha256(sample.pair.reconstruction)
+        if sample.pair.reconstruction is not None:
+            recon = load_image(sample.pair.reconstruction)
+            sample.recon_hash = file_sha256(sample.pair.reconstruction)
     except (ImageLoadError, OSError) as err:
         return SampleError(sample.pair.sample_id, "load", f"reconstruction: {err}"), time.perf_counter()
     return (ref, recon), time.perf_counter()
@@ -311,14 +345,14 @@ def score(
     metric_infos: list[dict] = []
     try:
         with progress_bar(config.progress, console) as progress:
-            for name in config.metrics:
-                outcome = _run_metric(name, config, images, cache_root, errors, progress, timings)
+            for key in config.metrics:
+                outcome = _run_metric(key, config, images, cache_root, errors, progress, timings)
                 if isinstance(outcome, MetricFailure):
                     failures.append(outcome)
                 else:
                     metric_scores.append(outcome[0])
                     metric_infos.append(outcome[1])
-                if name != config.metrics[-1]:
+                if key != config.metrics[-1]:
                     # Free this backbone before the next loads (peak memory ~ the largest
                     # one). A full collection costs ~0.3 s, so the last metric skips it.
                     gc.collect()
@@ -333,7 +367,7 @@ def score(
 
     report = ScoreReport(
         samples=[
-            SampleRecord(s.pair.sample_id, str(s.pair.reference), str(s.pair.reconstruction), s.ref_hash)
+            SampleRecord(s.pair.sample_id, _path_text(s.pair.reference), _path_text(s.pair.reconstruction), s.ref_hash)
             for s in samples
         ],
         metrics=metric_scores,
@@ -343,8 +377,22 @@ def score(
     return report, failures, timings
 
 
+def _path_text(path: Path | None) -> str:
+    """A sample record's path; "" where the sample has no such image (as the runner writes)."""
+    return "" if path is None else str(path)
+
+
+def checkpoint_for(key: str, name: str, checkpoints: Mapping[str, str]) -> str | None:
+    """The ``--checkpoint`` override for a key: given for the key, else for the metric, else
+    for the metric whose checkpoint it shares (clip-text reads clip's); None: the default."""
+    for candidate in (key, name, get_spec(name).checkpoint_of):
+        if candidate is not None and candidate in checkpoints:
+            return checkpoints[candidate]
+    return None
+
+
 def _run_metric(
-    name: str,
+    key: str,
     config: ScoringConfig,
     images: _Images,
     cache_root: Path,
@@ -352,33 +400,80 @@ def _run_metric(
     progress,
     timings: dict[str, float],
 ) -> tuple[MetricScores, dict] | MetricFailure:
-    """Load one metric, score every live sample with it, release it."""
+    """Load the metric ``key`` names, score every live sample in its mode, release it."""
     t0 = time.perf_counter()
     try:
-        metric = build_metric(name, checkpoint=config.checkpoints.get(name), device=config.device, dtype=config.dtype)
+        name, mode = resolve_metric_key(key, config.trip)
+        metric = build_metric(
+            name, checkpoint=checkpoint_for(key, name, config.checkpoints), device=config.device, dtype=config.dtype
+        )
     except UnifiedBenchError as err:
-        return MetricFailure(name, str(err))
+        return MetricFailure(key, str(err))
     finally:
         images.start()  # no-op after the first metric
-    timings[f"{name}.load_s"] = time.perf_counter() - t0
+    timings[f"{key}.load_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    task = progress.add_task(name, total=len(images.samples)) if progress else None
+    task = progress.add_task(key, total=len(images.samples)) if progress else None
+    run = _Run(key, config, images.samples, errors, progress, task)
     try:
-        if isinstance(metric, EmbeddingMetric):
-            scores = _score_embedding(metric, images, config, cache_root, errors, progress, task, timings)
-        elif isinstance(metric, PairMetric):
-            scores = _score_pairwise(metric, images, config, errors, progress, task)
-        else:  # pragma: no cover - registry only holds the two kinds
-            raise TypeError(f"metric {name} is neither an EmbeddingMetric nor a PairMetric")
+        if mode == "image" and isinstance(metric, EmbeddingMetric):
+            scores = _score_embedding(metric, images, cache_root, run, timings)
+        elif mode == "image" and isinstance(metric, PairMetric):
+            scores = _score_pairwise(metric, images, run)
+        elif mode == "text" and isinstance(metric, TextEmbedder):
+            scores = _score_text_embedding(metric, run)
+        elif mode == "text" and isinstance(metric, PairMetric):
+            scores = _score_text_pairwise(metric, run)
+        elif mode == "image-text" and isinstance(metric, ImageTextMetric):
+            scores = _score_image_text(metric, images, run)
+        else:
+            return MetricFailure(key, f"metric {name!r} declares it reads {mode!r} but is a {type(metric).__name__}, which cannot")
         info = metric.info.to_dict()
         if isinstance(metric, EmbeddingMetric):
             info["execution"] = metric.execution
             info["device_preprocessing"] = metric.device_steps
+        if key != name or mode != "image":  # image keys record what they always recorded
+            info["key"], info["mode"] = key, mode
     finally:
         metric.close()
         del metric
-    timings[f"{name}.score_s"] = time.perf_counter() - t1
+    timings[f"{key}.score_s"] = time.perf_counter() - t1
+    if progress:
+        progress.update(task, completed=len(images.samples))
     return scores, info
+
+
+@dataclass
+class _Run:
+    """One key's scoring: where its results and per-sample errors go."""
+
+    key: str
+    config: ScoringConfig
+    samples: list[_Sample]
+    errors: list[SampleError]
+    progress: Any
+    task: Any
+
+    def fail(self, index: int, message: str) -> None:
+        self.errors.append(SampleError(self.samples[index].pair.sample_id, "metric", message, self.key))
+
+    def advance(self, n: int) -> None:
+        if self.progress:
+            self.progress.advance(self.task, n)
+
+
+def _isolated(indices: Sequence[int], run: Callable[[list[int]], Sequence[R]], fail: Callable[[int, str], None]) -> dict[int, R]:
+    """``run`` on a batch; when the batch fails, on its items one by one so a bad item fails alone."""
+    try:
+        return dict(zip(indices, run(list(indices))))
+    except _EMBED_ERRORS as err:
+        if len(indices) == 1:
+            fail(indices[0], str(err))
+            return {}
+    out: dict[int, R] = {}
+    for index in indices:
+        out.update(_isolated([index], run, fail))
+    return out
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -393,18 +488,30 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return min(1.0, max(-1.0, math.fsum(products.tolist())))
 
 
+def _missing_images(run: _Run, *, reference: bool) -> set[int]:
+    """Samples that lack an image the image mode reads (a per-sample error each)."""
+    missing: set[int] = set()
+    for index, sample in enumerate(run.samples):
+        if sample.pair.reconstruction is None:
+            run.fail(index, "no reconstruction image to score (the sample has none)")
+            missing.add(index)
+        elif reference and sample.pair.reference is None:
+            run.fail(index, "no reference image to score against (the sample has none)")
+            missing.add(index)
+    return missing
+
+
 def _score_embedding(
     metric: EmbeddingMetric,
     images: _Images,
-    config: ScoringConfig,
     cache_root: Path,
-    errors: list[SampleError],
-    progress,
-    task,
+    run: _Run,
     timings: dict[str, float],
 ) -> MetricScores:
+    config, progress, task = run.config, run.progress, run.task
     cache = EmbeddingCache(cache_root, metric.info) if config.use_cache else None
     samples = images.samples
+    missing = _missing_images(run, reference=True)
     values: list[float | None] = [None] * len(samples)
     ref_embeddings: dict[int, torch.Tensor] = {}
     unique: dict[str, int] = {}  # reference bytes -> the sample whose reference is embedded
@@ -414,7 +521,7 @@ def _score_embedding(
         """Live samples whose reference is neither cached nor a byte-identical copy of an
         earlier one (one embedding serves all copies), in order, each once it has decoded."""
         for index, sample in enumerate(samples):
-            if not images.resolve(index):
+            if index in missing or not images.resolve(index):
                 continue
             cached = cache.get(sample.ref_hash) if cache and sample.ref_hash else None
             if cached is not None:
@@ -429,17 +536,7 @@ def _score_embedding(
 
     def embed_indices(indices: Sequence[int], pick) -> dict[int, torch.Tensor]:
         """Embed a batch; if the batch fails, retry one by one to isolate the bad sample."""
-        out: dict[int, torch.Tensor] = {}
-        try:
-            batch = metric.embed([pick(samples[i]) for i in indices])
-            out.update({i: batch[k] for k, i in enumerate(indices)})
-        except (ImageLoadError, RuntimeError, ValueError) as err:
-            if len(indices) == 1:
-                errors.append(SampleError(samples[indices[0]].pair.sample_id, "metric", str(err), metric.name))
-                return out
-            for i in indices:
-                out.update(embed_indices([i], pick))
-        return out
+        return _isolated(indices, lambda batch: metric.embed([pick(samples[i]) for i in batch]), run.fail)
 
     def embed_all(indices: Iterable[int], pick, advance: bool = False) -> dict[int, torch.Tensor]:
         """Embed in batches through the preprocessing pipeline; isolate failures per sample."""
@@ -497,7 +594,7 @@ def _score_embedding(
     # Reconstructions get the same treatment: a file whose bytes were already embedded (as
     # a reference, or as another sample's reconstruction) is not embedded again. Real runs
     # rarely repeat a file; the sanity report compares every photo with every other.
-    live = [i for i in range(len(samples)) if samples[i].ok and i in ref_embeddings]
+    live = [i for i in range(len(samples)) if samples[i].ok and i in ref_embeddings and i not in missing]
     known = {samples[i].ref_hash: emb for i, emb in ref_embeddings.items() if samples[i].ref_hash}
     recon_embeddings: dict[int, torch.Tensor] = {}
     first: dict[str, int] = {}
@@ -522,25 +619,38 @@ def _score_embedding(
             recon_embeddings.update(embed_indices([index], images.reconstruction))
     for index, emb in recon_embeddings.items():
         values[index] = cosine(emb, ref_embeddings[index])
-    if progress:
-        progress.update(task, completed=len(samples))
-    return MetricScores(metric.name, metric.unit, values)
+    return MetricScores(run.key, metric.unit, values)
 
 
-def _score_pairwise(
-    metric: PairMetric,
-    images: _Images,
-    config: ScoringConfig,
-    errors: list[SampleError],
-    progress,
-    task,
+def _score_verdicts(
+    metric: PairMetric, run: _Run, live: Sequence[int], verdicts: Callable[[list[int]], list[PairScore]]
 ) -> MetricScores:
-    images.resolve_all()
-    samples = images.samples
+    """A PairMetric's verdicts on ``live`` samples, batch by batch: scores, sub-scores, errors."""
+    samples = run.samples
     values: list[float | None] = [None] * len(samples)
     subs: dict[str, list[float | None]] = {}
-    live = [i for i, s in enumerate(samples) if s.ok]
-    for batch in _batches(live, config.batch_size):
+    for batch in _batches(live, run.config.batch_size):
+        results = verdicts(batch)
+        if len(results) != len(batch):
+            raise RuntimeError(f"metric {metric.name} returned {len(results)} scores for {len(batch)} samples")
+        for index, result in zip(batch, results):
+            if result.error is not None or result.value is None:
+                run.fail(index, result.error or "no score")
+                continue
+            values[index] = float(result.value)
+            for sub, value in result.sub_scores.items():
+                subs.setdefault(sub, [None] * len(samples))[index] = float(value)
+        run.advance(len(batch))
+    return MetricScores(run.key, metric.unit, values, subs)
+
+
+def _score_pairwise(metric: PairMetric, images: _Images, run: _Run) -> MetricScores:
+    images.resolve_all()
+    samples = images.samples
+    missing = _missing_images(run, reference=not metric.reference_optional)
+    live = [i for i, s in enumerate(samples) if s.ok and i not in missing]
+
+    def verdicts(batch: list[int]) -> list[PairScore]:
         inputs = [
             PairInput(
                 samples[i].pair.sample_id,
@@ -550,20 +660,114 @@ def _score_pairwise(
             )
             for i in batch
         ]
-        results = metric.score_pairs(inputs)
-        if len(results) != len(batch):
-            raise RuntimeError(f"metric {metric.name} returned {len(results)} scores for {len(batch)} pairs")
-        for index, result in zip(batch, results):
-            if result.error is not None or result.value is None:
-                errors.append(
-                    SampleError(samples[index].pair.sample_id, "metric", result.error or "no score", metric.name)
-                )
-                continue
-            values[index] = float(result.value)
-            for sub, value in result.sub_scores.items():
-                subs.setdefault(sub, [None] * len(samples))[index] = float(value)
-        if progress:
-            progress.advance(task, len(batch))
-    if progress:
-        progress.update(task, completed=len(samples))
-    return MetricScores(metric.name, metric.unit, values, subs)
+        return metric.score_pairs(inputs)
+
+    return _score_verdicts(metric, run, live, verdicts)
+
+
+# --------------------------------------------------------------------------- texts
+
+
+def text_problem(pair: Pair, *, candidate: bool, reference_text: bool) -> str | None:
+    """Why ``pair`` lacks a text its mode reads (None: it has them): the ``candidate`` text
+    (a caption; text mode) and the ``reference_text`` (text-embedding pairs; image-text)."""
+    if candidate and pair.text is None:
+        return "no text to score (the sample has no caption)"
+    if candidate and not pair.text.strip():
+        return "empty caption: nothing to score"
+    if reference_text and pair.reference_text is None:
+        return "no reference text to score against (the sample has none)"
+    if reference_text and not pair.reference_text.strip():
+        return "empty reference text: nothing to score against"
+    return None
+
+
+def _live_texts(run: _Run, *, candidate: bool, reference_text: bool) -> list[int]:
+    """Samples whose texts the mode can read; a per-sample error for each of the others."""
+    live = []
+    for index, sample in enumerate(run.samples):
+        problem = text_problem(sample.pair, candidate=candidate, reference_text=reference_text)
+        if problem is None:
+            live.append(index)
+        else:
+            run.fail(index, problem)
+    return live
+
+
+def _embed_texts(
+    metric: TextEmbedder, texts: Sequence[str], run: _Run
+) -> tuple[dict[str, tuple[torch.Tensor, TokenCount]], dict[str, str]]:
+    """Each distinct text embedded once, in batches: text -> (features, token count), and
+    text -> error for a text its tower could not embed."""
+    distinct = list(dict.fromkeys(texts))
+    failed: dict[str, str] = {}
+
+    def embed(batch: list[int]) -> list[tuple[torch.Tensor, TokenCount]]:
+        out = metric.embed_texts([distinct[i] for i in batch])
+        return list(zip(out.vectors, out.tokens))
+
+    done: dict[int, tuple[torch.Tensor, TokenCount]] = {}
+    for batch in _batches(range(len(distinct)), run.config.batch_size):
+        done.update(_isolated(batch, embed, lambda i, message: failed.__setitem__(distinct[i], message)))
+    return {distinct[i]: value for i, value in done.items()}, failed
+
+
+def _score_text_embedding(metric: TextEmbedder, run: _Run) -> MetricScores:
+    """Cosine of each sample's text and reference text; both texts' token counts recorded."""
+    samples = run.samples
+    live = _live_texts(run, candidate=True, reference_text=True)
+    texts = [t for i in live for t in (samples[i].pair.reference_text, samples[i].pair.text)]
+    embedded, failed = _embed_texts(metric, texts, run)
+    values: list[float | None] = [None] * len(samples)
+    tokens: dict[str, list[TokenCount | None]] = {"reference_text": [None] * len(samples), "text": [None] * len(samples)}
+    for index in live:
+        pair = samples[index].pair
+        if pair.reference_text in failed or pair.text in failed:
+            role, text = ("reference text", pair.reference_text) if pair.reference_text in failed else ("text", pair.text)
+            run.fail(index, f"{role}: {failed[text]}")
+            continue
+        (ref, ref_tokens), (cand, cand_tokens) = embedded[pair.reference_text], embedded[pair.text]
+        values[index] = cosine(cand, ref)
+        tokens["reference_text"][index], tokens["text"][index] = ref_tokens, cand_tokens
+    run.advance(len(samples))
+    return MetricScores(run.key, metric.unit, values, tokens=tokens)
+
+
+def _score_text_pairwise(metric: PairMetric, run: _Run) -> MetricScores:
+    """A PairMetric's verdicts on each sample's text (against meta's ground truth, or its
+    reference text when meta has none: the metric says when it has neither)."""
+    samples = run.samples
+    live = _live_texts(run, candidate=True, reference_text=False)
+
+    def verdicts(batch: list[int]) -> list[PairScore]:
+        pairs = [samples[i].pair for i in batch]
+        return metric.score_texts([TextInput(p.sample_id, p.text, p.reference_text, p.meta) for p in pairs])
+
+    return _score_verdicts(metric, run, live, verdicts)
+
+
+def _score_image_text(metric: ImageTextMetric, images: _Images, run: _Run) -> MetricScores:
+    """Cosine of each reconstruction's image features and its reference text's features."""
+    images.resolve_all()
+    samples = run.samples
+    live = []
+    for index in _live_texts(run, candidate=False, reference_text=True):
+        if samples[index].pair.reconstruction is None:
+            run.fail(index, "no image to score (the sample has no reconstruction)")
+        elif samples[index].ok:  # a file that failed to decode is already a load error
+            live.append(index)
+    vectors: dict[int, torch.Tensor] = {}
+    for batch in _batches(live, run.config.batch_size):
+        vectors.update(_isolated(batch, lambda b: metric.embed([images.reconstruction(samples[i]) for i in b]), run.fail))
+    embedded, failed = _embed_texts(metric, [samples[i].pair.reference_text for i in vectors], run)
+    values: list[float | None] = [None] * len(samples)
+    tokens: list[TokenCount | None] = [None] * len(samples)
+    for index, image in vectors.items():
+        text = samples[index].pair.reference_text
+        if text in failed:
+            run.fail(index, f"reference text: {failed[text]}")
+            continue
+        values[index] = cosine(image, embedded[text][0])
+        tokens[index] = embedded[text][1]
+    run.advance(len(samples))
+    return MetricScores(run.key, metric.unit, values, tokens={"reference_text": tokens})

@@ -16,10 +16,17 @@ RECON_PREFIX = "recon_"
 
 @dataclass(frozen=True)
 class Pair:
+    """One sample to score. Image metrics read ``reference`` vs ``reconstruction``; text
+    metrics ``reference_text`` (or ground truth in ``meta``) vs ``text``; image-text metrics
+    ``reconstruction`` (the image drawn) vs ``reference_text`` (the text it was drawn from).
+    What a mode does not read may be None; what it reads and lacks is a per-sample error."""
+
     sample_id: str
-    reference: Path
-    reconstruction: Path
+    reference: Path | None
+    reconstruction: Path | None
     meta: Mapping[str, Any] | None = None
+    reference_text: str | None = None
+    text: str | None = None
 
 
 @dataclass

@@ -15,6 +15,9 @@ Metric: :class:`ShapesAttrMetric` compares the ground-truth scene of the *origin
 (``PairInput.meta["scene"]``) with the scene the oracle parses from the *reconstruction*;
 see :mod:`unified_bench.tracks.shapes.compare` for the exact definitions. When a pair has
 no meta, the oracle parses the reference image too (the score is then oracle vs oracle).
+In text mode (the text trip) it compares the same ground truth with the scene the track's
+caption grammar (:func:`unified_bench.tracks.shapes.captions.parse`) reads from a caption,
+with the same F1 and sub-scores; with no meta it parses the reference text instead.
 """
 
 from __future__ import annotations
@@ -34,13 +37,14 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
+from unified_bench.tracks.shapes.captions import parse as parse_caption
 from unified_bench.tracks.shapes.compare import SUB_SCORES, compare_scenes
 from unified_bench.tracks.shapes.render import render
 from unified_bench.tracks.shapes.scene import COLOR_NAMES, POSITIONS, SHAPES, SIZES, Scene, ShapeObject
 from unified_bench.tracks.shapes.splits import iter_samples, sample_seed, split_scene
 from unified_bench.core.errors import ConfigError, WeightsNotFoundError
 from unified_bench.core.images import file_sha256
-from unified_bench.metrics.base import MetricInfo, PairInput, PairMetric, PairScore
+from unified_bench.metrics.base import MetricInfo, PairInput, PairMetric, PairScore, TextInput
 
 INPUT_SIZE = 64
 N_CELLS = len(POSITIONS)
@@ -404,16 +408,33 @@ def meta_scene(meta: Any) -> Scene | None:
     return Scene.from_dict(meta["scene"])
 
 
+def _truth(meta: Any) -> tuple[Scene | None, str | None]:
+    """(ground-truth scene or None when meta has none, error when meta's scene is malformed)."""
+    try:
+        return meta_scene(meta), None
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        return None, f"meta['scene'] is not a Shapes scene: {err}"
+
+
+def _verdict(truth: Scene, pred: Scene) -> PairScore:
+    comparison = compare_scenes(truth, pred)
+    return PairScore(comparison.f1, comparison.sub_scores())
+
+
 class ShapesAttrMetric(PairMetric):
     """Object-level F1 of the oracle's parse of the reconstruction against the true scene.
 
     Sub-scores: shape, color, size, position (per-attribute F1) and count. Unit: F1 in [0, 1].
     ``dtype`` is accepted for the common constructor and ignored (the network is float32).
+    Reads images (the oracle parses the reconstruction) and texts (the caption grammar parses
+    a caption); "image" first, so the image trip is what it always was.
     """
 
     name: ClassVar[str] = "shapes-attr"
     unit: ClassVar[str] = "f1"
+    reads: ClassVar[tuple[str, ...]] = ("image", "text")
     needs_meta: ClassVar[bool] = True
+    reference_optional: ClassVar[bool] = True
     sub_score_names: ClassVar[tuple[str, ...]] = SUB_SCORES
 
     def __init__(self, checkpoint: str | None = "bundled", device: str = "cpu", dtype: str | None = None) -> None:
@@ -432,16 +453,14 @@ class ShapesAttrMetric(PairMetric):
         return self._info
 
     def score_pairs(self, pairs: Sequence[PairInput]) -> list[PairScore]:
-        truths: list[Scene | None] = []
-        errors: list[str | None] = []
-        for pair in pairs:
-            try:
-                truths.append(meta_scene(pair.meta))
-                errors.append(None)
-            except (KeyError, TypeError, ValueError, AttributeError) as err:
-                truths.append(None)
-                errors.append(f"meta['scene'] is not a Shapes scene: {err}")
+        found = [_truth(pair.meta) for pair in pairs]
+        truths = [truth for truth, _ in found]
+        errors = [error for _, error in found]
         missing = [i for i, (t, e) in enumerate(zip(truths, errors)) if t is None and e is None]
+        for i in missing:
+            if pairs[i].reference is None:
+                errors[i] = "no ground-truth scene in meta and no reference image to parse"
+        missing = [i for i in missing if errors[i] is None]
         if missing:  # no ground truth: the oracle reads the reference as well
             for i, scene in zip(missing, self.oracle.parse([pairs[i].reference for i in missing])):
                 truths[i] = scene
@@ -451,8 +470,24 @@ class ShapesAttrMetric(PairMetric):
             if error is not None or truth is None:
                 scores.append(PairScore(None, error=error or "no ground-truth scene"))
                 continue
-            comparison = compare_scenes(truth, pred)
-            scores.append(PairScore(comparison.f1, comparison.sub_scores()))
+            scores.append(_verdict(truth, pred))
+        return scores
+
+    def score_texts(self, inputs: Sequence[TextInput]) -> list[PairScore]:
+        """Each caption, parsed by the track's caption grammar, against the true scene (or,
+        with no meta, against the scene the reference text describes)."""
+        scores = []
+        for item in inputs:
+            truth, error = _truth(item.meta)
+            if error is None and truth is None:
+                if item.reference_text is None:
+                    error = "no ground-truth scene in meta and no reference text to parse"
+                else:
+                    truth = parse_caption(item.reference_text)
+            if error is not None:
+                scores.append(PairScore(None, error=error))
+                continue
+            scores.append(_verdict(truth, parse_caption(item.text)))
         return scores
 
     def close(self) -> None:
