@@ -695,6 +695,8 @@ def _run_text_batch(
     t0 = time.perf_counter()
     for item in items:
         text = item.sample.prompt
+        if _known_bad(item):
+            continue
         if text is None:
             item.fail("prompt", f"sample {item.sample.sample_id} has no prompt; the text trip starts from one")
         elif not text.strip():
@@ -861,6 +863,8 @@ class _Executed:
 def _load_reference(item: _Item, store: RunStore) -> None:
     """Materialise an in-memory reference to refs/, hash it, decode it."""
     sample = item.sample
+    if _known_bad(item):
+        return
     if sample.reference is None and sample.image is None:
         item.fail("reference", f"sample {sample.sample_id} has no image; the image trip starts from one (--trip text starts from its prompt)")
         return
@@ -873,6 +877,15 @@ def _load_reference(item: _Item, store: RunStore) -> None:
         item.image = load_image(item.reference)
     except (ImageLoadError, OSError, UnifiedBenchError) as err:
         item.fail("reference", str(err))
+
+
+def _known_bad(item: _Item) -> bool:
+    """A sample its dataset marked as unable to run (``Sample.problem``: an empty prompt, a
+    line that is not UTF-8) fails with the dataset's message, never reaching the adapter."""
+    problem = getattr(item.sample, "problem", None)
+    if problem is not None:
+        item.fail("dataset", problem)
+    return problem is not None
 
 
 def _hash_reference(item: _Item, store: RunStore) -> None:
