@@ -362,3 +362,46 @@ def test_schema_holds_trip_cycles_and_curves_together(toys, tmp_path):
     broken["cycles"][1]["vs_previous"]["statistics_by_model"]["toy-pair"].pop("valid_pairs")
     with pytest.raises(ResultsValidationError, match="cycles/1/vs_previous"):
         validate_results(broken)
+
+
+def test_text_trip_shards_merge_to_the_single_process_run(toys, tmp_path, monkeypatch):
+    from unified_bench.runner.distributed import parse_shard
+
+    trip_datasets.register(monkeypatch)
+    common = dict(trip="text", cycles=2, score=False, data_args={"n": "5"})
+    single = tmp_path / "single"
+    run_eval(config("shapes-prompted", single, **common))
+    shards = [tmp_path / "s0", tmp_path / "s1"]
+    for index, shard in enumerate(shards):
+        run_eval(config("shapes-prompted", shard, shard=parse_shard(f"{index}/2"), batch_size=2, **common))
+    merged = tmp_path / "merged"
+    merge_shards(shards, merged, config("shapes-prompted", merged, score=False))
+    assert chain(merged, 2, scored=False) == chain(single, 2, scored=False)
+    assert read_captions(merged)["shapes-test-00001"]["reference"] == "refs/shapes-test-00001.png"
+    assert json.loads((merged / "run.json").read_text())["trip"] == "text"
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_run_every_cycle_and_merge_to_one_process(tmp_path):
+    import shutil
+
+    from runner_helpers import VENV_BIN
+
+    torchrun = VENV_BIN / "torchrun" if (VENV_BIN / "torchrun").exists() else shutil.which("torchrun")
+    data = make_images(tmp_path / "data", 5)
+    common = ["--model", "mock", "--data", str(data), "--metrics", "toy-pair,toy-embed", "--model-arg", "size=32",
+              "--seed", "5", "--no-progress", "--batch-size", "2", "--cycles", "2"]
+    env = cli_env(tmp_path)
+    env["OMP_NUM_THREADS"] = "1"
+    launched = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node=2", str(LAUNCHER), "eval", *common, "--out", str(tmp_path / "dist")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert launched.returncode == 0, launched.stdout + launched.stderr
+    for name in ("shard-00000-of-00002", "shard-00001-of-00002"):  # both ranks ran both cycles
+        assert read_captions(tmp_path / "dist" / "shards" / name / "cycles" / "2")
+    single = subprocess.run([sys.executable, str(LAUNCHER), "eval", *common, "--out", str(tmp_path / "single")],
+                            env=env, capture_output=True, text=True, timeout=180)
+    assert single.returncode == 0, single.stderr
+    assert chain(tmp_path / "dist", 2) == chain(tmp_path / "single", 2)
+    assert numbers(tmp_path / "dist") == numbers(tmp_path / "single")
