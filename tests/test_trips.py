@@ -6,13 +6,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import trip_datasets
-from runner_helpers import LAUNCHER, cli_env, essentials, make_images, read_captions, run_cli
+from runner_helpers import essentials, make_images, read_captions, run_cli
 from test_runner_kill import finished_lines, start
 
 from unified_bench.adapters.mock import MockAdapter, MockConfig
@@ -382,26 +380,17 @@ def test_text_trip_shards_merge_to_the_single_process_run(toys, tmp_path, monkey
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_run_every_cycle_and_merge_to_one_process(tmp_path):
-    import shutil
+def test_torchrun_two_processes_run_every_cycle_and_merge_to_one_process(tmp_path, monkeypatch):
+    from runner_helpers import torchrun_eval
 
-    from runner_helpers import VENV_BIN
-
-    torchrun = VENV_BIN / "torchrun" if (VENV_BIN / "torchrun").exists() else shutil.which("torchrun")
     data = make_images(tmp_path / "data", 5)
     common = ["--model", "mock", "--data", str(data), "--metrics", "toy-pair,toy-embed", "--model-arg", "size=32",
               "--seed", "5", "--no-progress", "--batch-size", "2", "--cycles", "2"]
-    env = cli_env(tmp_path)
-    env["OMP_NUM_THREADS"] = "1"
-    launched = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc_per_node=2", str(LAUNCHER), "eval", *common, "--out", str(tmp_path / "dist")],
-        env=env, capture_output=True, text=True, timeout=300,
-    )
+    launched = torchrun_eval([*common, "--out", str(tmp_path / "dist")], tmp_path)
     assert launched.returncode == 0, launched.stdout + launched.stderr
     for name in ("shard-00000-of-00002", "shard-00001-of-00002"):  # both ranks ran both cycles
         assert read_captions(tmp_path / "dist" / "shards" / name / "cycles" / "2")
-    single = subprocess.run([sys.executable, str(LAUNCHER), "eval", *common, "--out", str(tmp_path / "single")],
-                            env=env, capture_output=True, text=True, timeout=180)
-    assert single.returncode == 0, single.stderr
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as the ranks: the toy embedding's sums depend on threads
+    run_cli(["eval", *common, "--out", str(tmp_path / "single")], tmp_path)
     assert chain(tmp_path / "dist", 2) == chain(tmp_path / "single", 2)
     assert numbers(tmp_path / "dist") == numbers(tmp_path / "single")

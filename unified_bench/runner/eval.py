@@ -387,7 +387,6 @@ def _run_cycle(
         batch_size = max(1, min(config.batch_size, built.capabilities.max_batch_size or 1))
         protocol = identity["protocol"]
         size = (protocol["generation"]["width"], protocol["generation"]["height"])
-        run_batch = _run_batch if config.trip == "image" else _run_text_batch
         # threads for decoding references and encoding/fsyncing outputs: both release the GIL
         workers = ThreadPoolExecutor(max_workers=min(batch_size, os.cpu_count() or 1, 8))
         label = "round trip" if config.cycles == 1 else f"{config.trip} trip, cycle {cycle}/{config.cycles}"
@@ -410,9 +409,9 @@ def _run_cycle(
                 ]
                 before = executed.value
                 try:
-                    run_batch(
+                    _run_batch(
                         batch, built, store, protocol["caption_prompt"], size, timings, executed, workers, source,
-                        calling, unreached,
+                        calling, unreached, trip=config.trip,
                     )
                 except ServerUnreachableError as err:
                     # every batch before this one is on disk; this one committed nothing
@@ -611,6 +610,8 @@ def _run_batch(
     source: CaptionSource | None = None,
     calling: Callable[[str | None], None] | None = None,
     unreached: list[ErrorRecord] | None = None,
+    *,
+    trip: str = "image",
 ) -> None:
     """One batch through both stages; each item ends either committed or failed, all of
     them before the next batch starts. With ``source`` (``--captions-from``) the captions
@@ -618,113 +619,79 @@ def _run_batch(
     adapter call is in flight (for the progress bar). The errors of samples whose request
     never reached the server go to ``unreached`` (when given) instead of ``errors.jsonl``.
 
+    On the text trip each sample's prompt is drawn first (``generate``), then the drawing is
+    captioned: the drawing is kept as ``images/<id>.png`` and the caption is the output. A
+    sample that also has an image (a Shapes scene) keeps it as its reference, for the
+    metrics that score the drawing.
+
     Raises :class:`ServerUnreachableError` (the adapter's server is gone) with nothing of
     the batch committed."""
     calling = calling or (lambda stage: None)
     t0 = time.perf_counter()
-    if workers is not None and len(items) > 1:
+    if trip == "text":
+        for item in items:
+            _check_prompt(item, store)
+    elif workers is not None and len(items) > 1:
         list(workers.map(lambda item: _load_reference(item, store), items))
     else:
         for item in items:
             _load_reference(item, store)
     live = [i for i in items if i.error is None]
     t1 = time.perf_counter()
-    if source is not None:
+    if trip == "text":
+        _drawings(live, adapter, lambda item: item.sample.prompt, size, executed, calling)
+    elif source is not None:
         for item in live:
             source.give(item)
         if live:  # what produced these captions: the source run's executed caption settings
             executed.observe("caption", lambda: source.settings, ExecutedCaption)
     else:
-        calling("caption")
-        _stage(
-            live,
-            lambda batch: adapter.caption(
-                [i.image for i in batch],
-                prompt=prompt,
-                seeds=[i.seed for i in batch],
-                sample_ids=[i.sample.sample_id for i in batch],
-            ),
-            check_captions,
-            "caption",
-            lambda item, value: setattr(item, "caption", value),
-        )
-        if live:
-            executed.observe("caption", lambda: adapter.caption_settings(prompt), ExecutedCaption)
+        _captions(live, adapter, lambda item: item.image, prompt, executed, calling)
     t2 = time.perf_counter()
     live = [i for i in live if i.error is None]
-    calling("generate")
-    _stage(
-        live,
-        lambda batch: adapter.generate(
-            [i.caption for i in batch], seeds=[i.seed for i in batch], size=size, sample_ids=[i.sample.sample_id for i in batch]
-        ),
-        check_images,
-        "generate",
-        lambda item, value: setattr(item, "output", value),
-    )
-    if live:
-        executed.observe("generation", lambda: adapter.generation_settings(size), ExecutedGeneration)
+    if trip == "text":
+        _captions(live, adapter, lambda item: item.output, prompt, executed, calling)
+    else:
+        _drawings(live, adapter, lambda item: item.caption, size, executed, calling)
     t3 = time.perf_counter()
     calling(None)
-    _commit(items, store, workers, unreached, lambda item: store.relative(item.reference) if item.reference else "")
+    _commit(items, store, workers, unreached, prompted=trip == "text")
+    first, second = ("generate", "caption") if trip == "text" else ("caption", "generate")
     timings["runner.read_s"] += t1 - t0
-    timings["runner.caption_s"] += t2 - t1
-    timings["runner.generate_s"] += t3 - t2
+    timings[f"runner.{first}_s"] += t2 - t1
+    timings[f"runner.{second}_s"] += t3 - t2
     timings["runner.write_s"] += time.perf_counter() - t3
 
 
-def _run_text_batch(
-    items: list[_Item],
+def _check_prompt(item: _Item, store: RunStore) -> None:
+    """A text-trip sample's prompt, checked; its image, if it has one, kept as its reference."""
+    text = item.sample.prompt
+    if _known_bad(item):
+        return
+    if text is None:
+        item.fail("prompt", f"sample {item.sample.sample_id} has no prompt; the text trip starts from one")
+    elif not text.strip():
+        item.fail("prompt", "the prompt is empty or only white space")
+    elif item.sample.reference is not None or item.sample.image is not None:
+        _hash_reference(item, store)
+
+
+def _captions(
+    live: list[_Item],
     adapter: Adapter,
-    store: RunStore,
+    picture: Callable[[_Item], Image.Image | None],
     prompt: str,
-    size: tuple[int, int],
-    timings: dict[str, float],
     executed: _Executed,
-    workers: Executor | None = None,
-    source: CaptionSource | None = None,
-    calling: Callable[[str | None], None] | None = None,
-    unreached: list[ErrorRecord] | None = None,
+    calling: Callable[[str | None], None],
 ) -> None:
-    """The text trip's batch: each sample's prompt is drawn (``generate``), then the
-    drawing captioned (``caption``); the drawing is kept as ``images/<id>.png`` and the
-    caption is the sample's output. A sample that also has an image (a Shapes scene) keeps
-    it as its reference, for the metrics that score the drawing. Otherwise as
-    :func:`_run_batch` (``source`` is unused: ``--captions-from`` is an image-trip flag)."""
-    calling = calling or (lambda stage: None)
-    t0 = time.perf_counter()
-    for item in items:
-        text = item.sample.prompt
-        if _known_bad(item):
-            continue
-        if text is None:
-            item.fail("prompt", f"sample {item.sample.sample_id} has no prompt; the text trip starts from one")
-        elif not text.strip():
-            item.fail("prompt", "the prompt is empty or only white space")
-        elif item.sample.reference is not None or item.sample.image is not None:
-            _hash_reference(item, store)
-    live = [i for i in items if i.error is None]
-    t1 = time.perf_counter()
-    calling("generate")
-    _stage(
-        live,
-        lambda batch: adapter.generate(
-            [i.sample.prompt for i in batch], seeds=[i.seed for i in batch], size=size,
-            sample_ids=[i.sample.sample_id for i in batch],
-        ),
-        check_images,
-        "generate",
-        lambda item, value: setattr(item, "output", value),
-    )
-    if live:
-        executed.observe("generation", lambda: adapter.generation_settings(size), ExecutedGeneration)
-    t2 = time.perf_counter()
-    live = [i for i in live if i.error is None]
+    """The caption stage: each live item's ``picture`` described; sets ``item.caption``."""
     calling("caption")
     _stage(
         live,
         lambda batch: adapter.caption(
-            [i.output for i in batch], prompt=prompt, seeds=[i.seed for i in batch],
+            [picture(i) for i in batch],
+            prompt=prompt,
+            seeds=[i.seed for i in batch],
             sample_ids=[i.sample.sample_id for i in batch],
         ),
         check_captions,
@@ -733,15 +700,29 @@ def _run_text_batch(
     )
     if live:
         executed.observe("caption", lambda: adapter.caption_settings(prompt), ExecutedCaption)
-    t3 = time.perf_counter()
-    calling(None)
-    _commit(
-        items, store, workers, unreached, lambda item: store.relative(item.reference) if item.reference else "", prompted=True
+
+
+def _drawings(
+    live: list[_Item],
+    adapter: Adapter,
+    text: Callable[[_Item], str | None],
+    size: tuple[int, int],
+    executed: _Executed,
+    calling: Callable[[str | None], None],
+) -> None:
+    """The generate stage: each live item's ``text`` drawn; sets ``item.output``."""
+    calling("generate")
+    _stage(
+        live,
+        lambda batch: adapter.generate(
+            [text(i) for i in batch], seeds=[i.seed for i in batch], size=size, sample_ids=[i.sample.sample_id for i in batch]
+        ),
+        check_images,
+        "generate",
+        lambda item, value: setattr(item, "output", value),
     )
-    timings["runner.read_s"] += t1 - t0
-    timings["runner.generate_s"] += t2 - t1
-    timings["runner.caption_s"] += t3 - t2
-    timings["runner.write_s"] += time.perf_counter() - t3
+    if live:
+        executed.observe("generation", lambda: adapter.generation_settings(size), ExecutedGeneration)
 
 
 def _commit(
@@ -749,7 +730,6 @@ def _commit(
     store: RunStore,
     workers: Executor | None,
     unreached: list[ErrorRecord] | None,
-    reference_of: Callable[[_Item], str],
     *,
     prompted: bool = False,
 ) -> None:
@@ -762,7 +742,7 @@ def _commit(
             item.caption or "",
             item.seed,
             f"{IMAGES_DIR}/{item.sample.sample_id}.png",
-            reference_of(item),
+            store.relative(item.reference) if item.reference else "",
             item.reference_sha256,
             dict(item.sample.meta) if item.sample.meta else None,
             prompt=item.sample.prompt if prompted else None,
