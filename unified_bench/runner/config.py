@@ -12,13 +12,11 @@ from unified_bench.results.model import SampleError
 from unified_bench.results.record import RunInfo
 from unified_bench.runner.distributed import ShardSpec
 from unified_bench.scoring import ScoreOutcome, ScoringConfig
+from unified_bench.scoring.keys import TRIPS  # ``--trip``: image (the paper's protocol) or text
 
 #: run.json keys that must agree between a run and its resumption (or between shards).
 IDENTITY_KEYS = RunInfo.IDENTITY
 
-#: ``--trip``: ``image`` (image -> caption -> image, the paper's protocol) or ``text``
-#: (prompt -> image -> caption)
-TRIPS: tuple[str, ...] = ("image", "text")
 
 
 @dataclass

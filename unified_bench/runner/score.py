@@ -17,7 +17,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from unified_bench.core.errors import ConfigError, UnifiedBenchError
+from unified_bench.core.errors import ConfigError
 from unified_bench.core.run_lock import RunDirLock
 from unified_bench.datasets.base import natural_key
 from unified_bench.results.model import CycleResult, MetricScores, SampleError, ScoreReport
@@ -25,6 +25,7 @@ from unified_bench.results.record import RECORD_VERSION, ModelRecord, RunInfo
 from unified_bench.runner.config import EvalConfig
 from unified_bench.runner.store import CaptionRecord, RunState, RunStore, cycle_dir
 from unified_bench.scoring import MetricFailure, Pair, ScoreOutcome, ScoringConfig, score, score_and_write, write_scored
+from unified_bench.scoring.keys import resolve_metric_key
 
 
 def score_run(out: Path, config: EvalConfig, *, console: Console | None = None) -> ScoreOutcome:
@@ -43,7 +44,8 @@ def _score_run(out: Path, config: EvalConfig, *, console: Console | None) -> Sco
     metrics = _metrics_for(config, run, has_images=any(r.reference for r in records))
     pairs = [_pair(store, r, store, r, trip) for r in records]
     runner_errors = _runner_errors(state)
-    scoring = _trip_scoring(replace(config.scoring, metrics=metrics, progress=config.progress), trip)
+    # on the text trip a key without a mode reads texts where its metric can
+    scoring = replace(config.scoring, metrics=metrics, progress=config.progress, trip=trip)
     shas = {r.sample_id: r.reference_sha256 for r in records}
     shas.update({e.sample_id: e.reference_sha256 for e in state.errors.values()})
     dataset = run.dataset_info.to_dict() if run.dataset_info is not None else {"name": run.dataset}
@@ -133,7 +135,12 @@ def _part(report: ScoreReport, rows: slice, mine) -> ScoreReport:  # noqa: ANN00
     strip = lambda sid: sid[: -len(_PREVIOUS)] if sid.endswith(_PREVIOUS) else sid  # noqa: E731
     return ScoreReport(
         [replace(s, sample_id=strip(s.sample_id)) for s in report.samples[rows]],
-        [MetricScores(m.name, m.unit, m.values[rows], {k: v[rows] for k, v in m.sub_scores.items()}) for m in report.metrics],
+        [
+            MetricScores(
+                m.name, m.unit, m.values[rows], {k: v[rows] for k, v in m.sub_scores.items()}, {k: v[rows] for k, v in m.tokens.items()}
+            )
+            for m in report.metrics
+        ],
         [replace(e, sample_id=strip(e.sample_id)) for e in report.errors if mine(e.sample_id)],
     )
 
@@ -156,26 +163,7 @@ def _pair(
         reference_text = compared_to.prompt
     else:
         reference, reference_text = where.resolve(compared_to.image), compared_to.caption
-    try:
-        return Pair(record.sample_id, reference, recon, truth, reference_text=reference_text, text=record.caption)  # type: ignore[call-arg]
-    except TypeError:
-        raise ConfigError(
-            "the text trip is scored with text metrics, and this scoring engine has none (Pair takes no text); "
-            "update unified_bench"
-        ) from None
-
-
-def _trip_scoring(scoring: ScoringConfig, trip: str) -> ScoringConfig:
-    """The scoring settings of ``trip`` (the text trip resolves metric keys for texts)."""
-    if trip == "image":
-        return scoring
-    try:
-        return replace(scoring, trip=trip)
-    except TypeError:
-        raise ConfigError(
-            "the text trip is scored with text metrics, and this scoring engine has none (ScoringConfig takes "
-            "no trip); update unified_bench"
-        ) from None
+    return Pair(record.sample_id, reference, recon, truth, reference_text=reference_text, text=record.caption)
 
 
 def _runner_errors(state: RunState) -> list[SampleError]:
@@ -218,26 +206,13 @@ def trip_metrics(defaults: Sequence[str], trip: str, *, has_images: bool) -> lis
     the drawing's says whether it was lost in the drawing or in the description."""
     if trip == "image":
         return list(defaults)
-    from unified_bench import scoring
-
-    resolve = getattr(scoring, "resolve_metric_key", None)
-    if resolve is None:
-        raise ConfigError("the text trip is scored with text metrics, and this scoring engine has none; pass --metrics")
     texts, drawings = [], []
     for key in defaults:
-        if "@" in key:
+        if "@" in key:  # a mode the dataset chose
             texts.append(key)
             continue
-        if _mode(resolve, key, "text") in ("text", "image-text"):
+        if resolve_metric_key(key, "text")[1] in ("text", "image-text"):
             texts.append(key)
-        if has_images and _mode(resolve, key, "image") == "image":
+        if has_images and resolve_metric_key(key, "image")[1] == "image":
             drawings.append(f"{key}@image")
     return list(dict.fromkeys([*texts, *drawings]))
-
-
-def _mode(resolve, key: str, trip: str) -> str | None:  # noqa: ANN001
-    """The mode ``key`` scores in on ``trip``, or None where it cannot score there."""
-    try:
-        return resolve(key, trip)[1]
-    except (UnifiedBenchError, ValueError, KeyError):
-        return None
