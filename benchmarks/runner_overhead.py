@@ -7,6 +7,11 @@ Compared in the same run with a naive loop that a first version might write: one
 a time, default PNG compression, and the whole captions file rewritten (and fsynced) after
 every sample so that it is always complete.
 
+Then the cost of cycles (``--cycles 3``): the runner's own time per cycle (its time less the
+adapter's calls) of a three-cycle run against a one-cycle run's, measured in the same run,
+interleaved. A later cycle reads the previous cycle's PNGs, hashes and verifies them, and
+writes its own folder; the target is within 1.2x of a one-cycle run.
+
     python benchmarks/runner_overhead.py [--samples 200] [--repeats 5] [--size 256]
 """
 
@@ -49,6 +54,21 @@ def ours(data: Path, out: Path, size: int, batch_size: int, durable: bool = True
     elapsed, cpu_used = time.perf_counter() - started, time.process_time() - cpu
     assert outcome.ok and outcome.finished == len(list(data.glob("*.png")))
     return outcome.finished / elapsed, outcome.finished / cpu_used
+
+
+def own_times(data: Path, out: Path, size: int, cycles: int, batch_size: int = 16) -> list[float]:
+    """The runner's own seconds per sample of each cycle: its time less the adapter calls'."""
+    config = EvalConfig(
+        model="mock", data=str(data), out=out, model_args={"size": size}, metrics=["ssim"],
+        batch_size=batch_size, score=False, progress=False, cycles=cycles,
+    )
+    outcome = run_eval(config)
+    assert outcome.ok
+    per_cycle = outcome.cycles or [outcome]
+    return [
+        (o.timings["runner.total_s"] - o.timings["runner.caption_s"] - o.timings["runner.generate_s"]) / o.finished
+        for o in per_cycle
+    ]
 
 
 def naive(data: Path, out: Path, size: int) -> tuple[float, float]:
@@ -100,6 +120,13 @@ def main() -> None:
                 rates[name].append(wall)
                 cpu_rates[name].append(cpu)
 
+        one_cycle: list[float] = []
+        by_cycle: list[list[float]] = [[], [], []]
+        for repeat in range(args.repeats):  # interleaved: same machine load
+            one_cycle += own_times(data, root / f"one-{repeat}", args.size, 1)
+            for k, value in enumerate(own_times(data, root / f"three-{repeat}", args.size, 3)):
+                by_cycle[k].append(value)
+
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"runner overhead, mock adapter, {args.samples} samples at {args.size} px, median of {args.repeats} "
           f"repeats; {os.cpu_count()} CPUs, load average {load:.1f} at the end")
@@ -110,6 +137,13 @@ def main() -> None:
         median = statistics.median(values)
         print(f"  {name:<{width}}  {median:8.1f}  (x{median / baseline:.2f} vs naive; "
               f"min {min(values):.1f}, max {max(values):.1f})  [{statistics.median(cpu_rates[name]):.1f}/cpu-s]")
+    base = statistics.median(one_cycle)
+    per_cycle = [statistics.median(values) for values in by_cycle]
+    mean_ratio = statistics.mean(per_cycle) / base
+    print("  runner's own time per sample (adapter calls excluded), batch 16, median of repeats:")
+    print(f"    one-cycle run: {base * 1e3:.2f} ms;  three-cycle run, cycle 1/2/3: "
+          + " / ".join(f"{v * 1e3:.2f} ms (x{v / base:.2f})" for v in per_cycle))
+    print(f"    per-cycle overhead of --cycles 3 vs one cycle: x{mean_ratio:.2f} (target <= 1.2)")
 
 
 if __name__ == "__main__":

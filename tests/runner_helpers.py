@@ -79,3 +79,17 @@ def run_cli(args: list[str], tmp: Path, *, timeout: float = 120, check_codes=(0,
     if check_codes is not None and result.returncode not in check_codes:
         raise AssertionError(f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
     return result
+
+
+def torchrun_eval(args: list[str], tmp: Path, *, nproc: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node=NPROC unified-bench eval ARGS`` (gloo on CPU)."""
+    import shutil
+
+    torchrun = VENV_BIN / "torchrun"
+    env = cli_env(tmp)
+    env["OMP_NUM_THREADS"] = "1"
+    return subprocess.run(
+        [str(torchrun if torchrun.exists() else shutil.which("torchrun")), "--standalone", f"--nproc_per_node={nproc}",
+         str(LAUNCHER), "eval", *args],
+        env=env, capture_output=True, text=True, timeout=timeout,
+    )

@@ -9,6 +9,10 @@ import toy_metrics  # noqa: E402
 
 toy_metrics.install("toy-pair", "toy-embed")
 
+import trip_datasets  # noqa: E402
+
+trip_datasets.install()
+
 from unified_bench.cli import main  # noqa: E402
 
 main(sys.argv[1:])

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import subprocess
 import sys
 
 import pytest
-from runner_helpers import LAUNCHER, VENV_BIN, cli_env, essentials, make_images, read_captions
+from runner_helpers import LAUNCHER, VENV_BIN, cli_env, essentials, make_images, read_captions, torchrun_eval
 
 from unified_bench.core.errors import ConfigError
 from unified_bench.core.seeds import deal_order, seed_for, shard_assignment
@@ -157,18 +156,12 @@ def test_shard_cli_and_merge_cli(toys, tmp_path):
 @pytest.mark.slow
 def test_torchrun_two_cpu_processes_equal_single_process(tmp_path):
     """Acceptance 4: torchrun --nproc_per_node=2 (gloo) merges to the single-process result."""
-    torchrun = VENV_BIN / "torchrun"
-    if not torchrun.exists():
-        torchrun = shutil.which("torchrun")
     data = make_images(tmp_path / "data", 7)
     common = ["--model", "mock", "--data", str(data), "--metrics", "toy-pair,toy-embed", "--model-arg", "size=32",
               "--seed", "5", "--no-progress", "--batch-size", "3"]
     env = cli_env(tmp_path)
     env["OMP_NUM_THREADS"] = "1"
-    launched = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc_per_node=2", str(LAUNCHER), "eval", *common, "--out", str(tmp_path / "dist")],
-        env=env, capture_output=True, text=True, timeout=300,
-    )
+    launched = torchrun_eval([*common, "--out", str(tmp_path / "dist")], tmp_path)
     assert launched.returncode == 0, launched.stdout + launched.stderr
     shards = sorted(p.name for p in (tmp_path / "dist" / "shards").iterdir())
     assert shards == ["shard-00000-of-00002", "shard-00001-of-00002"]

@@ -46,10 +46,11 @@ app.command("table")(boards.table_cmd)
 
 @app.command("score")
 def score_cmd(
-    images: Annotated[Path, typer.Option("--images", help="Folder of reconstructions.")],
-    refs: Annotated[Path, typer.Option("--refs", help="Folder of reference images.")],
-    out: Annotated[Path, typer.Option("--out", help="Output directory for results.json and scores.csv.")],
-    metrics: Annotated[str, typer.Option("--metrics", help="Comma-separated metrics; 'paper' and 'extended' expand.")] = "paper",
+    run_dir: Annotated[Optional[Path], typer.Argument(help="A run directory of `eval` to rescore in place (every trip and cycle), instead of --images/--refs/--out.", show_default=False)] = None,
+    images: Annotated[Optional[Path], typer.Option("--images", help="Folder of reconstructions.")] = None,
+    refs: Annotated[Optional[Path], typer.Option("--refs", help="Folder of reference images.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output directory for results.json and scores.csv.")] = None,
+    metrics: Annotated[Optional[str], typer.Option("--metrics", help="Comma-separated metrics; 'paper' and 'extended' expand (default: paper; for a RUN_DIR, the run's).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per forward (default: 8 on CPU, 64 on CUDA).")] = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="float32, float16 or bfloat16 (default: fp32 on CPU, half on CUDA).")] = None,
@@ -60,13 +61,18 @@ def score_cmd(
     device_preprocessing: Annotated[Optional[DevicePreprocessing], typer.Option("--device-preprocessing", help=DEVICE_PREPROCESSING_HELP)] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Display label stored in the run record and shown on the leaderboard (default: the model's name).")] = None,
 ) -> None:
-    """Score reconstructions against references, matched by file stem."""
+    """Score reconstructions against references, matched by file stem; or rescore a run directory."""
     from unified_bench.metrics import parse_metric_list
     from unified_bench.scoring import score_folders
 
-    names = parse_metric_list(metrics)
+    if run_dir is not None:
+        if images is not None or refs is not None or out is not None:
+            raise ConfigError("give either a RUN_DIR or --images, --refs and --out, not both")
+    elif images is None or refs is None or out is None:
+        raise ConfigError("give a RUN_DIR to rescore, or --images, --refs and --out to score two folders")
+    names = parse_metric_list(metrics) if metrics else ([] if run_dir is not None else parse_metric_list("paper"))
     overrides = parse_key_values(checkpoint, "--checkpoint")
-    unknown = sorted(set(overrides) - set(names))
+    unknown = sorted(set(overrides) - set(names)) if names else []
     if unknown:
         raise ConfigError(f"--checkpoint names metrics that are not in --metrics: {', '.join(unknown)}")
     config = scoring_config(
@@ -80,6 +86,17 @@ def score_cmd(
         fuse=fuse,
         device_preprocessing=device_preprocessing,
     )
+    if run_dir is not None:
+        from unified_bench.core.provenance import command_line
+        from unified_bench.runner.config import EvalConfig
+        from unified_bench.runner.score import score_run
+
+        if not (run_dir / "run.json").is_file():
+            raise ConfigError(f"{run_dir}: not a run directory of `unified-bench eval` (no run.json)")
+        run = EvalConfig(model="(from run)", data="(from run)", out=run_dir, metrics=names or None, scoring=config,
+                         command=command_line(), name=check_name(name))
+        report_outcome(score_run(run_dir, run, console=err_console))
+        return
     outcome = score_folders(images, refs, out, config, console=err_console, name=check_name(name))
     report_outcome(outcome)
 

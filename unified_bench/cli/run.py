@@ -56,15 +56,19 @@ def register(app: typer.Typer) -> None:
         name: Annotated[Optional[str], typer.Option("--name", help="Display label stored in the run record and shown on the leaderboard (default: the model's name).")] = None,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Resolve adapter, dataset, metric weights, devices and shards, print the plan and exit (0, or 2 with the fix); loads no model and writes nothing.")] = False,
         captions_from: Annotated[Optional[Path], typer.Option("--captions-from", help="RUN_DIR: take each sample's caption from that earlier run instead of calling a captioner (compare generators on one captioner's captions); recorded in the run.")] = None,
+        trip: Annotated[str, typer.Option("--trip", help="image: image -> caption -> image (the paper's protocol); text: prompt -> image -> caption, the final caption scored against the prompt.")] = "image",
+        cycles: Annotated[int, typer.Option("--cycles", min=1, help="Chain the round trip N times (cycle k starts from cycle k-1's output); cycle 1 is the plain run, later cycles go to OUT/cycles/<k>/. Extend a finished run with a larger N and --resume.")] = 1,
     ) -> None:
         """Round-trip a model over a dataset (caption, regenerate), then score the run."""
         from unified_bench.adapters.registry import parse_model_args
         from unified_bench.core.errors import ConfigError
         from unified_bench.metrics import parse_metric_list
         from unified_bench.core.provenance import command_line
+        from unified_bench.runner.config import check_trip
         from unified_bench.runner.distributed import parse_shard
         from unified_bench.runner.eval import EvalConfig, run_eval
 
+        check_trip(trip, cycles, captions_from)
         checkpoints = parse_key_values(checkpoint, "--checkpoint")
         names = parse_metric_list(metrics) if metrics else None
         if names is not None:
@@ -99,6 +103,8 @@ def register(app: typer.Typer) -> None:
             command=command_line(),
             name=check_name(name),
             captions_from=captions_from,
+            trip=trip,
+            cycles=cycles,
         )
         if dry_run:
             from unified_bench.runner.plan import plan_eval
@@ -270,13 +276,15 @@ def print_plan(plan) -> None:  # noqa: ANN001 (an EvalPlan; imported lazily)
     args = " ".join(f"{k}={v}" for k, v in plan.adapter_args.items()) or "(defaults)"
     table.add_row("adapter", escape(f"{plan.model} -> {plan.adapter}  {args}"))
     table.add_row("protocol", escape(plan.protocol))
+    table.add_row("trip", escape(f"{plan.trip}, {plan.cycles} cycle(s)" + (f" (cycles 2..{plan.cycles} in OUT/cycles/<k>/)" if plan.cycles > 1 else "")))
     table.add_row("dataset", escape(f"{plan.dataset}: {plan.samples} samples at {plan.dataset_location}"))
     table.add_row("fingerprint", escape(f"{plan.fingerprint[:12] if plan.fingerprint else '-'}: {plan.fingerprint_status}"))
     layout = "/".join(str(n) for n in plan.layout)
     table.add_row("shards", escape(f"{plan.shards_planned}; samples per shard {layout}; this command runs {sum(s.samples for s in plan.shards)}"))
     table.add_row(
         "adapter calls",
-        f"{plan.caption_calls} caption + {plan.caption_calls} generate (batch {plan.adapter_batch})",
+        f"{plan.caption_calls} caption + {plan.caption_calls} generate (batch {plan.adapter_batch})"
+        + (f", over {plan.cycles} cycles" if plan.cycles > 1 else ""),
     )
     for metric in plan.metrics:
         table.add_row(f"metric {metric.name}", escape(f"{metric.checkpoint or '-'} @ {metric.location}; {metric.forwards} forwards"))

@@ -89,7 +89,7 @@ def write_report(report: ScoreReport, out_dir: str | Path) -> dict[str, Any]:
     validate_results(data, source=str(out_dir / RESULTS_FILE))
     atomic_write_text(out_dir / RESULTS_FILE, json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
     rows = scores_table_rows(report)
-    columns = list(rows[0]) if rows else ["sample_id", "reference", "reconstruction", "error"]
+    columns = _columns(rows) if rows else ["sample_id", "reference", "reconstruction", "error"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
@@ -97,6 +97,13 @@ def write_report(report: ScoreReport, out_dir: str | Path) -> dict[str, Any]:
         writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
     atomic_write_text(out_dir / SCORES_FILE, buffer.getvalue())
     return data
+
+
+def _columns(rows: list) -> list[str]:
+    """Every row's keys in first-seen order, ``error`` last (the rows of several cycles may
+    not all have the same metrics)."""
+    seen = dict.fromkeys(key for row in rows for key in row if key != "error")
+    return [*seen, "error"]
 
 
 def read_report(path: str | Path) -> ScoreReport:

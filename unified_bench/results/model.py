@@ -17,7 +17,7 @@ from typing import Any
 
 from unified_bench.metrics import EXTENDED_METRICS, PAPER_METRICS, TokenCount
 from unified_bench.results.record import RunRecord
-from unified_bench.core.stats import bootstrap_joint_ci, bootstrap_mean_ci, finite
+from unified_bench.core.stats import bootstrap_joint_ci, bootstrap_mean_ci, finite, paired_difference_ci
 
 SCHEMA_VERSION = 1
 
@@ -73,6 +73,11 @@ class ScoreReport:
     unmatched_images: list[str] = field(default_factory=list)
     unmatched_refs: list[str] = field(default_factory=list)
     run: dict[str, Any] = field(default_factory=dict)
+    #: set on a text-trip or multi-cycle run ("image" or "text"): ``results.json`` then adds
+    #: ``trip``, ``cycles`` and ``cycle_curves``; None keeps a one-cycle image trip's file as it was
+    trip: str | None = None
+    #: every cycle, cycle 1 first (its ``vs_original`` holds the same scores as this report)
+    cycles: list[CycleResult] = field(default_factory=list)
 
     def metric(self, name: str) -> MetricScores:
         for scores in self.metrics:
@@ -85,6 +90,67 @@ class ScoreReport:
         return {err.sample_id for err in self.errors}
 
     def to_results_json(self) -> dict[str, Any]:
+        similarities, statistics, summary, intervals, sub_scores = self._score_parts()
+        data = {
+            "schema_version": SCHEMA_VERSION,
+            "model_types": [m.name for m in self.metrics],
+            "similarities_by_model": similarities,
+            "statistics_by_model": statistics,
+            "summary": summary,
+            "unified_score": self._composite(PAPER_METRICS),
+            "extended_score": self._composite(EXTENDED_METRICS),
+            "confidence_intervals": intervals,
+            "sub_scores": sub_scores,
+            "units": {m.name: m.unit for m in self.metrics},
+            "samples": [asdict(s) for s in self.samples],
+            "errors": [asdict(e) for e in self.errors],
+            "unmatched": {"images": list(self.unmatched_images), "refs": list(self.unmatched_refs)},
+            "run": self.run,
+        }
+        truncation = truncation_json(self.metrics, [s.sample_id for s in self.samples])
+        if truncation:  # absent when no metric read texts: image runs' files are unchanged
+            data["truncation"] = truncation
+        if self.trip is not None:
+            data["trip"] = self.trip
+            data["cycles"] = [cycle.to_json() for cycle in self.cycles]
+            data["cycle_curves"] = cycle_curves(self.cycles)
+        return data
+
+    def scores_block(self) -> dict[str, Any]:
+        """This report's scores in the official shape, for one entry of ``cycles``: the
+        sample ids, per-sample scores, statistics, summary, CIs, sub-scores and errors."""
+        similarities, statistics, summary, intervals, sub_scores = self._score_parts()
+        block = {
+            "samples": [s.sample_id for s in self.samples],
+            "similarities_by_model": similarities,
+            "statistics_by_model": statistics,
+            "summary": summary,
+            "confidence_intervals": intervals,
+            "sub_scores": sub_scores,
+            "errors": [asdict(e) for e in self.errors],
+        }
+        truncation = truncation_json(self.metrics, block["samples"])
+        if truncation:
+            block["truncation"] = truncation
+        return block
+
+    @classmethod
+    def from_scores_block(cls, block: Mapping[str, Any], units: Mapping[str, str]) -> ScoreReport:
+        """The report a :meth:`scores_block` was written from (file paths are not kept)."""
+        ids = list(block["samples"])
+        metrics = []
+        for name, values in block["similarities_by_model"].items():
+            subs = {
+                key.split(".", 1)[1]: [sub["values"].get(sid) for sid in ids]
+                for key, sub in (block.get("sub_scores") or {}).items()
+                if key.split(".", 1)[0] == name
+            }
+            tokens = tokens_from_json((block.get("truncation") or {}).get(name), ids)
+            metrics.append(MetricScores(name, units.get(name, "cosine"), [values.get(sid) for sid in ids], subs, tokens))
+        return cls([SampleRecord(sid, "", "") for sid in ids], metrics, [SampleError(**e) for e in block.get("errors", [])])
+
+    def _score_parts(self) -> tuple[dict, dict, dict, dict, dict]:
+        """similarities_by_model, statistics_by_model, summary, confidence_intervals, sub_scores."""
         ids = [s.sample_id for s in self.samples]
         similarities: dict[str, dict[str, float | None]] = {}
         statistics: dict[str, dict[str, Any]] = {}
@@ -118,26 +184,7 @@ class ScoreReport:
                 "best_model": list(max(averages.items(), key=lambda item: item[1])),
                 "worst_model": list(min(averages.items(), key=lambda item: item[1])),
             }
-        out = {
-            "schema_version": SCHEMA_VERSION,
-            "model_types": [m.name for m in self.metrics],
-            "similarities_by_model": similarities,
-            "statistics_by_model": statistics,
-            "summary": summary,
-            "unified_score": self._composite(PAPER_METRICS),
-            "extended_score": self._composite(EXTENDED_METRICS),
-            "confidence_intervals": intervals,
-            "sub_scores": sub_scores,
-            "units": {m.name: m.unit for m in self.metrics},
-            "samples": [asdict(s) for s in self.samples],
-            "errors": [asdict(e) for e in self.errors],
-            "unmatched": {"images": list(self.unmatched_images), "refs": list(self.unmatched_refs)},
-            "run": self.run,
-        }
-        truncation = truncation_json(self.metrics, ids)
-        if truncation:  # absent when no metric read texts: image runs' files are unchanged
-            out["truncation"] = truncation
-        return out
+        return similarities, statistics, summary, intervals, sub_scores
 
     @classmethod
     def from_results_json(cls, data: Mapping[str, Any]) -> ScoreReport:
@@ -163,6 +210,14 @@ class ScoreReport:
             tokens = tokens_from_json((data.get("truncation") or {}).get(name), ids)
             metrics.append(MetricScores(name, units.get(name, "cosine"), [values.get(sid) for sid in ids], subs, tokens))
         unmatched = data.get("unmatched") or {}
+        cycles = [
+            CycleResult(
+                int(entry["cycle"]),
+                cls.from_scores_block(entry, units),
+                cls.from_scores_block(entry["vs_previous"], units) if entry.get("vs_previous") else None,
+            )
+            for entry in data.get("cycles") or []
+        ]
         return cls(
             samples,
             metrics,
@@ -170,6 +225,8 @@ class ScoreReport:
             list(unmatched.get("images", [])),
             list(unmatched.get("refs", [])),
             dict(data.get("run") or {}),
+            data.get("trip"),
+            cycles,
         )
 
     @property
@@ -221,6 +278,70 @@ def tokens_from_json(block: Mapping[str, Any] | None, ids: Sequence[str]) -> dic
     return tokens
 
 
+@dataclass
+class CycleResult:
+    """One cycle of a trip, scored against the original (how much survives: cycle k's
+    output vs the sample's first input) and against the previous cycle (how fast it drifts:
+    cycle k's output vs cycle k-1's; None for cycle 1)."""
+
+    cycle: int
+    vs_original: ScoreReport
+    vs_previous: ScoreReport | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cycle": self.cycle,
+            **self.vs_original.scores_block(),
+            "vs_previous": self.vs_previous.scores_block() if self.vs_previous is not None else None,
+        }
+
+
+def cycle_curves(cycles: Sequence[CycleResult]) -> dict[str, Any]:
+    """Per metric, its curve over the cycles: the mean score of each cycle against the
+    original (``by_cycle``) and against the previous cycle (``vs_previous_by_cycle``, null
+    for cycle 1), their mean over cycles, the ``drop`` from cycle 1 to the last (difference
+    of the two means), the same drop paired per sample with a 95% bootstrap CI (samples
+    scored in both), and the ``drift_rate``: the drop per cycle after the first."""
+    names: list[str] = []
+    for cycle in cycles:
+        names += [m.name for m in cycle.vs_original.metrics if m.name not in names]
+    curves: dict[str, Any] = {}
+    for name in names:
+        by_cycle = [_mean_of(cycle.vs_original, name) for cycle in cycles]
+        previous = [_mean_of(cycle.vs_previous, name) if cycle.vs_previous is not None else None for cycle in cycles]
+        present = [v for v in by_cycle if v is not None]
+        drop = by_cycle[0] - by_cycle[-1] if len(cycles) > 1 and None not in (by_cycle[0], by_cycle[-1]) else None
+        paired = _paired_drop(cycles[0].vs_original, cycles[-1].vs_original, name) if len(cycles) > 1 else None
+        curves[name] = {
+            "by_cycle": by_cycle,
+            "vs_previous_by_cycle": previous,
+            "mean_over_cycles": sum(present) / len(present) if present else None,
+            "drop": drop,
+            "drop_paired_ci95": paired.to_dict() if paired is not None else None,
+            "drift_rate": drop / (len(cycles) - 1) if drop is not None else None,
+        }
+    return curves
+
+
+def _mean_of(report: ScoreReport, name: str) -> float | None:
+    try:
+        values = finite(report.metric(name).values)
+    except KeyError:
+        return None
+    return float(values.mean()) if values.size else None
+
+
+def _paired_drop(first: ScoreReport, last: ScoreReport, name: str):
+    """Paired bootstrap CI of mean(first - last) over the samples scored in both."""
+    try:
+        a = dict(zip((s.sample_id for s in first.samples), first.metric(name).values))
+        b = dict(zip((s.sample_id for s in last.samples), last.metric(name).values))
+    except KeyError:
+        return None
+    shared = [sid for sid in a if sid in b]
+    return paired_difference_ci([b[sid] for sid in shared], [a[sid] for sid in shared])
+
+
 def metric_statistics(values: Sequence[float | None]) -> dict[str, Any] | None:
     """The official script's per-metric statistics block (None when no pair is valid)."""
     valid = finite(values)
@@ -242,7 +363,20 @@ def _clean(value: float | None) -> float | None:
 
 
 def scores_table_rows(report: ScoreReport) -> list[Mapping[str, Any]]:
-    """Rows of ``scores.csv``: one per sample, one column per metric and sub-score."""
+    """Rows of ``scores.csv``: one per sample, one column per metric and sub-score. A
+    text-trip or multi-cycle run has one row per (cycle, comparison, sample), led by
+    ``trip``, ``cycle`` and ``versus`` (``original`` or ``previous``) columns."""
+    if report.trip is None:
+        return _rows(report)
+    rows: list[Mapping[str, Any]] = []
+    for cycle in report.cycles:
+        for versus, part in (("original", cycle.vs_original), ("previous", cycle.vs_previous)):
+            if part is not None:
+                rows += [{"trip": report.trip, "cycle": cycle.cycle, "versus": versus, **row} for row in _rows(part)]
+    return rows
+
+
+def _rows(report: ScoreReport) -> list[Mapping[str, Any]]:
     rows = []
     errors_by_sample: dict[str, list[str]] = {}
     for err in report.errors:

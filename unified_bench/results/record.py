@@ -294,6 +294,14 @@ class RunInfo(_Part):
     captions_from: dict[str, Any] | None = None
     #: every session that ran on this directory, oldest first (absent in older run files)
     invocations: list[InvocationRecord] = field(default_factory=list)
+    #: ``--trip``: "text" (prompt -> image -> caption); absent on the image trip, so a default
+    #: run's file is what it always was. An identity setting: a resume must use the same trip
+    trip: str | None = None
+    #: which cycle this directory holds (absent: cycle 1, the run's root)
+    cycle: int | None = None
+    #: in the run's root: the cycles the last session asked for (absent: 1). Not an identity
+    #: setting: ``--cycles 3 --resume`` on a finished two-cycle run runs only cycle 3
+    cycles: int | None = None
 
     nested: ClassVar[dict[str, Any]] = {
         "adapter": AdapterRecord,
@@ -304,10 +312,22 @@ class RunInfo(_Part):
     }
 
     #: the fields that must agree between a run and its resumption (or between shards)
-    IDENTITY: ClassVar[tuple[str, ...]] = ("model", "model_args", "protocol", "seed", "dataset", "captions_from")
+    IDENTITY: ClassVar[tuple[str, ...]] = ("model", "model_args", "protocol", "seed", "dataset", "captions_from", "trip")
+
+    #: the optional keys written only when set (a default run's file keeps its old keys)
+    OPTIONAL_UNSET: ClassVar[tuple[str, ...]] = ("name", "captions_from", "trip", "cycle", "cycles")
+
+    def unset_optional(self) -> frozenset[str]:
+        """Those of :attr:`OPTIONAL_UNSET` that are None: leave them out of ``absent``-aware writes."""
+        return frozenset(key for key in self.OPTIONAL_UNSET if getattr(self, key) is None)
 
     def identity(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in self.IDENTITY}
+
+    @property
+    def trip_name(self) -> str:
+        """``trip`` with its default spelled out: "image" or "text"."""
+        return self.trip or "image"
 
     def executed_protocol(self) -> ExecutedProtocol:
         return self.executed.protocol() if self.executed is not None else ExecutedProtocol()

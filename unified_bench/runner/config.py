@@ -12,9 +12,11 @@ from unified_bench.results.model import SampleError
 from unified_bench.results.record import RunInfo
 from unified_bench.runner.distributed import ShardSpec
 from unified_bench.scoring import ScoreOutcome, ScoringConfig
+from unified_bench.scoring.keys import TRIPS  # ``--trip``: image (the paper's protocol) or text
 
 #: run.json keys that must agree between a run and its resumption (or between shards).
 IDENTITY_KEYS = RunInfo.IDENTITY
+
 
 
 @dataclass
@@ -46,6 +48,11 @@ class EvalConfig:
     #: calling the adapter's captioner (several generators compared on one captioner's captions);
     #: an identity setting, recorded as the run's ``captions_from``
     captions_from: Path | None = None
+    #: ``--trip``: which round trip each sample makes (see :data:`TRIPS`); an identity setting
+    trip: str = "image"
+    #: ``--cycles``: how many times the round trip is chained (cycle k starts from cycle k-1's
+    #: output); not an identity setting, so a finished run can be extended with ``--resume``
+    cycles: int = 1
     # plumbing
     progress: bool = True
     durable: bool = True  # fsync every image and line (off only for benchmarks of the alternative)
@@ -68,9 +75,26 @@ class EvalOutcome:
     stopped: str | None = None
     #: finished samples found altered on resume and regenerated, by id
     healed: list[str] = field(default_factory=list)
+    #: a run of several cycles: each cycle's own outcome, cycle 1 first (the fields above are
+    #: cycle 1's, but ``errors`` and ``stopped`` cover every cycle); empty for one cycle
+    cycles: list[EvalOutcome] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return self.stopped is None and not self.errors and (self.score is None or self.score.ok)
+
+
+def check_trip(trip: str, cycles: int, captions_from: Path | None = None) -> None:
+    """``--trip`` and ``--cycles`` as given; raises a ConfigError that says the fix."""
+    from unified_bench.core.errors import ConfigError
+
+    if trip not in TRIPS:
+        raise ConfigError(f"--trip must be one of {', '.join(TRIPS)}, got {trip!r}")
+    if not isinstance(cycles, int) or cycles < 1:
+        raise ConfigError(f"--cycles must be a whole number >= 1, got {cycles!r}")
+    if captions_from is not None and (trip != "image" or cycles != 1):
+        raise ConfigError(
+            "--captions-from replaces the captioner of a one-cycle image trip; drop it, or use --trip image --cycles 1"
+        )
 
 

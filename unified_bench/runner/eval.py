@@ -44,7 +44,7 @@ from unified_bench.core.images import file_sha256, load_image
 from unified_bench.core.progress import progress_bar
 from unified_bench.core.run_lock import RunDirLock
 from unified_bench.core.protocol import ExecutedCaption, ExecutedGeneration, ExecutedProtocol, check_settings
-from unified_bench.core.seeds import seed_for
+from unified_bench.core.seeds import trip_seed
 from unified_bench.results.model import SampleError
 from unified_bench.results.record import (
     AdapterRecord,
@@ -54,11 +54,21 @@ from unified_bench.results.record import (
     TrainingRecord,
     executed_record,
 )
-from unified_bench.runner.config import IDENTITY_KEYS, EvalConfig, EvalOutcome
+from unified_bench.runner.config import IDENTITY_KEYS, EvalConfig, EvalOutcome, check_trip
 from unified_bench.runner.distributed import ProcessGroup, ShardSpec, detect_process_group, wait_for_all
 from unified_bench.runner.merge import merge_shards
 from unified_bench.runner.score import score_run
-from unified_bench.runner.store import CAPTIONS_FILE, DONE_FILE, IMAGES_DIR, CaptionRecord, ErrorRecord, RunState, RunStore
+from unified_bench.runner.store import (
+    CAPTIONS_FILE,
+    DONE_FILE,
+    IMAGES_DIR,
+    PREVIOUS_STAGE,
+    CaptionRecord,
+    ErrorRecord,
+    RunState,
+    RunStore,
+    cycle_dir,
+)
 
 __all__ = ["EvalConfig", "EvalOutcome", "run_eval", "run_samples", "score_run"]
 
@@ -95,7 +105,9 @@ def run_eval(config: EvalConfig, *, adapter: Adapter | None = None, console: Con
     console = console or Console(stderr=True)
     from unified_bench.datasets.registry import load_eval_dataset
 
+    check_trip(config.trip, config.cycles, config.captions_from)
     dataset = load_eval_dataset(config.data, config.data_args, cache_dir=config.scoring.cache_dir).limited(config.limit)
+    check_dataset_for_trip(dataset, config.trip, config.data)
     group = detect_process_group()
     if group is not None and config.shard is not None:
         raise ConfigError("--shard cannot be combined with a torchrun/SLURM launch; the launch already shards")
@@ -110,6 +122,20 @@ def run_eval(config: EvalConfig, *, adapter: Adapter | None = None, console: Con
         if config.score:  # a stopped run scores what it finished; results.json says it is incomplete
             outcome.score = score_run(Path(config.out), config, console=console)
         return outcome
+
+
+def check_dataset_for_trip(dataset: EvalDataset, trip: str, data: str) -> None:
+    """Refuse, before anything runs, a dataset none of whose samples can start ``trip``
+    (a sample that cannot while others can is a per-sample error instead)."""
+    if not dataset.samples:
+        return
+    if trip == "text" and all(s.prompt is None for s in dataset.samples):
+        raise ConfigError(
+            f"--data {data!r} has no prompts, and the text trip starts from a prompt: use a prompt set "
+            "(--data prompts:FILE), or a dataset that gives each sample a prompt (see its --data-arg options)"
+        )
+    if trip == "image" and all(s.reference is None and s.image is None for s in dataset.samples):
+        raise ConfigError(f"--data {data!r} has no images, and the image trip starts from one: add --trip text")
 
 
 def _run_rank(
@@ -161,20 +187,98 @@ def run_samples(
     *,
     local_rank: int | None = None,
 ) -> EvalOutcome:
-    """Caption and regenerate every owned, unfinished sample into ``out`` (no scoring).
-    The caller holds ``out``'s lock."""
+    """Round-trip every owned, unfinished sample into ``out``, cycle after cycle (no
+    scoring). The caller holds ``out``'s lock.
+
+    Cycle 1 writes ``out`` itself (today's layout); cycle k > 1 writes ``out/cycles/<k>/``
+    and starts from cycle k-1's outputs: its reconstructions (image trip) or its final
+    captions (text trip). A sample that failed in cycle k-1 gets a ``previous`` error in
+    cycle k instead of a run. The adapter is built once, when the first sample needs it."""
+    holder = _AdapterHolder(config, adapter, local_rank)
+    outcomes: list[EvalOutcome] = []
+    try:
+        for cycle in range(1, config.cycles + 1):
+            outcomes.append(_run_cycle(config, dataset, out, shard, holder, console, cycle))
+            if outcomes[-1].stopped is not None:
+                break  # a stopped cycle's samples did not all run; the next waits for --resume
+    finally:
+        holder.close()
+    return _combined(outcomes)
+
+
+def _combined(outcomes: list[EvalOutcome]) -> EvalOutcome:
+    """One outcome for a run of several cycles: cycle 1's counts and timings, every cycle's
+    own errors (not the ``previous`` errors, which only repeat an earlier cycle's)."""
+    first = outcomes[0]
+    if len(outcomes) == 1:
+        return first
+    errors = list(first.errors)
+    for cycle, outcome in enumerate(outcomes[1:], start=2):
+        errors += [
+            SampleError(e.sample_id, e.stage, f"cycle {cycle}: {e.message}", e.metric)
+            for e in outcome.errors
+            if e.stage != PREVIOUS_STAGE
+        ]
+    stopped = next((o.stopped for o in outcomes if o.stopped is not None), None)
+    healed = sorted({sid for o in outcomes for sid in o.healed}, key=natural_key)
+    return EvalOutcome(
+        first.out_dir, first.finished, errors, timings=first.timings, stopped=stopped, healed=healed, cycles=outcomes
+    )
+
+
+class _AdapterHolder:
+    """The run's adapter: resolved once, built when the first sample of any cycle needs it,
+    closed at the end (unless the caller passed it in)."""
+
+    def __init__(self, config: EvalConfig, adapter: Adapter | None, local_rank: int | None) -> None:
+        self.config, self.given, self.local_rank = config, adapter, local_rank
+        self.built: Adapter | None = adapter
+        self._prepared: tuple[AdapterSpec, type[Adapter], dict[str, Any]] | None = None
+
+    def prepared(self) -> tuple[AdapterSpec, type[Adapter], dict[str, Any]]:
+        if self._prepared is None:
+            self._prepared = _prepare_adapter(self.config, self.given, self.local_rank)
+        return self._prepared
+
+    def get(self) -> Adapter:
+        if self.built is None:
+            _, cls, values = self.prepared()
+            self.built = instantiate(cls, values)
+        return self.built
+
+    def close(self) -> None:
+        if self.built is not None and self.given is None:
+            self.built.close()
+            self.built = None
+
+
+def _run_cycle(
+    config: EvalConfig,
+    dataset: EvalDataset,
+    out: Path,
+    shard: ShardSpec | None,
+    holder: _AdapterHolder,
+    console: Console,
+    cycle: int,
+) -> EvalOutcome:
+    """One cycle of the round trip into ``cycle_dir(out, cycle)``."""
     started = time.perf_counter()
-    store = RunStore(out, durable=config.durable)
+    directory = cycle_dir(out, cycle)
+    store = RunStore(directory, durable=config.durable, tree=out)
     if store.has_previous_run() and not config.resume:
-        raise ConfigError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+        raise ConfigError(f"{directory} already holds a run; pass --resume to continue it, or choose another --out")
     if config.batch_size < 1:
         raise ConfigError("--batch-size must be >= 1")
     all_ids = [s.sample_id for s in dataset.samples]
     owned = None if shard is None else set(shard.select(all_ids))  # dealt from the whole list
     samples = [s for s in dataset.samples if owned is None or s.sample_id in owned]
     layout = shard.layout(all_ids) if shard is not None else None
+    owned_ids = [s.sample_id for s in samples]
+    skipped: list[ErrorRecord] = []
+    if cycle > 1:  # this cycle starts where the previous one ended
+        samples, skipped = chain_samples(samples, RunStore(cycle_dir(out, cycle - 1), tree=out), config.trip, config.seed, cycle)
 
-    spec, cls, values = _prepare_adapter(config, adapter, local_rank)
+    spec, cls, values = holder.prepared()
     # the arguments that decide the outputs are the run's identity; the transport ones
     # (address, timeouts, retries) may differ between sessions and are recorded per session
     output_args, transport_args = split_args(cls, values)
@@ -186,9 +290,10 @@ def run_samples(
         "seed": config.seed,
         "dataset": dataset.name,
         "captions_from": source.record if source is not None else None,
+        "trip": None if config.trip == "image" else config.trip,  # absent on the image trip
     }
     previous = store.read_run_info() if config.resume else None
-    out.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True)
     state = store.read_state(repair=True)
 
     timings = {"runner.read_s": 0.0, "runner.caption_s": 0.0, "runner.generate_s": 0.0, "runner.write_s": 0.0}
@@ -206,10 +311,11 @@ def run_samples(
         adapter_record.capabilities = dict(previous.adapter.capabilities)
         _set_output_identity(adapter_record, previous.adapter.output_identity)
     if previous is not None:  # before loading a model: a mismatch needs no weights to detect
-        _check_same_run(_comparable(previous, cls), identity, out)
-        _check_same_deal(previous.shard, layout, out)
+        _check_same_run(_comparable(previous, cls), identity, directory)
+        _check_same_deal(previous.shard, layout, directory)
     healed = _heal(store, state, console) if config.resume else []
-    if healed:
+    stale = _stale(store, state, samples) if config.resume and cycle > 1 else []
+    if healed or stale:
         state = store.read_state()
     pending = [s for s in samples if s.sample_id not in state.finished]
     invocation = InvocationRecord(
@@ -223,135 +329,184 @@ def run_samples(
     )
     stopped: str | None = None
     attempted = 0  # samples whose batch ran to its end this session
-    built: Adapter | None = adapter
-    try:
-        if pending:
-            if built is None:
-                built = instantiate(cls, values)
-            size = config.size or built.capabilities.native_resolution or config.protocol.generation.size
-            identity["protocol"] = config.protocol.with_size(tuple(size)).to_dict()
-            adapter_record.describe = _jsonable(built.describe())
-            adapter_record.capabilities = _jsonable(vars(built.capabilities))
-            now = _jsonable(built.output_identity())
-            if previous is not None:
-                _check_same_outputs(adapter_record.output_identity, now, out)
-            _set_output_identity(adapter_record, now)
-        elif previous is not None:
-            identity["protocol"] = previous.protocol
-        # else: nothing to run and no history (an empty shard): protocol stays None, and
-        # merge ignores it, rather than loading a model only to learn its resolution
+    if pending:
+        built = holder.get()
+        size = config.size or built.capabilities.native_resolution or config.protocol.generation.size
+        identity["protocol"] = config.protocol.with_size(tuple(size)).to_dict()
+        adapter_record.describe = _jsonable(built.describe())
+        adapter_record.capabilities = _jsonable(vars(built.capabilities))
+        now = _jsonable(built.output_identity())
         if previous is not None:
-            _check_same_run(_comparable(previous, cls), identity, out)
-        name = config.name if config.name is not None else (previous.name if previous is not None else None)
-        info = RunInfo(
-            **identity,
-            name=name,
-            adapter=adapter_record,
-            dataset_info=DatasetRecord(
-                name=dataset.name,
-                description=dataset.description,
-                source=_jsonable(dataset.source),
-                default_metrics=list(dataset.default_metrics),
-                samples=len(dataset.samples),
-                absent=frozenset({"reference_sha256"}),  # the results' record adds them
-            ),
-            shard=layout,
-            owned_samples=[s.sample_id for s in samples],  # lets merge spot samples that never ran
-            metrics=list(config.metrics) if config.metrics else (previous.metrics if previous is not None else None),
-            processed_this_session=len(pending),
-            executed=executed_record(executed.value),
-            training=(
-                TrainingRecord.from_dict(config.training)
-                if config.training is not None
-                else (previous.training if previous is not None else None)
-            ),
-            batch_size=config.batch_size,
-            limit=config.limit,
-            invocations=[*(previous.invocations if previous is not None else []), invocation],
-            # merge's and the end of the session's; no name key unless the run has one
-            absent=frozenset(
-                {"shards", "timings"}
-                | ({"name"} if name is None else set())
-                | ({"captions_from"} if source is None else set())
-            ),
-        )
-        store.write_run_info(info)
-        if pending:
-            assert built is not None
-            batch_size = max(1, min(config.batch_size, built.capabilities.max_batch_size or 1))
-            protocol = identity["protocol"]
-            size = (protocol["generation"]["width"], protocol["generation"]["height"])
-            # threads for decoding references and encoding/fsyncing outputs: both release the GIL
-            workers = ThreadPoolExecutor(max_workers=min(batch_size, os.cpu_count() or 1, 8))
-            with workers, store, progress_bar(config.progress, console) as progress:
-                task = progress.add_task("round trip", total=len(pending)) if progress else None
+            _check_same_outputs(adapter_record.output_identity, now, directory)
+        _set_output_identity(adapter_record, now)
+    elif previous is not None:
+        identity["protocol"] = previous.protocol
+    # else: nothing to run and no history (an empty shard): protocol stays None, and
+    # merge ignores it, rather than loading a model only to learn its resolution
+    if previous is not None:
+        _check_same_run(_comparable(previous, cls), identity, directory)
+    name = config.name if config.name is not None else (previous.name if previous is not None else None)
+    info = RunInfo(
+        **identity,
+        name=name,
+        adapter=adapter_record,
+        dataset_info=DatasetRecord(
+            name=dataset.name,
+            description=dataset.description,
+            source=_jsonable(dataset.source),
+            default_metrics=list(dataset.default_metrics),
+            samples=len(dataset.samples),
+            absent=frozenset({"reference_sha256"}),  # the results' record adds them
+        ),
+        shard=layout,
+        owned_samples=owned_ids,  # lets merge spot samples that never ran
+        metrics=list(config.metrics) if config.metrics else (previous.metrics if previous is not None else None),
+        processed_this_session=len(pending),
+        executed=executed_record(executed.value),
+        training=(
+            TrainingRecord.from_dict(config.training)
+            if config.training is not None
+            else (previous.training if previous is not None else None)
+        ),
+        batch_size=config.batch_size,
+        limit=config.limit,
+        invocations=[*(previous.invocations if previous is not None else []), invocation],
+        cycle=cycle if cycle > 1 else None,
+        cycles=config.cycles if cycle == 1 and config.cycles > 1 else None,
+    )
+    # merge's and the end of the session's keys; no optional key that is not set
+    info.absent = frozenset({"shards", "timings"}) | info.unset_optional()
+    store.write_run_info(info)
+    fresh_skips = [e for e in skipped if state.errors.get(e.sample_id) != e]
+    if fresh_skips:  # said once, not again on every resume
+        with store:
+            for error in fresh_skips:
+                store.fail(error)
+    if pending:
+        built = holder.get()
+        batch_size = max(1, min(config.batch_size, built.capabilities.max_batch_size or 1))
+        protocol = identity["protocol"]
+        size = (protocol["generation"]["width"], protocol["generation"]["height"])
+        # threads for decoding references and encoding/fsyncing outputs: both release the GIL
+        workers = ThreadPoolExecutor(max_workers=min(batch_size, os.cpu_count() or 1, 8))
+        label = "round trip" if config.cycles == 1 else f"{config.trip} trip, cycle {cycle}/{config.cycles}"
+        with workers, store, progress_bar(config.progress, console) as progress:
+            task = progress.add_task(label, total=len(pending)) if progress else None
 
-                def calling(stage: str | None) -> None:
-                    """Show the adapter call in flight and its running time on the bar."""
-                    if progress:
-                        progress.update(task, call=stage, call_started=time.monotonic())
+            def calling(stage: str | None) -> None:
+                """Show the adapter call in flight and its running time on the bar."""
+                if progress:
+                    progress.update(task, call=stage, call_started=time.monotonic())
 
-                # Samples whose request could not reach the server are held back: if the
-                # server is gone for good they are not the samples' fault and stay unrun
-                # (the breaker stops the run); once the server answers again, they are errors.
-                unreached: list[ErrorRecord] = []
-                for start in range(0, len(pending), batch_size):
-                    batch = [_Item(s, seed_for(config.seed, s.sample_id)) for s in pending[start : start + batch_size]]
-                    before = executed.value
-                    try:
-                        _run_batch(
-                            batch, built, store, protocol["caption_prompt"], size, timings, executed, workers, source,
-                            calling, unreached,
-                        )
-                    except ServerUnreachableError as err:
-                        # every batch before this one is on disk; this one committed nothing
-                        stopped = str(err)
-                        unreached.clear()
-                        break
-                    finally:
-                        calling(None)
-                    attempted += len(batch)
-                    if any(item.answered for item in batch):
-                        for error in unreached:
-                            store.fail(error)
-                        unreached.clear()
-                    if executed.value != before:  # on disk at once: a killed run keeps what it ran
-                        info.executed = executed_record(executed.value)
-                        store.write_run_info(info)
-                    if progress:
-                        progress.advance(task, len(batch))
-                for error in unreached:  # the run ended without the breaker opening
-                    store.fail(error)
-    finally:
-        if built is not None and adapter is None:
-            built.close()
+            # Samples whose request could not reach the server are held back: if the
+            # server is gone for good they are not the samples' fault and stay unrun
+            # (the breaker stops the run); once the server answers again, they are errors.
+            unreached: list[ErrorRecord] = []
+            for start in range(0, len(pending), batch_size):
+                batch = [
+                    _Item(s, trip_seed(config.seed, s.sample_id, config.trip, cycle))
+                    for s in pending[start : start + batch_size]
+                ]
+                before = executed.value
+                try:
+                    _run_batch(
+                        batch, built, store, protocol["caption_prompt"], size, timings, executed, workers, source,
+                        calling, unreached, trip=config.trip,
+                    )
+                except ServerUnreachableError as err:
+                    # every batch before this one is on disk; this one committed nothing
+                    stopped = str(err)
+                    unreached.clear()
+                    break
+                finally:
+                    calling(None)
+                attempted += len(batch)
+                if any(item.answered for item in batch):
+                    for error in unreached:
+                        store.fail(error)
+                    unreached.clear()
+                if executed.value != before:  # on disk at once: a killed run keeps what it ran
+                    info.executed = executed_record(executed.value)
+                    store.write_run_info(info)
+                if progress:
+                    progress.advance(task, len(batch))
+            for error in unreached:  # the run ended without the breaker opening
+                store.fail(error)
     timings["runner.total_s"] = time.perf_counter() - started
     # a resumed run's timings add up over its sessions
     earlier = (previous.timings if previous is not None else None) or {}
     info.timings = {key: float(earlier.get(key, 0.0)) + value for key, value in timings.items()}
     info.executed = executed_record(executed.value)
-    info.absent = frozenset(
-        {"shards"} | ({"name"} if info.name is None else set()) | ({"captions_from"} if source is None else set())
-    )
+    info.absent = frozenset({"shards"}) | info.unset_optional()
     if stopped is not None:
         invocation.stopped = stopped
         invocation.absent = frozenset()
         info.processed_this_session = attempted
     store.write_run_info(info)
     state = store.read_state()
-    owned = {s.sample_id for s in samples}
+    owned_set = set(owned_ids)
     errors = [
         SampleError(e.sample_id, e.stage, e.message)
         for sid, e in sorted(state.errors.items(), key=lambda kv: natural_key(kv[0]))
-        if sid in owned
+        if sid in owned_set
     ]
-    finished = sum(1 for s in samples if s.sample_id in state.finished)
+    finished = sum(1 for sid in owned_ids if sid in state.finished)
     if stopped is not None:
+        where = "" if cycle == 1 else f" of cycle {cycle}"
         stopped = (
-            f"{stopped}; stopped after {finished} of {len(samples)} samples, finished work kept in {out}. "
+            f"{stopped}; stopped after {finished} of {len(owned_ids)} samples{where}, finished work kept in {out}. "
             "Restart the server, then run the same command with --resume"
         )
-    return EvalOutcome(out, finished, errors, timings=timings, stopped=stopped, healed=healed)
+    return EvalOutcome(directory, finished, errors, timings=timings, stopped=stopped, healed=healed)
+
+
+def chain_samples(
+    owned: Sequence[Sample], previous: RunStore, trip: str, seed: int, cycle: int
+) -> tuple[list[Sample], list[ErrorRecord]]:
+    """Cycle ``cycle``'s samples: each owned sample that finished in the previous cycle,
+    starting from its output there (image trip: its reconstruction; text trip: its final
+    caption), with the original ground truth (``meta``). A sample that failed there gets a
+    ``previous`` error instead; one that never ran there (a stopped run) is left out."""
+    state = previous.read_state()
+    samples: list[Sample] = []
+    skipped: list[ErrorRecord] = []
+    for sample in owned:
+        sid = sample.sample_id
+        record = state.finished.get(sid)
+        if record is not None:
+            if trip == "image":
+                samples.append(Sample(sid, reference=previous.resolve(record.image), meta=sample.meta))
+            else:
+                samples.append(Sample(sid, meta=sample.meta, prompt=record.caption))
+        elif sid in state.errors:
+            failed = state.errors[sid]
+            skipped.append(
+                ErrorRecord(
+                    sid,
+                    PREVIOUS_STAGE,
+                    f"not run: cycle {cycle - 1} failed for this sample ({failed.stage}: {failed.message})",
+                    trip_seed(seed, sid, trip, cycle),
+                )
+            )
+    return samples, skipped
+
+
+def _stale(store: RunStore, state: RunState, samples: Sequence[Sample]) -> list[str]:
+    """A resumed later cycle's finished samples whose input is no longer the previous cycle's
+    output (regenerated there with another result, or failed there since): retracted, so they
+    are redone from the current input. Returns their ids."""
+    inputs = {s.sample_id: s for s in samples}
+    stale = []
+    for sid, record in state.finished.items():
+        sample = inputs.get(sid)
+        if sample is None:
+            stale.append(sid)
+        elif sample.prompt is not None and record.prompt != sample.prompt:
+            stale.append(sid)
+        # an image trip's changed input is caught by verify(): the line hashes its input
+    stale.sort(key=natural_key)
+    store.retract(stale)
+    return stale
 
 
 def _heal(store: RunStore, state: RunState, console: Console) -> list[str]:
@@ -455,6 +610,8 @@ def _run_batch(
     source: CaptionSource | None = None,
     calling: Callable[[str | None], None] | None = None,
     unreached: list[ErrorRecord] | None = None,
+    *,
+    trip: str = "image",
 ) -> None:
     """One batch through both stages; each item ends either committed or failed, all of
     them before the next batch starts. With ``source`` (``--captions-from``) the captions
@@ -462,45 +619,103 @@ def _run_batch(
     adapter call is in flight (for the progress bar). The errors of samples whose request
     never reached the server go to ``unreached`` (when given) instead of ``errors.jsonl``.
 
+    On the text trip each sample's prompt is drawn first (``generate``), then the drawing is
+    captioned: the drawing is kept as ``images/<id>.png`` and the caption is the output. A
+    sample that also has an image (a Shapes scene) keeps it as its reference, for the
+    metrics that score the drawing.
+
     Raises :class:`ServerUnreachableError` (the adapter's server is gone) with nothing of
     the batch committed."""
     calling = calling or (lambda stage: None)
     t0 = time.perf_counter()
-    if workers is not None and len(items) > 1:
+    if trip == "text":
+        for item in items:
+            _check_prompt(item, store)
+    elif workers is not None and len(items) > 1:
         list(workers.map(lambda item: _load_reference(item, store), items))
     else:
         for item in items:
             _load_reference(item, store)
     live = [i for i in items if i.error is None]
     t1 = time.perf_counter()
-    if source is not None:
+    if trip == "text":
+        _drawings(live, adapter, lambda item: item.sample.prompt, size, executed, calling)
+    elif source is not None:
         for item in live:
             source.give(item)
         if live:  # what produced these captions: the source run's executed caption settings
             executed.observe("caption", lambda: source.settings, ExecutedCaption)
     else:
-        calling("caption")
-        _stage(
-            live,
-            lambda batch: adapter.caption(
-                [i.image for i in batch],
-                prompt=prompt,
-                seeds=[i.seed for i in batch],
-                sample_ids=[i.sample.sample_id for i in batch],
-            ),
-            check_captions,
-            "caption",
-            lambda item, value: setattr(item, "caption", value),
-        )
-        if live:
-            executed.observe("caption", lambda: adapter.caption_settings(prompt), ExecutedCaption)
+        _captions(live, adapter, lambda item: item.image, prompt, executed, calling)
     t2 = time.perf_counter()
     live = [i for i in live if i.error is None]
+    if trip == "text":
+        _captions(live, adapter, lambda item: item.output, prompt, executed, calling)
+    else:
+        _drawings(live, adapter, lambda item: item.caption, size, executed, calling)
+    t3 = time.perf_counter()
+    calling(None)
+    _commit(items, store, workers, unreached, prompted=trip == "text")
+    first, second = ("generate", "caption") if trip == "text" else ("caption", "generate")
+    timings["runner.read_s"] += t1 - t0
+    timings[f"runner.{first}_s"] += t2 - t1
+    timings[f"runner.{second}_s"] += t3 - t2
+    timings["runner.write_s"] += time.perf_counter() - t3
+
+
+def _check_prompt(item: _Item, store: RunStore) -> None:
+    """A text-trip sample's prompt, checked; its image, if it has one, kept as its reference."""
+    text = item.sample.prompt
+    if _known_bad(item):
+        return
+    if text is None:
+        item.fail("prompt", f"sample {item.sample.sample_id} has no prompt; the text trip starts from one")
+    elif not text.strip():
+        item.fail("prompt", "the prompt is empty or only white space")
+    elif item.sample.reference is not None or item.sample.image is not None:
+        _hash_reference(item, store)
+
+
+def _captions(
+    live: list[_Item],
+    adapter: Adapter,
+    picture: Callable[[_Item], Image.Image | None],
+    prompt: str,
+    executed: _Executed,
+    calling: Callable[[str | None], None],
+) -> None:
+    """The caption stage: each live item's ``picture`` described; sets ``item.caption``."""
+    calling("caption")
+    _stage(
+        live,
+        lambda batch: adapter.caption(
+            [picture(i) for i in batch],
+            prompt=prompt,
+            seeds=[i.seed for i in batch],
+            sample_ids=[i.sample.sample_id for i in batch],
+        ),
+        check_captions,
+        "caption",
+        lambda item, value: setattr(item, "caption", value),
+    )
+    if live:
+        executed.observe("caption", lambda: adapter.caption_settings(prompt), ExecutedCaption)
+
+
+def _drawings(
+    live: list[_Item],
+    adapter: Adapter,
+    text: Callable[[_Item], str | None],
+    size: tuple[int, int],
+    executed: _Executed,
+    calling: Callable[[str | None], None],
+) -> None:
+    """The generate stage: each live item's ``text`` drawn; sets ``item.output``."""
     calling("generate")
     _stage(
         live,
         lambda batch: adapter.generate(
-            [i.caption for i in batch], seeds=[i.seed for i in batch], size=size, sample_ids=[i.sample.sample_id for i in batch]
+            [text(i) for i in batch], seeds=[i.seed for i in batch], size=size, sample_ids=[i.sample.sample_id for i in batch]
         ),
         check_images,
         "generate",
@@ -508,8 +723,18 @@ def _run_batch(
     )
     if live:
         executed.observe("generation", lambda: adapter.generation_settings(size), ExecutedGeneration)
-    t3 = time.perf_counter()
-    calling(None)
+
+
+def _commit(
+    items: list[_Item],
+    store: RunStore,
+    workers: Executor | None,
+    unreached: list[ErrorRecord] | None,
+    *,
+    prompted: bool = False,
+) -> None:
+    """Write the batch's finished samples (images, then their lines; ``prompted``: with the
+    prompt each started from) and its errors."""
     done = [i for i in items if i.error is None]
     records = {
         item.sample.sample_id: CaptionRecord(
@@ -520,6 +745,7 @@ def _run_batch(
             store.relative(item.reference) if item.reference else "",
             item.reference_sha256,
             dict(item.sample.meta) if item.sample.meta else None,
+            prompt=item.sample.prompt if prompted else None,
         )
         for item in done
     }
@@ -534,10 +760,6 @@ def _run_batch(
             else:
                 store.fail(item.error)
         item.image = item.output = None
-    timings["runner.read_s"] += t1 - t0
-    timings["runner.caption_s"] += t2 - t1
-    timings["runner.generate_s"] += t3 - t2
-    timings["runner.write_s"] += time.perf_counter() - t3
 
 
 @dataclass
@@ -621,6 +843,11 @@ class _Executed:
 def _load_reference(item: _Item, store: RunStore) -> None:
     """Materialise an in-memory reference to refs/, hash it, decode it."""
     sample = item.sample
+    if _known_bad(item):
+        return
+    if sample.reference is None and sample.image is None:
+        item.fail("reference", f"sample {sample.sample_id} has no image; the image trip starts from one (--trip text starts from its prompt)")
+        return
     try:
         if sample.reference is not None:
             item.reference = Path(sample.reference)
@@ -628,6 +855,26 @@ def _load_reference(item: _Item, store: RunStore) -> None:
             item.reference = _materialise(sample, store)
         item.reference_sha256 = file_sha256(item.reference)
         item.image = load_image(item.reference)
+    except (ImageLoadError, OSError, UnifiedBenchError) as err:
+        item.fail("reference", str(err))
+
+
+def _known_bad(item: _Item) -> bool:
+    """A sample its dataset marked as unable to run (``Sample.problem``: an empty prompt, a
+    line that is not UTF-8) fails with the dataset's message, never reaching the adapter."""
+    problem = getattr(item.sample, "problem", None)
+    if problem is not None:
+        item.fail("dataset", problem)
+    return problem is not None
+
+
+def _hash_reference(item: _Item, store: RunStore) -> None:
+    """The text trip's reference (a sample's image, kept for the metrics that score the
+    drawing against it): materialised and hashed, not decoded (the round trip never reads it)."""
+    sample = item.sample
+    try:
+        item.reference = Path(sample.reference) if sample.reference is not None else _materialise(sample, store)
+        item.reference_sha256 = file_sha256(item.reference)
     except (ImageLoadError, OSError, UnifiedBenchError) as err:
         item.fail("reference", str(err))
 

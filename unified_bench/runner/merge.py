@@ -25,7 +25,7 @@ from unified_bench.core.protocol import ExecutedProtocol
 from unified_bench.results.record import RunInfo, executed_record
 from unified_bench.runner.config import IDENTITY_KEYS, EvalConfig, EvalOutcome
 from unified_bench.runner.score import score_run
-from unified_bench.runner.store import CAPTIONS_FILE, ERRORS_FILE, CaptionRecord, ErrorRecord, RunStore
+from unified_bench.runner.store import CAPTIONS_FILE, ERRORS_FILE, RUN_FILE, CaptionRecord, ErrorRecord, RunStore, cycle_dir
 
 
 def merge_shards(
@@ -45,9 +45,37 @@ def merge_shards(
 def _merge(
     shard_dirs: Sequence[str | Path], out: Path, config: EvalConfig | None, *, console: Console | None
 ) -> EvalOutcome:
-    shards = [RunStore(d) for d in shard_dirs]
-    if not shards:
+    roots = [Path(d) for d in shard_dirs]
+    if not roots:
         raise ConfigError("merge needs at least one shard directory")
+    finished, errors, timings, identity = _merge_cycle(roots, out, 1, None, console=console)
+    # a run of several cycles: each later cycle's shard folders merge into out/cycles/<k>/
+    cycles = max((RunStore(root).read_run_info() or RunInfo()).cycles or 1 for root in roots)
+    for cycle in range(2, cycles + 1):
+        _merge_cycle([cycle_dir(root, cycle) for root in roots], cycle_dir(out, cycle), cycle, roots, console=console)
+    config = config or EvalConfig(model=identity["model"], data=str(identity["dataset"]), out=out)
+    outcome = EvalOutcome(
+        out,
+        len(finished),
+        [SampleError(e.sample_id, e.stage, e.message) for e in (errors[k] for k in sorted(errors, key=natural_key))],
+        role="merger",
+        timings=timings,
+    )
+    if config.score:
+        outcome.score = score_run(out, config, console=console)
+    return outcome
+
+
+def _merge_cycle(
+    shard_dirs: Sequence[Path], out: Path, cycle: int, shard_roots: Sequence[Path] | None, *, console: Console | None
+) -> tuple[dict[str, CaptionRecord], dict[str, ErrorRecord], dict[str, float], dict[str, Any]]:
+    """Merge one cycle's shard folders into ``out`` (its run files written, not scored).
+    ``shard_roots`` (a later cycle): the shards' run roots, whose samples count as missing
+    where a shard never reached this cycle."""
+    present = [d for d in shard_dirs if cycle == 1 or (d / RUN_FILE).exists()]
+    shards = [RunStore(d, tree=root) for d, root in zip(shard_dirs, shard_roots or shard_dirs) if d in present]
+    if not shards:
+        raise ConfigError(f"no shard reached cycle {cycle}; resume the shards, then merge again")
     infos = []
     for store in shards:
         info = store.read_run_info()
@@ -57,7 +85,7 @@ def _merge(
     identity = _common_identity(infos, [s.root for s in shards])
     absent_shards = _check_one_deal(infos, [s.root for s in shards])
 
-    target = RunStore(out)
+    target = RunStore(out, tree=out.parent.parent if cycle > 1 else None)
     target.images_dir.mkdir(parents=True, exist_ok=True)
     finished: dict[str, CaptionRecord] = {}
     errors: dict[str, ErrorRecord] = {}
@@ -86,6 +114,12 @@ def _merge(
                 errors[sid] = ErrorRecord(
                     sid, "missing", f"{store.root} never processed this sample; resume that shard, then merge again"
                 )
+    for directory, root in zip(shard_dirs, shard_roots or ()):
+        if directory not in present:  # this shard stopped before the cycle began
+            for sid in (RunStore(root).read_run_info() or RunInfo()).owned_samples or []:
+                errors.setdefault(
+                    sid, ErrorRecord(sid, "missing", f"{root} never reached cycle {cycle}; resume that shard, then merge again")
+                )
 
     target.rewrite_jsonl(
         CAPTIONS_FILE, [finished[k].to_dict() for k in sorted(finished, key=natural_key)]
@@ -100,28 +134,26 @@ def _merge(
             if isinstance(value, (int, float)):
                 timings[key] = timings.get(key, 0.0) + float(value)
     first = next((i for i in infos if i.protocol is not None), infos[0])
-    target.write_run_info(
-        RunInfo(
-            **identity,
-            adapter=first.adapter,
-            dataset_info=first.dataset_info,
-            shard=None,
-            shards=[{"dir": str(s.root), "shard": i.shard} for s, i in zip(shards, infos)],
-            owned_samples=sorted({sid for i in infos for sid in i.owned_samples or []}, key=natural_key),
-            metrics=first.metrics,
-            batch_size=first.batch_size,
-            limit=first.limit,
-            executed=executed_record(_merged_executed(infos)),
-            training=first.training,
-            timings=timings,
-            name=first.name,
-            absent=frozenset(
-                {"processed_this_session"}
-                | ({"name"} if first.name is None else set())
-                | ({"captions_from"} if identity.get("captions_from") is None else set())
-            ),
-        )
+    merged = RunInfo(
+        **identity,
+        adapter=first.adapter,
+        dataset_info=first.dataset_info,
+        shard=None,
+        shards=[{"dir": str(s.root), "shard": i.shard} for s, i in zip(shards, infos)],
+        owned_samples=sorted({sid for i in infos for sid in i.owned_samples or []}, key=natural_key),
+        metrics=first.metrics,
+        batch_size=first.batch_size,
+        limit=first.limit,
+        executed=executed_record(_merged_executed(infos)),
+        training=first.training,
+        timings=timings,
+        name=first.name,
+        cycle=cycle if cycle > 1 else None,
+        cycles=max((i.cycles or 1 for i in infos), default=1) if cycle == 1 else None,
     )
+    merged.cycles = merged.cycles if merged.cycles and merged.cycles > 1 else None
+    merged.absent = frozenset({"processed_this_session"}) | merged.unset_optional()
+    target.write_run_info(merged)
     if absent_shards:
         (console or Console(stderr=True)).print(
             f"[yellow]merged without shard(s) {', '.join(absent_shards)}: their samples are not in {out}"
@@ -130,17 +162,7 @@ def _merge(
         (console or Console(stderr=True)).print(
             f"[yellow]{len(conflicts)} sample(s) differ between shards (kept the first): {', '.join(conflicts[:10])}"
         )
-    config = config or EvalConfig(model=identity["model"], data=str(identity["dataset"]), out=out)
-    outcome = EvalOutcome(
-        out,
-        len(finished),
-        [SampleError(e.sample_id, e.stage, e.message) for e in (errors[k] for k in sorted(errors, key=natural_key))],
-        role="merger",
-        timings=timings,
-    )
-    if config.score:
-        outcome.score = score_run(out, config, console=console)
-    return outcome
+    return finished, errors, timings, identity
 
 
 def _merged_executed(infos: list[RunInfo]) -> ExecutedProtocol:
@@ -200,7 +222,9 @@ def _copy_into(record: CaptionRecord, source: RunStore, target: RunStore) -> Cap
     _copy_if_changed(image_src, image_dst)
     reference = record.reference
     ref_src = source.resolve(record.reference)
-    if not Path(record.reference).is_absolute():  # a materialised reference inside the shard
+    # a materialised reference inside the shard (not a later cycle's input, "../../images/<id>.png",
+    # which the earlier cycle's merge brings; not a text-trip sample without an image, "")
+    if reference and not Path(reference).is_absolute() and not reference.startswith(".."):
         ref_dst = target.refs_dir / ref_src.name
         _copy_if_changed(ref_src, ref_dst)
         reference = target.relative(ref_dst)

@@ -62,10 +62,14 @@ class EvalPlan:
     fingerprint: str | None = None
     #: the fingerprint against what the leaderboard's tracks pin for this dataset, one line
     fingerprint_status: str = ""
+    trip: str = "image"
+    cycles: int = 1
 
     @property
     def caption_calls(self) -> int:
-        return sum(s.adapter_calls for s in self.shards)
+        """Caption calls (= generate calls) over every cycle: at most, a sample that fails
+        in one cycle is not run in the next."""
+        return sum(s.adapter_calls for s in self.shards) * self.cycles
 
     @property
     def metric_forwards(self) -> int:
@@ -76,8 +80,11 @@ def plan_eval(config: EvalConfig) -> EvalPlan:
     """Resolve ``config`` without loading a model or metric weights (see the module docstring)."""
     from unified_bench.adapters.registry import declared_args, prepare
 
+    from unified_bench.runner.config import check_trip
+
     if config.batch_size < 1:
         raise ConfigError("--batch-size must be >= 1")
+    check_trip(config.trip, config.cycles, config.captions_from)
     # adapter: registry resolve + argument coercion, no construction
     spec, cls, values = prepare(config.model, dict(config.model_args))
     caps = getattr(cls, "capabilities", None)
@@ -104,6 +111,10 @@ def plan_eval(config: EvalConfig) -> EvalPlan:
     if not all_ids:
         raise DatasetError(f"--data {config.data!r} has no samples; point it at a folder of images or a dataset name")
 
+    if not isinstance(dataset.samples[0], _Id):  # the official set, not downloaded, has images
+        from unified_bench.runner.eval import check_dataset_for_trip
+
+        check_dataset_for_trip(dataset, config.trip, config.data)
     fingerprint, fingerprint_status = _fingerprint_status(dataset, all_ids)
 
     # shards
@@ -128,8 +139,15 @@ def plan_eval(config: EvalConfig) -> EvalPlan:
     names = list(config.metrics or dataset.default_metrics or ())
     if not names:
         raise ConfigError("no --metrics given and the dataset declares no default metrics; pass --metrics")
+    if not config.metrics:
+        from unified_bench.runner.score import trip_metrics
+
+        has_images = any(getattr(s, "reference", None) is not None or getattr(s, "image", None) is not None for s in dataset.samples)
+        names = trip_metrics(names, config.trip, has_images=has_images)
     metric_batch = config.scoring.batch_size or 1
-    metrics = [_metric(name, config.scoring.checkpoints.get(name), scored, metric_batch) for name in names]
+    # cycle 1 compares each output with the original; every later cycle also with the previous output
+    compared = scored * (2 * config.cycles - 1)
+    metrics = [_metric(name, config.scoring.checkpoints.get(name), compared, metric_batch) for name in names]
 
     return EvalPlan(
         model=config.model,
@@ -151,6 +169,8 @@ def plan_eval(config: EvalConfig) -> EvalPlan:
         notes=notes,
         fingerprint=fingerprint,
         fingerprint_status=fingerprint_status,
+        trip=config.trip,
+        cycles=config.cycles,
     )
 
 
@@ -242,14 +262,16 @@ def _metric(name: str, override: str | None, samples: int, batch: int) -> Metric
     from unified_bench.metrics import get_spec
     from unified_bench.metrics.weights import locate_checkpoint
 
-    spec = get_spec(name)
+    base, at, mode = name.partition("@")  # "NAME@image": the image metric NAME on the text trip's drawing
+    spec = get_spec(base)
+    name = spec.name + at + mode
     checkpoint = override or spec.default_checkpoint
     forwards = 0 if spec.name in _NO_FORWARD else 2 * math.ceil(samples / batch)  # references + reconstructions
     if spec.name == "effnet" and checkpoint and not Path(checkpoint).expanduser().exists():
         from unified_bench.metrics.effnet import wheel_weights
 
-        return MetricPlan(spec.name, checkpoint, str(wheel_weights(checkpoint)), forwards)
+        return MetricPlan(name, checkpoint, str(wheel_weights(checkpoint)), forwards)
     if not checkpoint or (spec.offline and not override):
-        return MetricPlan(spec.name, checkpoint, "no download needed", forwards)
+        return MetricPlan(name, checkpoint, "no download needed", forwards)
     found = locate_checkpoint(spec.name, checkpoint)
-    return MetricPlan(spec.name, checkpoint, str(found.path), forwards)
+    return MetricPlan(name, checkpoint, str(found.path), forwards)

@@ -42,6 +42,17 @@ RUN_FILE = "run.json"
 IMAGES_DIR = "images"
 REFS_DIR = "refs"
 DONE_FILE = "shard.done"
+#: the stage of a later cycle's error for a sample that failed in the cycle before
+PREVIOUS_STAGE = "previous"
+#: cycle k > 1 of a run lives in ``<run>/cycles/<k>/`` (the same layout); cycle 1 is the run's root
+CYCLES_DIR = "cycles"
+
+
+def cycle_dir(root: str | Path, cycle: int) -> Path:
+    """The directory of ``cycle`` (1-based) of the run in ``root``."""
+    if cycle < 1:
+        raise ValueError(f"cycle must be >= 1, got {cycle}")
+    return Path(root) if cycle == 1 else Path(root) / CYCLES_DIR / str(cycle)
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,9 @@ class CaptionRecord:
     #: written before they were recorded)
     image_sha256: str | None = None
     caption_sha256: str | None = None
+    #: the text trip's starting text of this cycle (the dataset's prompt in cycle 1, the
+    #: previous cycle's caption after); absent on the image trip
+    prompt: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CaptionRecord:
@@ -72,11 +86,12 @@ class CaptionRecord:
             meta=data.get("meta"),
             image_sha256=data.get("image_sha256"),
             caption_sha256=data.get("caption_sha256"),
+            prompt=data.get("prompt"),
         )
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        for optional in ("meta", "image_sha256", "caption_sha256"):
+        for optional in ("meta", "image_sha256", "caption_sha256", "prompt"):
             if out[optional] is None:
                 del out[optional]
         return out
@@ -99,7 +114,7 @@ class ErrorRecord:
     """One line of ``errors.jsonl``: a sample that failed at one stage."""
 
     sample_id: str
-    stage: str  # "reference", "caption", "generate", "write"
+    stage: str  # "reference", "prompt", "caption", "generate", "write", "previous" (a later cycle)
     message: str
     seed: int | None = None
     reference_sha256: str | None = None
@@ -157,9 +172,12 @@ def _decodes(path: Path) -> bool:
 class RunStore:
     """Append-only writer and reader of one run (or shard) directory."""
 
-    def __init__(self, root: str | Path, *, durable: bool = True) -> None:
+    def __init__(self, root: str | Path, *, durable: bool = True, tree: str | Path | None = None) -> None:
         self.root = Path(root)
         self.durable = durable
+        #: the run's root when this store holds one of its later cycles: paths inside the run
+        #: are recorded relative to this directory even outside it (``../../images/<id>.png``)
+        self.tree = Path(tree) if tree is not None else None
         self._captions_fd: int | None = None
         self._root_resolved: Path | None = None
         self._errors_fd: int | None = None
@@ -181,14 +199,18 @@ class RunStore:
         return path if path.is_absolute() else self.root / path
 
     def relative(self, path: Path) -> str:
-        """Relative to the run directory when inside it (so the folder can move)."""
+        """Relative to the run directory when inside it, or inside the run it is a cycle of
+        (so the folder can move)."""
         resolved = Path(path).resolve()
         if self._root_resolved is None:
             self._root_resolved = self.root.resolve()
         try:
             return str(resolved.relative_to(self._root_resolved))
         except ValueError:
-            return str(resolved)
+            pass
+        if self.tree is not None and resolved.is_relative_to(self.tree.resolve()):
+            return os.path.relpath(resolved, self._root_resolved)
+        return str(resolved)
 
     # --- state ---
     def has_previous_run(self) -> bool:
@@ -284,6 +306,8 @@ class RunStore:
         if record.reference_sha256 and record.reference and not reference.is_absolute():
             path = self.resolve(record.reference)  # kept in refs/ by this store
             if not path.is_file() or file_sha256(path) != record.reference_sha256:
+                if record.reference.startswith(".."):  # a later cycle's input: the previous cycle's output
+                    return f"its input {record.reference} (the previous cycle's output) missing or altered"
                 return "reference in refs/ missing or altered"
         return None
 

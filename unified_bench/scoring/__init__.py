@@ -27,6 +27,7 @@ __all__ = [
     "score",
     "score_and_write",
     "score_folders",
+    "write_scored",
 ]
 
 
@@ -39,8 +40,13 @@ class ScoreOutcome:
 
     @property
     def ok(self) -> bool:
-        """True when every metric loaded and every sample scored."""
-        return not self.failures and not self.report.errors
+        """True when every metric loaded and every sample scored (in every cycle)."""
+        later = [c for c in self.report.cycles if c.cycle > 1]
+        return (
+            not self.failures
+            and not self.report.errors
+            and not any(c.vs_original.errors or (c.vs_previous is not None and c.vs_previous.errors) for c in later)
+        )
 
 
 def score_and_write(
@@ -64,6 +70,21 @@ def score_and_write(
     report.errors = [*extra_errors, *report.errors]
     report.unmatched_images = list(unmatched_images)
     report.unmatched_refs = list(unmatched_refs)
+    return write_scored(report, failures, timings, config, out_dir, run_extra=run_extra, command=command)
+
+
+def write_scored(
+    report: ScoreReport,
+    failures: Sequence[MetricFailure],
+    timings: dict[str, float],
+    config: ScoringConfig,
+    out_dir: str | Path,
+    *,
+    run_extra: dict[str, Any] | None = None,
+    command: str | None = None,
+) -> ScoreOutcome:
+    """Add the run record to a scored report and write ``results.json`` + ``scores.csv``
+    (the second half of :func:`score_and_write`, for callers that score in several calls)."""
     record = new_run_record(command=command, device=config.device, **(run_extra or {}))
     record["metrics"] = report.run.get("metrics", [])
     record["timings"] = {**record.get("timings", {}), **timings}
@@ -76,7 +97,7 @@ def score_and_write(
     }
     report.run = RunRecord.from_dict(record).to_dict()  # typed: a malformed record fails here, not on a reader
     results = write_report(report, out_dir)
-    return ScoreOutcome(report, results, failures, Path(out_dir))
+    return ScoreOutcome(report, results, list(failures), Path(out_dir))
 
 
 def score_folders(
