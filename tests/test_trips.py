@@ -394,3 +394,36 @@ def test_torchrun_two_processes_run_every_cycle_and_merge_to_one_process(tmp_pat
     run_cli(["eval", *common, "--out", str(tmp_path / "single")], tmp_path)
     assert chain(tmp_path / "dist", 2) == chain(tmp_path / "single", 2)
     assert numbers(tmp_path / "dist") == numbers(tmp_path / "single")
+
+
+def test_compare_pairs_any_cycle_and_the_drop_of_two_runs(toys, tmp_path):
+    """``compare --cycle K [--versus previous]`` and ``--drop`` pair two runs' later cycles
+    sample by sample; the differences are the ones computed here from results.json."""
+    data = make_images(tmp_path / "data", 6)
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert run_eval(config(data, a, cycles=3, seed=4)).ok and run_eval(config(data, b, cycles=3, seed=5)).ok
+    ra, rb = load_results(a), load_results(b)
+
+    def block(results, cycle, versus):
+        entry = results["cycles"][cycle - 1]
+        return (entry if versus == "original" else entry["vs_previous"])["similarities_by_model"]["toy-pair"]
+
+    def compared(*flags):
+        out = run_cli(["compare", str(a), str(b), "--format", "json", *flags], tmp_path)
+        return {d["metric"]: d for d in json.loads(out.stdout)[0]["differences"]}
+
+    for cycle, versus in ((1, "original"), (2, "original"), (3, "previous")):
+        first, second = block(ra, cycle, versus), block(rb, cycle, versus)
+        expected = sum(second[s] - first[s] for s in first) / len(first)
+        got = compared("--cycle", str(cycle), "--versus", versus)["toy-pair"]
+        assert got["n"] == 6 and got["difference"] == pytest.approx(expected, abs=1e-12)
+    assert compared()["toy-pair"]["difference"] == compared("--cycle", "1")["toy-pair"]["difference"]
+    drops = [{s: block(r, 1, "original")[s] - block(r, 3, "original")[s] for s in block(r, 1, "original")} for r in (ra, rb)]
+    got = compared("--drop")["toy-pair"]
+    assert got["difference"] == pytest.approx(sum(drops[1][s] - drops[0][s] for s in drops[0]) / 6, abs=1e-12)
+    assert got["a"] == pytest.approx(ra["cycle_curves"]["toy-pair"]["drop"], abs=1e-12)
+    # a cycle the runs do not have, and cycle 1 against a previous cycle, are clear errors
+    missing = run_cli(["compare", str(a), str(b), "--cycle", "4"], tmp_path, check_codes=(2, 1))
+    assert "the run has no cycle 4 (it has 3)" in missing.stderr
+    first = run_cli(["compare", str(a), str(b), "--versus", "previous"], tmp_path, check_codes=(2, 1))
+    assert "cycle 1 has no previous cycle" in first.stderr

@@ -196,10 +196,17 @@ def compare_cmd(
     format: Annotated[CompareFormat, typer.Option("--format", help="md, csv or json.")] = CompareFormat.md,
     power: Annotated[float, typer.Option("--power", help="Power for the MDE and the required n (paired t-test).")] = 0.8,
     alpha: Annotated[float, typer.Option("--alpha", help="Two-sided level for the MDE and the required n.")] = 0.05,
+    cycle: Annotated[int, typer.Option("--cycle", min=1, help="Compare this cycle of each run (runs made with --cycles).")] = 1,
+    versus: Annotated[str, typer.Option("--versus", help="With --cycle: each cycle's scores against the 'original' or the 'previous' cycle.")] = "original",
+    drop: Annotated[bool, typer.Option("--drop", help="Compare each sample's drop over the cycles (cycle 1 minus the last cycle) instead of a cycle's scores.")] = False,
 ) -> None:
     """Paired differences B - A per metric and composite score over the samples both runs share
     (same id and reference image), with 95% bootstrap CIs, permutation p-values, and the minimum
-    detectable difference (MDE) and required number of samples at --power and --alpha."""
+    detectable difference (MDE) and required number of samples at --power and --alpha.
+
+    Runs made with --cycles compare cycle 1 by default; --cycle K (and --versus previous) picks
+    another cycle's scores, --drop the per-sample drop from cycle 1 to the last cycle (a lower
+    drop is a slower drift)."""
     import json
 
     from unified_bench.core.stats import check_power_settings
@@ -212,7 +219,16 @@ def compare_cmd(
         check_power_settings(power, alpha)
     except ValueError as err:
         raise ConfigError(f"--power/--alpha: {err}") from None
+    if versus not in ("original", "previous"):
+        raise ConfigError(f"--versus must be 'original' or 'previous', got {versus!r}")
     reports = [read_report(path) for path in runs]
+    try:
+        if drop:
+            reports = [r.drop() for r in reports]
+        elif cycle != 1 or versus != "original":
+            reports = [r.at_cycle(cycle, versus) for r in reports]
+    except ValueError as err:
+        raise ConfigError(f"compare: {err}") from None
     labels = [report_label(r) for r in reports]
     if len(set(labels)) < len(labels):  # the same model twice: tell them apart by path
         labels = [f"{label} ({path})" for label, path in zip(labels, runs)]

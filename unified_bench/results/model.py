@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from unified_bench.metrics import EXTENDED_METRICS, PAPER_METRICS, TokenCount
@@ -228,6 +228,40 @@ class ScoreReport:
             data.get("trip"),
             cycles,
         )
+
+    def at_cycle(self, cycle: int, versus: str = "original") -> ScoreReport:
+        """Cycle ``cycle``'s scores as a report of this run (same run record): against the
+        original (``versus="original"``) or against the previous cycle (``"previous"``). Cycle 1
+        against the original is the run's own scores, also for a run without cycles."""
+        if versus not in ("original", "previous"):
+            raise ValueError(f"versus must be 'original' or 'previous', got {versus!r}")
+        if cycle == 1 and versus == "original":
+            return self  # cycle 1 of every run is the run's own scores
+        for entry in self.cycles:
+            if entry.cycle == cycle:
+                part = entry.vs_original if versus == "original" else entry.vs_previous
+                if part is None:
+                    raise ValueError("cycle 1 has no previous cycle to be compared with")
+                return replace(part, run=self.run, trip=None, cycles=[])
+        raise ValueError(f"the run has no cycle {cycle} (it has {len(self.cycles) or 1})")
+
+    def drop(self) -> ScoreReport:
+        """Per sample and metric, cycle 1's score minus the last cycle's (both against the
+        original; None where either is missing): how much a sample lost over the cycles, as a
+        report of this run, so two runs' drops can be compared pair by pair."""
+        if len(self.cycles) < 2:
+            raise ValueError("the run has one cycle: there is no drop to compare")
+        first, last = self.cycles[0].vs_original, self.cycles[-1].vs_original
+        last_by_id = {m.name: dict(zip((s.sample_id for s in last.samples), m.values)) for m in last.metrics}
+        metrics = []
+        for scores in first.metrics:
+            after = last_by_id.get(scores.name, {})
+            values = [
+                None if v is None or after.get(s.sample_id) is None else v - after[s.sample_id]  # type: ignore[operator]
+                for s, v in zip(first.samples, scores.values)
+            ]
+            metrics.append(MetricScores(scores.name, scores.unit, values))
+        return ScoreReport(list(first.samples), metrics, list(first.errors), run=self.run)
 
     @property
     def record(self) -> RunRecord:
