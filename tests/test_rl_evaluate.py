@@ -173,7 +173,8 @@ def test_stage_runs_are_named_by_model_and_stage(tmp_path, monkeypatch):
 
 # --- the paired bootstrap (scipy.stats.bootstrap, paired) -------------------------------------------
 
-ENTRIES = Path(__file__).resolve().parents[1] / "leaderboard" / "entries" / "shapes" / "uae-tiny-rl"
+REPO = Path(__file__).resolve().parents[1]
+ENTRIES = REPO / "leaderboard" / "entries" / "shapes" / "uae-tiny-rl"
 
 
 @pytest.mark.parametrize(("before", "after", "metric"), [("pre-rl", "g4u", "shapes-attr"), ("g4u", "u4g", "shapes-attr"), ("g4u", "u4g", "effnet")])
@@ -212,3 +213,42 @@ def test_paired_bootstrap_edge_cases():
         paired_bootstrap_ci([0.1], [0.1, 0.2])
     wide = paired_bootstrap_ci([0.0] * 50 + [1.0] * 50, [1.0] * 50 + [0.0] * 50, level=0.99)
     assert wide.low < 0 < wide.high and wide.level == 0.99
+
+
+@pytest.mark.slow
+def test_stages_on_the_text_trip_over_cycles_and_an_extension_computes_only_the_new_cycle(tmp_path):
+    """`rl evaluate --trip text --cycles N` on the shipped checkpoints: per-cycle and drop changes
+    paired from the runs' own results.json; going from 2 to 3 cycles reruns nothing finished."""
+    from uae_reference.rl.evaluate import TEXT_EVAL_METRICS, evaluate_stages
+
+    stages = [("g4u", REPO / "uae_reference/checkpoints/uae-tiny-stages/g4u"), ("u4g", REPO / "uae_reference/checkpoints/uae-tiny")]
+    out = tmp_path / "text"
+    evaluate_stages(stages, out, limit=4, batch_size=4, progress=False, trip="text", cycles=2)
+    cycle2 = {p.name: p.stat().st_mtime_ns for p in (out / "u4g" / "cycles" / "2" / "images").glob("*.png")}
+    report = evaluate_stages(stages, out, limit=4, batch_size=4, progress=False, trip="text", cycles=3)
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "u4g" / "cycles" / "2" / "images").glob("*.png")} == cycle2
+    assert len(cycle2) == 4 and len(list((out / "u4g" / "cycles" / "3" / "images").glob("*.png"))) == 4
+
+    data = json.loads((out / "rl_evaluation.json").read_text())
+    assert data["trip"] == "text" and data["cycles"] == 3
+    assert [(i["cycle"], i["metric"]) for i in data["cycle_improvements"]] == [
+        (at, m) for at in (2, 3, "drop") for m in TEXT_EVAL_METRICS
+    ]
+    results = {name: json.loads((out / name / "results.json").read_text()) for name in ("g4u", "u4g")}
+    for stage in report.stages:
+        assert stage.curves == results[stage.name]["cycle_curves"] and set(stage.means) == set(TEXT_EVAL_METRICS)
+
+    def per_sample(name, cycle):
+        return results[name]["cycles"][cycle - 1]["similarities_by_model"]["shapes-attr@image"]
+
+    ids = sorted(per_sample("g4u", 1))
+    drop = {n: [per_sample(n, 1)[i] - per_sample(n, 3)[i] for i in ids] for n in ("g4u", "u4g")}
+    expected = sum(b - a for a, b in zip(drop["g4u"], drop["u4g"])) / len(ids)
+    got = next(i for i in report.cycle_improvements if i.cycle == "drop" and i.metric == "shapes-attr@image")
+    assert got.n == 4 and got.mean == pytest.approx(expected, abs=1e-12)
+    text = report.markdown()
+    assert text.startswith("text trip, 3 cycle(s)") and "| u4g | shapes-attr | " in text and "drop (lower: slower drift)" in text
+    # the default report stays as it was: no trip keys, no curves
+    plain = EvaluationReport(report.stages[:1], split="test", limit=4)
+    plain.stages[0].curves = None
+    assert not {"trip", "cycles", "cycle_improvements"} & set(plain.to_dict()) and "curves" not in plain.to_dict()["stages"][0]

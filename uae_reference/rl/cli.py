@@ -207,9 +207,11 @@ def evaluate_cmd(
     curve: Annotated[Optional[list[str]], typer.Option(help="NAME=CSV: attach this training curve to NAME's run (run.training).")] = None,
     num_threads: Annotated[int, typer.Option(help="torch threads (0: torch's default).")] = 1,
     reconstruction: Annotated[str, typer.Option(help="decoder (the checkpoint's) or renderer (Shapes' exact renderer: an ideal decoder).")] = "decoder",
+    trip: Annotated[str, typer.Option(help="image (image -> caption -> image) or text (scene caption -> image -> caption).")] = "image",
+    cycles: Annotated[int, typer.Option(min=1, help="Chain the round trip this many times; an existing run folder is extended.")] = 1,
     no_progress: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
-    """Round-trip each checkpoint on Shapes (shapes-attr, effnet, ssim) and report paired improvements with CIs."""
+    """Round-trip each checkpoint on Shapes (shapes-attr, effnet, ssim; on the text trip shapes-attr of the final caption and of the drawing, effnet of the drawing) and report paired improvements with CIs, per cycle and of the drop over cycles with --cycles."""
     from uae_reference.rl.evaluate import evaluate_stages
 
     pairs = []
@@ -228,7 +230,7 @@ def evaluate_cmd(
         curves[name] = Path(csv_path)
     report = evaluate_stages(
         pairs, out, limit=limit, split=split, seed=seed, batch_size=batch_size, progress=not no_progress,
-        num_threads=num_threads, reconstruction=reconstruction, curves=curves,
+        num_threads=num_threads, reconstruction=reconstruction, curves=curves, trip=trip, cycles=cycles,
     )
     console.print(report.markdown())
     console.print(f"report: {out / 'rl_evaluation.json'}")

@@ -21,6 +21,9 @@ from typing import Any
 from unified_bench.core.stats import Interval
 
 EVAL_METRICS: tuple[str, ...] = ("shapes-attr", "effnet", "ssim")  # the Shapes track's metrics
+#: on the text trip (prompt -> image -> caption): the final caption against the scene, and the
+#: intermediate drawing read by the oracle and embedded by effnet against the scene's render
+TEXT_EVAL_METRICS: tuple[str, ...] = ("shapes-attr", "shapes-attr@image", "effnet@image")
 REPORT_FILE = "rl_evaluation.json"
 
 
@@ -36,6 +39,9 @@ class StageEval:
     n: int
     #: which half of the round trip loses the objects (:func:`round_trip_breakdown`)
     breakdown: dict[str, Any] | None = None
+    #: a run of several cycles: its results.json ``cycle_curves`` (per metric: mean per cycle,
+    #: drop from cycle 1 to the last with its paired CI); None for one cycle
+    curves: dict[str, Any] | None = None
 
 
 @dataclass
@@ -56,19 +62,41 @@ class Improvement:
 
 
 @dataclass
+class CycleImprovement(Improvement):
+    """An :class:`Improvement` at a later cycle (``cycle``: its scores against the original) or of
+    each sample's drop over the cycles (``cycle = "drop"``: cycle 1 minus the last; a negative
+    change is a slower drift)."""
+
+    cycle: int | str = 1
+
+
+@dataclass
 class EvaluationReport:
     stages: list[StageEval]
     improvements: list[Improvement] = field(default_factory=list)
     split: str = "test"
     limit: int | None = None
+    #: ``--trip`` and ``--cycles`` of the runs; the report adds them (and the per-cycle and drop
+    #: changes) only when they are not the default image trip of one cycle
+    trip: str = "image"
+    cycles: int = 1
+    cycle_improvements: list[CycleImprovement] = field(default_factory=list)
+
+    @property
+    def default(self) -> bool:
+        return self.trip == "image" and self.cycles == 1
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "split": self.split,
             "limit": self.limit,
-            "stages": [asdict(s) for s in self.stages],
+            "stages": [{k: v for k, v in asdict(s).items() if k != "curves" or v is not None} for s in self.stages],
             "improvements": [{**asdict(i), "excludes_zero": i.excludes_zero} for i in self.improvements],
         }
+        if not self.default:
+            data["trip"], data["cycles"] = self.trip, self.cycles
+            data["cycle_improvements"] = [{**asdict(i), "excludes_zero": i.excludes_zero} for i in self.cycle_improvements]
+        return data
 
     def markdown(self) -> str:
         metrics = list(self.stages[0].means) if self.stages else []
@@ -93,7 +121,38 @@ class EvaluationReport:
                 continue
             verdict = "no" if not i.excludes_zero else ("yes, better" if i.low > 0 else "yes, worse")
             lines.append(f"| {i.before} -> {i.after} | {i.metric} | {i.mean:+.4f} | [{i.low:+.4f}, {i.high:+.4f}] | {verdict} |")
+        if not self.default:
+            lines = [f"{self.trip} trip, {self.cycles} cycle(s); the tables above are cycle 1", "", *lines]
+            lines += self._cycle_lines()
         return "\n".join(lines) + "\n"
+
+    def _cycle_lines(self) -> list[str]:
+        curved = [s for s in self.stages if s.curves]
+        if not curved:
+            return []
+        metrics = list(curved[0].curves)
+        head = " | ".join(f"cycle {k}" for k in range(1, self.cycles + 1))
+        lines = ["", f"| stage | metric | {head} | drop, cycle 1 - {self.cycles} (95% CI) |", "|---|---|" + "---|" * (self.cycles + 1)]
+        for s in curved:
+            for m in metrics:
+                curve = s.curves.get(m) or {}
+                cells = " | ".join("n/a" if v is None else f"{v:.4f}" for v in curve.get("by_cycle", []))
+                ci = curve.get("drop_paired_ci95")
+                drop = "n/a" if ci is None else f"{ci['mean']:+.4f} [{ci['low']:+.4f}, {ci['high']:+.4f}]"
+                lines.append(f"| {s.name} | {m} | {cells} | {drop} |")
+        lines += ["", "| change | at | metric | mean paired difference | 95% CI | CI excludes 0 |", "|---|---|---|---|---|---|"]
+        for i in self.cycle_improvements:
+            at = f"cycle {i.cycle}" if i.cycle != "drop" else "drop (lower: slower drift)"
+            if i.mean is None:
+                lines.append(f"| {i.before} -> {i.after} | {at} | {i.metric} | n/a | n/a | no |")
+                continue
+            if not i.excludes_zero:
+                verdict = "no"
+            else:  # a larger score is better; a larger drop is worse
+                better = (i.low > 0) != (i.cycle == "drop")
+                verdict = "yes, better" if better else "yes, worse"
+            lines.append(f"| {i.before} -> {i.after} | {at} | {i.metric} | {i.mean:+.4f} | [{i.low:+.4f}, {i.high:+.4f}] | {verdict} |")
+        return lines
 
 
 def round_trip_breakdown(run_dir: str | Path, *, oracle: Any = None) -> dict[str, Any]:
@@ -206,6 +265,28 @@ def paired_improvement(before: tuple[str, str | Path], after: tuple[str, str | P
     return Improvement(before[0], after[0], metric, ci.estimate, ci.low, ci.high, ci.n)
 
 
+def paired_cycle_improvement(
+    before: tuple[str, str | Path], after: tuple[str, str | Path], metric: str, cycle: int | str
+) -> CycleImprovement:
+    """:func:`paired_improvement` at cycle ``cycle`` of two multi-cycle runs (scores against the
+    original), or of each sample's drop from cycle 1 to the last (``cycle="drop"``)."""
+    from unified_bench.results import read_report
+
+    def scores(run_dir: str | Path) -> dict[str, float | None]:
+        report = read_report(run_dir)
+        part = report.drop() if cycle == "drop" else report.at_cycle(int(cycle))
+        if metric not in {m.name for m in part.metrics}:
+            return {}
+        return {s.sample_id: v for s, v in zip(part.samples, part.metric(metric).values)}
+
+    a, b = scores(before[1]), scores(after[1])
+    ids = sorted(set(a) & set(b))
+    ci = paired_bootstrap_ci([a[i] for i in ids], [b[i] for i in ids])
+    if ci is None:
+        return CycleImprovement(before[0], after[0], metric, None, None, None, 0, cycle)
+    return CycleImprovement(before[0], after[0], metric, ci.estimate, ci.low, ci.high, ci.n, cycle)
+
+
 class EncoderWithRenderer:
     """A checkpoint's encoder with Shapes' exact renderer as decoder (an ideal frozen decoder).
 
@@ -257,8 +338,14 @@ def evaluate_stage(
     reconstruction: str = "decoder",
     curve_csv: str | Path | None = None,
     label: str | None = None,
+    trip: str = "image",
+    cycles: int = 1,
 ) -> StageEval:
-    """``unified-bench eval`` of one checkpoint on Shapes; returns its means and CIs.
+    """``unified-bench eval`` of one checkpoint on Shapes; returns its means and CIs (cycle 1).
+
+    ``trip`` and ``cycles`` are ``unified-bench eval``'s ``--trip`` and ``--cycles``: a run of
+    several cycles also returns its ``cycle_curves``; extending a finished run to more cycles
+    (``resume=True``) computes only the new cycles.
 
     ``label`` is the run's display label (``--name``); default: :func:`stage_label`, e.g.
     ``"uae-tiny g4u"`` (``"uae-tiny g4u (renderer)"`` with the renderer), so every stage's run
@@ -275,7 +362,7 @@ def evaluate_stage(
         return _evaluate_stage(
             name, checkpoint, out, limit=limit, split=split, metrics=metrics, seed=seed, batch_size=batch_size,
             model_name=model_name, model_args=model_args, resume=resume, progress=progress,
-            reconstruction=reconstruction, curve_csv=curve_csv, label=label,
+            reconstruction=reconstruction, curve_csv=curve_csv, label=label, trip=trip, cycles=cycles,
         )
 
 
@@ -296,6 +383,8 @@ def _evaluate_stage(
     reconstruction: str,
     curve_csv: str | Path | None,
     label: str | None,
+    trip: str = "image",
+    cycles: int = 1,
 ) -> StageEval:
     from unified_bench.runner.eval import EvalConfig, run_eval
     from uae_reference.adapter import UAEReferenceAdapter, UAEReferenceConfig
@@ -323,6 +412,8 @@ def _evaluate_stage(
         name=label if label is not None else stage_label(name, checkpoint) + (" (renderer)" if reconstruction == "renderer" else ""),
         # a stage trained here has its curve; a starting checkpoint is only evaluated
         training=training_record(out, checkpoint=str(checkpoint), curve_csv=curve_csv) if curve_csv is not None else None,
+        trip=trip,
+        cycles=cycles,
     )
     outcome = run_eval(config, adapter=adapter)
     adapter.close()
@@ -330,7 +421,8 @@ def _evaluate_stage(
     means = {m: data["statistics_by_model"][m]["average_similarity"] for m in metrics}
     ci95 = {m: [data["confidence_intervals"][m]["low"], data["confidence_intervals"][m]["high"]] for m in metrics}
     n = len(data["samples"])
-    return StageEval(name, str(checkpoint), str(out), means, ci95, n)
+    curves = data.get("cycle_curves") if cycles > 1 else None
+    return StageEval(name, str(checkpoint), str(out), means, ci95, n, curves=curves)
 
 
 def stage_label(name: str, checkpoint: str | Path) -> str:
@@ -375,6 +467,8 @@ def evaluate_stages(
     num_threads: int = 1,
     reconstruction: str = "decoder",
     curves: dict[str, str | Path] | None = None,
+    trip: str = "image",
+    cycles: int = 1,
 ) -> EvaluationReport:
     """Evaluate each (name, checkpoint) in order and the paired change between consecutive ones
     (and from the first to the last); writes ``rl_evaluation.json`` and ``.md`` into ``out``.
@@ -382,11 +476,19 @@ def evaluate_stages(
     ``num_threads`` (torch threads; 0 keeps torch's default): 1 because the tiny model's
     tensors are small and a shared CPU makes extra threads spin-wait. ``curves`` maps a stage
     name to its training curve CSV, recorded in that run's ``training``.
+
+    ``trip``/``cycles``: the round trip and how many times it is chained (the text trip scores
+    :data:`TEXT_EVAL_METRICS` unless ``metrics`` is given); with several cycles the report adds,
+    per pair of stages, the paired change at every later cycle and of each sample's drop.
+    A run directory that exists is resumed, so ``cycles=3`` over a finished one-cycle folder
+    computes cycles 2 and 3 only.
     """
     import torch
 
     if num_threads > 0:
         torch.set_num_threads(num_threads)
+    if trip == "text" and tuple(metrics) == EVAL_METRICS:
+        metrics = TEXT_EVAL_METRICS
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stages = []
@@ -397,22 +499,29 @@ def evaluate_stages(
             evaluate_stage(
                 name, checkpoint, run_dir, limit=limit, split=split, metrics=metrics, seed=seed, batch_size=batch_size,
                 model_args=(model_args or {}).get(name), resume=resume, progress=progress, reconstruction=reconstruction,
-                curve_csv=(curves or {}).get(name),
+                curve_csv=(curves or {}).get(name), trip=trip, cycles=cycles,
             )
         )
-    if "shapes-attr" in metrics:
+    if "shapes-attr" in metrics and trip == "image":
         from unified_bench.tracks.shapes.oracle import ShapesOracle
 
         oracle = ShapesOracle()  # one load for every stage
         for stage in stages:
             stage.breakdown = round_trip_breakdown(stage.run_dir, oracle=oracle)
-    report = EvaluationReport(stages, split=split, limit=limit)
+    report = EvaluationReport(stages, split=split, limit=limit, trip=trip, cycles=cycles)
     pairs = list(zip(stages[:-1], stages[1:]))
     if len(stages) > 2:
         pairs.append((stages[0], stages[-1]))
     for a, b in pairs:
         for metric in metrics:
             report.improvements.append(paired_improvement((a.name, a.run_dir), (b.name, b.run_dir), metric))
+    if cycles > 1:
+        for a, b in pairs:
+            for at in [*range(2, cycles + 1), "drop"]:
+                for metric in metrics:
+                    report.cycle_improvements.append(
+                        paired_cycle_improvement((a.name, a.run_dir), (b.name, b.run_dir), metric, at)
+                    )
     (out / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     (out / REPORT_FILE).with_suffix(".md").write_text(report.markdown())
     return report
