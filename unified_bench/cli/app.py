@@ -69,7 +69,10 @@ def score_cmd(
         if images is not None or refs is not None or out is not None:
             raise ConfigError("give either a RUN_DIR or --images, --refs and --out, not both")
     elif images is None or refs is None or out is None:
-        raise ConfigError("give a RUN_DIR to rescore, or --images, --refs and --out to score two folders")
+        import click
+
+        missing = ", ".join(f"'{name}'" for name, value in (("--images", images), ("--refs", refs), ("--out", out)) if value is None)
+        raise click.UsageError(f"Missing option {missing}: give --images, --refs and --out to score two folders, or a RUN_DIR to rescore")
     names = parse_metric_list(metrics) if metrics else ([] if run_dir is not None else parse_metric_list("paper"))
     overrides = parse_key_values(checkpoint, "--checkpoint")
     unknown = sorted(set(overrides) - set(names)) if names else []
