@@ -135,33 +135,37 @@ def test_jsonl_bad_prompts_are_per_sample_problems(tmp_path):
     ('{"id": true, "prompt": "x"}', r'f\.jsonl line 2: "id" is a boolean; every line needs an "id"'),
     ('{"id": "  ", "prompt": "x"}', r'f\.jsonl line 2: "id" is blank; every line needs an "id"'),
 ])
-def test_jsonl_lines_without_a_usable_id_refuse_the_file(tmp_path, line, message):
+def test_jsonl_lines_without_a_usable_id_are_per_sample_problems_under_their_line(tmp_path, line, message):
     path = write(tmp_path, "f.jsonl", jsonl({"id": "fine", "prompt": "a cat"}, line))
-    with pytest.raises(DatasetError, match=message):
-        load_prompt_file(path)
+    samples = {s.sample_id: s for s in load_prompt_file(path).samples}
+    assert set(samples) == {"fine", "line-2"} and samples["fine"].problem is None
+    assert samples["line-2"].prompt is None and re.match(message, samples["line-2"].problem)
 
 
 def test_jsonl_malformed_line_that_is_also_not_utf8_says_both(tmp_path):
-    path = write(tmp_path, "f.jsonl", b'{"id": "a", "prompt": "caf\xe9"\n')
-    with pytest.raises(DatasetError, match=r"line 1: not valid JSON .*\(and it is not valid UTF-8 \(byte 0xe9 at byte 27\)\)"):
-        load_prompt_file(path)
+    path = write(tmp_path, "f.jsonl", b'{"id": "a", "prompt": "caf\xe9"\n{"id": "b", "prompt": "tea"}\n')
+    bad = {s.sample_id: s for s in load_prompt_file(path).samples}["line-1"]
+    assert re.match(r"f\.jsonl line 1: not valid JSON .*\(and it is not valid UTF-8 \(byte 0xe9 at byte 27\)\)", bad.problem)
 
 
-def test_duplicate_ids_refuse_the_file_naming_ids_and_lines(tmp_path):
+def test_duplicate_ids_keep_the_first_line_and_record_the_others_naming_ids_and_lines(tmp_path):
     path = write(tmp_path, "d.jsonl", jsonl(
         {"id": "cat", "prompt": "a cat"},
         {"id": "a b", "prompt": "one"},
         {"id": "dog", "prompt": "a dog"},
         {"id": "a_b", "prompt": "two"},
         {"id": "cat", "prompt": ""},  # a duplicate even when its prompt is bad
+        {"id": "cat-line5", "prompt": "a name the recorded duplicate would take"},
     ))
-    with pytest.raises(DatasetError) as err:
-        load_prompt_file(path)
-    assert str(err.value) == (
-        "d.jsonl: duplicate sample ids 'a_b' (line 2 ('a b'), line 4); 'cat' (line 1, line 5); two samples "
-        "cannot share an output file (images/<id>.png): give each line its own id (ids are compared after "
-        "unsafe characters become '_')"
+    samples = {s.sample_id: s for s in load_prompt_file(path).samples}
+    assert set(samples) == {"cat", "a_b", "dog", "a_b-line4", "cat-line5", "cat-line5-x"}
+    assert samples["a_b"].prompt == "one" and samples["cat"].prompt == "a cat" and samples["cat-line5"].problem is None
+    assert samples["a_b-line4"].problem == (
+        "d.jsonl line 4: duplicate id 'a_b', first on line 2 ('a b' there, 'a_b' here); two samples cannot share "
+        "an output file (images/<id>.png): give each line its own id (ids are compared after unsafe characters "
+        "become '_')"
     )
+    assert samples["cat-line5-x"].problem.startswith("d.jsonl line 5: duplicate id 'cat', first on line 1; ")
 
 
 def test_files_with_nothing_to_run_are_refused(tmp_path):
