@@ -234,6 +234,24 @@ def make_world(root: Path) -> dict[str, Any]:
     return {"root": root, "runs": runs, "site": site, "result": result, "refs": refs}
 
 
+#: every reported entry shipped under leaderboard/entries (the published record), as files
+RECORD_ENTRIES = sorted(p for p in REPORTED_ENTRIES.parent.glob("*.json") if "reported" in json.loads(p.read_text(encoding="utf-8")))
+
+
+def make_record_world(root: Path) -> dict[str, Any]:
+    """The published record beside a reproduced run: a run made with the ``janus-pro-7b`` preset
+    (which targets two of the record's rows) and an unrelated run, with every shipped reported entry."""
+    from unified_bench.leaderboard import build_site
+
+    refs = write_references(root / "refs", 6)
+    runs = root / "runs"
+    make_run(runs / "janus", refs, model="janus-pro-7b", run_id="run-janus-pro-7b", metrics=PAPER, quality=0.82, seed=11)
+    make_run(runs / "other", refs, model="mock", run_id="run-mock", metrics=PAPER, quality=0.55, seed=12)
+    site = root / "site"
+    result = build_site([runs], RECORD_ENTRIES, site)
+    return {"root": root, "runs": runs, "site": site, "result": result}
+
+
 def make_verified_run(out: Path, refs: Sequence[Path], **kwargs: Any) -> str:
     """``make_run`` on the paper protocol, recorded as the Unified-Bench tracks verify it: the
     registry's default checkpoints and every reference's SHA-256. Returns the dataset fingerprint,

@@ -305,3 +305,19 @@ def test_remote_round_trip_equals_local(toys, tmp_path, served_mock):
         request_json(served_mock + "/generate", {"prompts": ["a"], "seeds": []}, retry=RetryPolicy(0))
     with pytest.raises(ConfigError, match="no model server at"):
         build_adapter("remote", {"url": "http://127.0.0.1:9", "max_retries": "0"})
+
+
+def test_gpt_4o_image_preset_targets_its_row_and_runs_against_the_fake_api(monkeypatch, fake_openai):
+    """The preset for Table 2's GPT-4o-Image row is the openai adapter with gpt-4o and gpt-image-1;
+    pointed at the loopback fake it captions and draws with those model ids."""
+    from unified_bench.adapters.registry import PRESETS
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    assert [t.entry for t in PRESETS["gpt-4o-image"].targets] == ["reported:uae-v5-table2-gpt-4o-image"]
+    adapter = build_adapter("gpt-4o-image", {"base_url": fake_openai, "backoff_s": "0.01"})
+    image = Image.new("RGB", (24, 24), (10, 200, 30))
+    (caption,) = adapter.caption([image], prompt="describe", seeds=[3])
+    (drawn,) = adapter.generate([caption], seeds=[3], size=(1024, 1024))
+    assert caption == "a 24x24 photo, seed 3" and drawn.size == (1024, 1024)
+    sent = {path: payload["model"] for path, _, payload in FakeOpenAI.calls}
+    assert sent == {"/v1/chat/completions": "gpt-4o", "/v1/images/generations": "gpt-image-1"}

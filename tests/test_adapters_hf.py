@@ -713,3 +713,51 @@ def test_run_eval_records_the_adapters_report(janus, image_folder, tmp_path, mon
     assert executed["caption"]["extra"] == {"repetition_penalty": REPETITION_PENALTY, "top_k": TOP_K}
     assert executed["generation"]["extra"]["output_width"] == 48
     assert Image.open(out / "images" / "photo0.png").size == (48, 40)
+
+
+# --- presets for published rows ---------------------------------------------------------------------------
+
+
+def _published_row_presets() -> list[str]:
+    from unified_bench.adapters.registry import PRESETS
+
+    return sorted(p.name for p in PRESETS.values() if p.targets and p.adapter in ("pair", "janus-pro", "emu3", "uae"))
+
+
+def _tiny_overrides(adapter: str, request) -> dict:
+    """The suite's tiny checkpoints in place of a preset's hub ids (the way a user passes a local path)."""
+    if adapter == "pair":
+        return pair_args(request.getfixturevalue("pair_dirs"))
+    if adapter == "janus-pro":
+        return janus_args(request.getfixturevalue("janus_dir"))
+    if adapter == "emu3":
+        return emu3_args(request.getfixturevalue("emu3_dir"))
+    return uae_args(request.getfixturevalue("uae_release"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", _published_row_presets())
+def test_presets_for_published_rows_run_on_tiny_checkpoints(preset, request, images):
+    """Every preset that targets a published row resolves to its adapter, keeps its own values
+    for whatever the override does not name, and round-trips on the tiny checkpoints."""
+    from unified_bench.adapters.registry import build, resolve
+
+    spec, preset_args = resolve(preset)
+    overrides = _tiny_overrides(spec.name, request)
+    built = build(preset, overrides)
+    try:
+        assert built.spec.name == spec.name
+        for key, value in preset_args.items():
+            assert built.args[key] == overrides.get(key, value)
+        assert_round_trip(built.adapter, images)
+    finally:
+        built.adapter.close()
+
+
+@pytest.mark.slow
+def test_a_published_row_preset_is_one_eval_command(janus_dir, image_folder, tmp_path):
+    """`unified-bench eval --model janus-pro-7b` (with a local path for the weights): the run records the
+    preset's name, which is how the leaderboard finds the published rows it targets."""
+    results = run_eval_cli("janus-pro-7b", [f"{k}={v}" for k, v in janus_args(janus_dir).items()], image_folder, tmp_path / "run")
+    assert results["run"]["model"]["name"] == "janus-pro-7b"
+    assert results["run"]["model"]["adapter"]["name"] == "janus-pro"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from cdp_browser import Chromium, chromium_path
-from leaderboard_runs import PAYLOAD_CAPTION, PAYLOAD_NAME, make_world
+from leaderboard_runs import PAYLOAD_CAPTION, PAYLOAD_NAME, RECORD_ENTRIES, make_record_world, make_world
 
 from unified_bench.leaderboard.views import slug
 
@@ -156,4 +156,93 @@ def test_model_page_draws_plots_and_thumbnails(page, site):
     sizes = page.evaluate("Array.from(document.images).map(i => i.naturalWidth)")
     assert sizes and all(w > 0 for w in sizes)
     page.screenshot(ARTIFACTS / "leaderboard-model-shapes.png")
+    assert page.problems == []
+
+
+# --- the published record beside a reproduced run -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def record_site(tmp_path_factory) -> Path:
+    return make_record_world(tmp_path_factory.mktemp("lb-record"))["site"]
+
+
+def board_rows(page) -> list[dict]:
+    return page.evaluate(
+        "(() => { const heads = Array.from(document.querySelectorAll('#board thead th')).map(h => h.textContent.trim());"
+        " return Array.from(document.querySelectorAll('#board tbody tr')).map(r => {"
+        "  const row = {kind: r.getAttribute('data-kind'), status: r.getAttribute('data-status')};"
+        "  heads.forEach((h, i) => { row[h] = r.cells[i].getAttribute('data-sort'); row[h + ' text'] = r.cells[i].textContent.trim(); });"
+        "  return row; }); })()"
+    )
+
+
+def test_reported_and_reproduced_rows_are_marked_sorted_and_linked(page, record_site):
+    """Every published row is on the board with its reported mark, beside the reproduced runs;
+    sorting a shared metric orders each section, never mixing reported and reproduced rows."""
+    open_page(page, record_site / "tracks" / "unified-bench.html")
+    rows = board_rows(page)
+    assert sum(r["kind"] == "reported" for r in rows) == len(RECORD_ENTRIES)
+    assert sorted(r["Model"] for r in rows if r["kind"] == "reproduced") == ["janus-pro-7b", "mock"]
+    marks = page.evaluate(
+        "Array.from(document.querySelectorAll('#board tbody tr')).map(r => r.querySelector('.prov .badge').textContent.trim())"
+    )
+    assert set(marks) == {"reported", "reproduced here"} and marks.count("reported") == len(RECORD_ENTRIES)
+    # numbers as printed: Janus-Pro's DINO-v2 keeps its trailing zero, Table 1's score its one decimal
+    janus = next(r for r in rows if r["Model"] == "Janus-Pro")
+    assert janus["dinov2 text"] == "78.30" and janus["unified score text"].startswith("82.77")
+    table1 = next(r for r in rows if r["Model"] == "Janus-Pro (Table 1 baseline)")
+    assert table1["unified score text"] == "82.8" and table1["clip"] == ""  # not printed: stays absent
+    # sort on a shared metric: reported rows first, ordered among themselves, missing last; then the runs
+    page.click("#board thead th:nth-child(5) button")
+    rows = board_rows(page)
+    kinds = [r["kind"] for r in rows]
+    assert kinds == sorted(kinds, key=lambda k: k != "reported")
+    reported_clip = [r["clip"] for r in rows if r["kind"] == "reported"]
+    present = [float(v) for v in reported_clip if v]
+    assert present == sorted(present, reverse=True) and reported_clip[: len(present)] == [v for v in reported_clip if v]
+    # Tables 2, 3 and 10 print CLIP, Table 1 and the 86.09 entry do not; the best is Table 10's GPT-Image*, over
+    # 2000 images, which its Samples cell says
+    assert present[0] == 91.37 and len(present) == 14
+    top = next(r for r in rows if r["clip"] == "91.37")
+    assert top["Model"] == "GPT-Image* (2000 images)" and top["Samples"] == "2000"
+    # the published rows the janus-pro-7b preset targets link to its model page
+    links = page.evaluate(
+        "Array.from(document.querySelectorAll('#board tbody tr')).filter(r => r.querySelector('.reproductions'))"
+        ".map(r => [r.cells[1].getAttribute('data-sort'), r.querySelector('.reproductions a').getAttribute('href')])"
+    )
+    assert sorted(m for m, _ in links) == ["Janus-Pro", "Janus-Pro (Table 1 baseline)"]
+    assert {h for _, h in links} == {f"../models/{slug('janus-pro-7b', 'run-janus-pro-7b')}.html"}
+    page.screenshot(ARTIFACTS / "leaderboard-record-sorted-by-clip.png")
+    assert page.problems == []
+
+
+def test_a_model_page_shows_its_reported_and_reproduced_rows_side_by_side(page, record_site):
+    open_page(page, record_site / "models" / f"{slug('janus-pro-7b', 'run-janus-pro-7b')}.html")
+    sections = page.evaluate(
+        "Array.from(document.querySelectorAll('section.side-by-side')).map(s => ({"
+        " title: s.querySelector('h3').textContent.trim(),"
+        " heads: Array.from(s.querySelectorAll('thead th')).map(h => h.textContent.trim()),"
+        " rows: Array.from(s.querySelectorAll('tbody tr')).map(r => Array.from(r.cells).map(c => c.textContent.trim()))}))"
+    )
+    assert [s["title"] for s in sections] == ["Janus-Pro on Unified-Bench", "Janus-Pro (Table 1 baseline) on Unified-Bench"]
+    table2 = sections[0]
+    assert "reproduced here" in table2["heads"][1] and "reported" in table2["heads"][2]
+    lines = {row[0]: row for row in table2["rows"]}
+    assert [row[0] for row in table2["rows"]] == ["unified score", "clip", "dinov2", "dinov3", "longclip", "samples"]
+    printed = {"unified score": "82.77", "clip": "88.72", "dinov2": "78.30", "dinov3": "70.61", "longclip": "93.45"}
+    for metric, value in printed.items():
+        mine, theirs, difference = lines[metric][1], lines[metric][2], lines[metric][3]
+        assert theirs == value
+        assert float(difference) == pytest.approx(float(mine.split()[0]) - float(value), abs=0.011)
+        assert lines[metric][4] in ("yes", "no")
+    assert lines["samples"][1:3] == ["6", "100"]
+    # Table 1 prints only the overall: one shared line, the rest named as not printed
+    table1 = sections[1]
+    assert [row[0] for row in table1["rows"]] == ["unified score", "samples"] and table1["rows"][0][2] == "82.8"
+    text = page.evaluate("document.body.textContent")
+    assert "In this run, not printed by the source: clip, dinov2, dinov3, longclip." in " ".join(text.split())
+    assert "7B is inferred, not stated" in text
+    page.screenshot(ARTIFACTS / "leaderboard-model-side-by-side.png")
+    assert (ARTIFACTS / "leaderboard-model-side-by-side.png").stat().st_size > 10_000
     assert page.problems == []

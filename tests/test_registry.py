@@ -382,3 +382,56 @@ def test_cli_works_without_uae_reference(tmp_path):
     ), message
     assert "Traceback" not in run.stderr
     assert cli("metrics").returncode == 0
+
+
+# --- presets for published rows -------------------------------------------------------------
+
+
+def _reported_entries() -> dict:
+    import json
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "leaderboard" / "entries"
+    entries = {}
+    for path in folder.glob("*.json"):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if "reported" in data:
+            entries[data.get("entry_id") or f"reported:{path.stem}"] = data
+    return entries
+
+
+def test_every_target_is_a_shipped_reported_row():
+    """A preset's targets name reported entries that exist; each names the entry's table and row."""
+    entries = _reported_entries()
+    targeted = [(p, t) for p in PRESETS.values() for t in p.targets]
+    assert len(targeted) >= 8
+    for preset, target in targeted:
+        assert target.entry in entries, f"{preset.name} targets {target.entry}, which leaderboard/entries lacks"
+        reported = entries[target.entry]["reported"]
+        if "table" in reported:
+            table_number = reported["table"].split(",")[0].split(" (")[0]  # "Table 2"
+            assert f"{table_number}, '{reported['row']}" in target.row, (target.row, reported["table"], reported["row"])
+            assert reported["printed"]["score"] in target.row  # the row's overall, as printed
+        assert target.note, f"{preset.name}: say how the preset relates to {target.entry}"
+    # one preset per published row: two presets aiming at one row would be two claims to reproduce it
+    ids = [t.entry for _, t in targeted]
+    assert len(ids) == len(set(ids))
+
+
+def test_models_lists_each_presets_published_rows():
+    import os
+
+    def models(*args: str) -> str:
+        env = {**os.environ, "COLUMNS": "400"}  # rich wraps table cells to the terminal's width
+        run = subprocess.run([sys.executable, "-m", "unified_bench", "models", *args], capture_output=True, text=True, env=env, timeout=300)
+        assert run.returncode == 0, run.stderr
+        return " ".join(run.stdout.split())
+
+    out = models()
+    assert "targets (published rows)" in out
+    for row in ("Table 2, 'Janus-Pro [8]' (82.77)", "Table 2, 'UAE' (86.09)", "Table 2, 'GPT-4o-Image [41]' (85.95)",
+                "Table 3, 'Qwen-2.5-VL-3B [3]' (80.85)"):
+        assert row in out
+    out = models("janus-pro-7b")
+    assert "targets UAE paper, arXiv:2509.09666v5 Table 2, 'Janus-Pro [8]' (82.77) [reported:uae-v5-table2-janus-pro]" in out
+    assert "7B is inferred, not stated" in out

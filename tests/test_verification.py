@@ -30,6 +30,10 @@ from unified_bench.leaderboard.verification import NO_PINNED_FINGERPRINT, finger
 from unified_bench.results.record import RunRecord, dataset_fingerprint
 
 ENTRIES = REPO / "leaderboard" / "entries"
+#: the published record shipped there: one reported row per model row of each table found
+RECORD_ROWS = sum(
+    1 for p in ENTRIES.glob("*.json") if "reported" in (data := json.loads(p.read_text(encoding="utf-8"))) and data["track"] == "unified-bench"
+)
 PAPER_CHECKPOINTS = {
     "clip": "openai/clip-vit-large-patch14",
     "dinov2": "facebook/dinov2-large",
@@ -93,9 +97,14 @@ def test_noise_run_is_unverified_and_unranked(noise):
     recorded = {m["name"]: m for m in json.loads((noise["run"] / "results.json").read_text())["run"]["metrics"]}
     assert set(recorded) == set(PAPER_CHECKPOINTS) and all(m["revision"].startswith("sha256:") for m in recorded.values())
     assert recorded["longclip"]["revision"] == "sha256:" + hashlib.sha256(noise["ckpt"]["longclip"].read_bytes()).hexdigest()
-    # the paper's reported UAE keeps its mark and is listed above the unverified run, unranked
-    assert [r["status"] for r in ub["rows"]] == ["reported", "unverified"]
-    assert ub["rows"][0]["label"] == "UAE" and ub["rows"][0]["rank"] is None
+    # the published rows keep their mark and are listed above the unverified run, unranked, best score first
+    assert RECORD_ROWS == 19
+    assert [r["status"] for r in ub["rows"]] == ["reported"] * RECORD_ROWS + ["unverified"]
+    reported = ub["rows"][:RECORD_ROWS]
+    assert all(r["rank"] is None for r in reported)
+    scores = [r["score"]["value"] for r in reported]
+    assert scores == sorted(scores, reverse=True) and scores[0] == 89.1  # Table 1's Janus-Pro w/ Unified-GRPO
+    assert [r["label"] for r in reported].count("UAE") == 2 and 86.09 in scores
     assert ub["pinned"]["dataset_fingerprint"] is None and ub["pinned"]["samples"] == 100
     # nothing on any track is ranked; the shipped Shapes entries keep their rows and marks
     shapes = _track(board, "shapes")
@@ -243,8 +252,10 @@ def test_a_verified_row_is_ranked_above_reported_and_unverified(noise, tmp_path,
     site = tmp_path / "site"
     build_site([good, noise["run"]], [ENTRIES], site)
     ub = _track(json.loads((site / "leaderboard.json").read_text()), "unified-bench")
-    assert [(r["rank"], r["status"]) for r in ub["rows"]] == [(1, "verified"), (None, "reported"), (None, "unverified")]
+    assert [(r["rank"], r["status"]) for r in ub["rows"]] == (
+        [(1, "verified")] + [(None, "reported")] * RECORD_ROWS + [(None, "unverified")]
+    )
     assert ub["rows"][0]["reasons"] == [] and ub["rows"][0]["run_id"] == run["run_id"]
-    assert not any("dataset" in reason for reason in ub["rows"][2]["reasons"])  # same images: the pinned set
+    assert not any("dataset" in reason for reason in ub["rows"][-1]["reasons"])  # same images: the pinned set
     index = (site / "index.html").read_text(encoding="utf-8")
     assert index.count("no verified row yet") == 2 and '<span class="badge badge-verified">verified</span>' in index

@@ -73,13 +73,25 @@ class AdapterSpec:
 
 
 @dataclass(frozen=True)
+class Target:
+    """A published row a preset is meant to reproduce: a reported entry under
+    ``leaderboard/entries`` (its ``entry_id``), the row in words, and how the preset departs
+    from what the source ran or leaves open what the source does not state."""
+
+    entry: str
+    row: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class Preset:
-    """A named argument bundle for one adapter."""
+    """A named argument bundle for one adapter, and the published rows it targets."""
 
     name: str
     adapter: str
     args: Mapping[str, Any]
     description: str
+    targets: tuple[Target, ...] = ()
 
 
 _HF = ("transformers", "accelerate")
@@ -168,6 +180,25 @@ _BUILTIN_SPECS: list[AdapterSpec] = [
     ),
 ]
 
+_UAE_V5 = "UAE paper, arXiv:2509.09666v5"
+_NO_SETTINGS = (
+    "The paper states the 100 images, the captioning prompt and that the same model draws from its own caption; "
+    "it states no caption sampling, generation size, steps, guidance or seeds, so the preset keeps the adapter's "
+    "defaults (the model's own official settings)"
+)
+_JANUS_SIZE = (
+    "the source does not name the Janus-Pro size; 7B is inferred, not stated: for 'Janus Pro [8]' it prints GenEval 0.80 "
+    "(Table 4) and DPG-Bench 84.19 (Table 9), the figures the Janus-Pro paper gives for Janus-Pro-7B. " + _NO_SETTINGS
+)
+_UAE_RELEASE = (
+    "the released checkpoints (zhiyuanyan1/UAE) with the official demo.py settings; the paper does not say which "
+    "release its numbers came from"
+)
+_TABLE3_DECODER = (
+    "the captioner is the row's; the text read does not name the generator used for Table 3's rows: this preset draws "
+    "with SD3.5-large, the base of UAE's decoder, so it is the closest runnable setting, not the paper's stated one"
+)
+
 #: Named argument bundles. Arguments are checked against the adapter when it is built.
 PRESETS: dict[str, Preset] = {
     preset.name: preset
@@ -183,24 +214,35 @@ PRESETS: dict[str, Preset] = {
             "janus-pro",
             {"model": "deepseek-community/Janus-Pro-7B"},
             "Janus-Pro 7B (transformers format)",
+            targets=(
+                Target("reported:uae-v5-table2-janus-pro", f"{_UAE_V5} Table 2, 'Janus-Pro [8]' (82.77)", _JANUS_SIZE),
+                Target("reported:uae-v5-table1-janus-pro", f"{_UAE_V5} Table 1, 'Janus-pro' Unified-Score (82.8)", _JANUS_SIZE),
+            ),
         ),
         Preset(
             "uae-official",
             "uae",
             {},
             "UAE official release with the paper's settings (adapter defaults)",
+            targets=(
+                Target("reported:uae-arxiv-2509.09666", "arXiv:2509.09666, UAE's unified score (86.09)", _UAE_RELEASE),
+                Target("reported:uae-v5-table2-uae", f"{_UAE_V5} Table 2, 'UAE' (86.09)", _UAE_RELEASE),
+                Target("reported:uae-v5-table3-uae-captioner", f"{_UAE_V5} Table 3, 'UAE' (86.09)", _UAE_RELEASE),
+            ),
         ),
         Preset(
             "qwen2.5-vl-7b+sd3.5-large",
             "pair",
             {"captioner": "Qwen/Qwen2.5-VL-7B-Instruct", "generator": "stabilityai/stable-diffusion-3.5-large"},
             "a non-unified baseline pair: Qwen2.5-VL-7B captions, SD3.5-large draws (paper settings)",
+            targets=(Target("reported:uae-v5-table3-qwen-2-5-vl-7b-captioner", f"{_UAE_V5} Table 3, 'Qwen-2.5-VL-7B [3]' (81.92)", _TABLE3_DECODER),),
         ),
         Preset(
             "qwen2.5-vl-3b+sd3.5-large",
             "pair",
             {"captioner": "Qwen/Qwen2.5-VL-3B-Instruct", "generator": "stabilityai/stable-diffusion-3.5-large"},
             "UAE's two base models before any joint training (paper settings)",
+            targets=(Target("reported:uae-v5-table3-qwen-2-5-vl-3b-captioner", f"{_UAE_V5} Table 3, 'Qwen-2.5-VL-3B [3]' (80.85)", _TABLE3_DECODER),),
         ),
         Preset(
             "qwen2.5-vl-7b+flux.1-dev",
@@ -213,6 +255,20 @@ PRESETS: dict[str, Preset] = {
                 "steps": 28,
             },
             "Qwen2.5-VL-7B with FLUX.1-dev at FLUX's recommended 28 steps, guidance 3.5",
+        ),
+        Preset(
+            "gpt-4o-image",
+            "openai",
+            {"caption_model": "gpt-4o", "image_model": "gpt-image-1"},
+            "GPT-4o captions and GPT-4o image generation (gpt-image-1) through OpenAI's API",
+            targets=(
+                Target(
+                    "reported:uae-v5-table2-gpt-4o-image",
+                    f"{_UAE_V5} Table 2, 'GPT-4o-Image [41]' (85.95)",
+                    "the source names 'GPT-4o-Image', citing OpenAI's 4o image generation announcement, and gives no "
+                    "API model ids or dates; gpt-4o and gpt-image-1 are this preset's choice",
+                ),
+            ),
         ),
         Preset(
             "emu3-hf",
@@ -341,6 +397,12 @@ def list_adapters() -> list[AdapterSpec]:
 
 def list_presets() -> list[Preset]:
     return [PRESETS[name] for name in sorted(PRESETS)]
+
+
+def preset_targets(name: str | None) -> tuple[Target, ...]:
+    """The published rows the preset ``name`` targets (none for any other name)."""
+    preset = PRESETS.get(name) if isinstance(name, str) else None
+    return preset.targets if preset is not None else ()
 
 
 def resolve(name: str) -> tuple[AdapterSpec, dict[str, Any]]:

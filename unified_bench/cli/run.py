@@ -218,10 +218,18 @@ def register(app: typer.Typer) -> None:
         presets.add_column("adapter")
         presets.add_column("arguments")
         presets.add_column("description")
+        presets.add_column("targets (published rows)")
         for preset in list_presets():
             args = " ".join(f"{k}={v}" for k, v in preset.args.items()) or "(defaults)"
-            presets.add_row(preset.name, preset.adapter, args, preset.description)
+            targets = "\n".join(target.row for target in preset.targets) or "-"
+            presets.add_row(preset.name, preset.adapter, args, preset.description, targets)
         console.print(presets)
+        console.print(
+            "A preset's targets are reported rows under leaderboard/entries; `unified-bench models PRESET` says how "
+            "the preset departs from what the source ran. Reproduce one with: unified-bench eval --model PRESET --data official --out DIR",
+            highlight=False,
+            soft_wrap=True,
+        )
         from rich.markup import escape
 
         for line in broken:
@@ -247,6 +255,12 @@ def _print_arguments(name: str) -> None:
         default = preset_args.get(arg.name, "(required)" if arg.required else arg.default)
         table.add_row(arg.name, repr(default), arg.help)
     console.print(table)
+    from unified_bench.adapters.registry import preset_targets
+
+    for target in preset_targets(name):
+        console.print(f"targets {target.row} [{target.entry}]", highlight=False, soft_wrap=True, markup=False)
+        if target.note:
+            console.print(f"  {target.note}", highlight=False, soft_wrap=True, markup=False)
 
 
 

@@ -64,7 +64,10 @@ def track_table(
             row.rank, row.rank_upper, row.rank_note = place.rank, place.upper, place.note
         elif row.status == VERIFIED:
             row.rank_note = "not ranked: no track score"
-    rows += [reported_row(r, track) for r in reported if r.track == track.slug]
+    reported_rows = [reported_row(r, track) for r in reported if r.track == track.slug]
+    for rep in reported_rows:  # the runs here whose preset targets the published row
+        rep.reproductions = [(row.model, row.model_page) for row in rows if rep.entry_id in row.targets and row.model_page]
+    rows += reported_rows
     return TrackTable(track, sort_rows(rows), resolution)
 
 
@@ -106,6 +109,9 @@ def row_json(row: Row, track: Track) -> dict[str, Any]:
         "dataset_fingerprint": row.fingerprint,
         "citation": row.citation,
         "url": row.url,
+        "where": row.where,
+        "entry_id": row.entry_id,
+        "targets": list(row.targets),
     }
 
 

@@ -41,6 +41,7 @@ from unified_bench.leaderboard.views import (
     gallery_item,
     metric_order,
     script_json,
+    side_by_side,
     slug,
     stat_cell,
     training_plots,
@@ -284,6 +285,7 @@ def _render_all(
                 if row.run_id == entry.run_id
             ],
             executed_text=executed_summary(entry.run.get("protocol_executed")),
+            published=side_by_side(entry, loaded.reported, tracks_of[entry.run_id]),
         )
         render(
             "model.html.jinja",

@@ -111,6 +111,34 @@ class ReportedEntry:
     scale: int
     scores: dict[str, float]
     protocol: dict[str, Any] | None
+    version: str | None = None
+    table: str | None = None
+    section: str | None = None
+    row: str | None = None
+    quote: str | None = None
+    #: score key -> the number as printed (trailing zeros kept)
+    printed: dict[str, str] = field(default_factory=dict)
+    #: track metrics the source does not print for this row -> why
+    not_reported: dict[str, str] = field(default_factory=dict)
+    discrepancies: list[str] = field(default_factory=list)
+    samples: int | None = None
+    stated_protocol: dict[str, str] = field(default_factory=dict)
+    read_from: str | None = None
+
+    @property
+    def location(self) -> str | None:
+        """Where the numbers are printed: ``where``, else version, table and section."""
+        if self.where:
+            return self.where
+        parts = [p for p in (self.version, self.table, self.section) if p]
+        return ", ".join(parts) or None
+
+    def shown(self, key: str) -> str | None:
+        """A score as the source prints it (its own digits), None when it prints none."""
+        if key in self.printed:
+            return self.printed[key]
+        value = self.scores.get(key)
+        return None if value is None else f"{value:g}"
 
 
 @dataclass
@@ -256,6 +284,7 @@ def parse_reported(raw: dict[str, Any], *, source: str, default_id: str) -> Repo
     if bad is not None:
         raise ResultsValidationError(f"{source}: field '{bad}': non-finite number")
     rep = raw["reported"]
+    check_printed(rep, source)
     return ReportedEntry(
         source=source,
         entry_id=raw.get("entry_id") or f"reported:{default_id}",
@@ -268,7 +297,43 @@ def parse_reported(raw: dict[str, Any], *, source: str, default_id: str) -> Repo
         scale=int(rep["scale"]),
         scores={k: float(v) for k, v in sorted(rep["scores"].items())},
         protocol=rep.get("protocol"),
+        version=rep.get("version"),
+        table=rep.get("table"),
+        section=rep.get("section"),
+        row=rep.get("row"),
+        quote=rep.get("quote"),
+        printed=dict(sorted(rep.get("printed", {}).items())),
+        not_reported=dict(sorted(rep.get("not_reported", {}).items())),
+        discrepancies=list(rep.get("discrepancies", [])),
+        samples=rep.get("samples"),
+        stated_protocol=dict(rep.get("stated_protocol", {})),
+        read_from=rep.get("read_from"),
     )
+
+
+def check_printed(rep: Mapping[str, Any], source: str) -> None:
+    """A reported entry's numbers agree with themselves: ``printed`` (when given) has the keys
+    of ``scores`` and the same values, each printed number appears in ``quote`` (when given),
+    and nothing is both reported and ``not_reported``."""
+    scores, printed = rep["scores"], rep.get("printed")
+    if printed is not None:
+        if set(printed) != set(scores):
+            raise ResultsValidationError(
+                f"{source}: field 'reported/printed': keys {sorted(printed)} are not the keys of 'scores' {sorted(scores)}"
+            )
+        for key, text in sorted(printed.items()):
+            if float(text) != float(scores[key]):
+                raise ResultsValidationError(
+                    f"{source}: field 'reported/scores/{key}': {scores[key]!r} is not the printed {text!r}"
+                )
+            quote = rep.get("quote")
+            if quote is not None and text not in quote.split():
+                raise ResultsValidationError(
+                    f"{source}: field 'reported/printed/{key}': {text!r} does not appear in the quoted row"
+                )
+    both = sorted(set(rep.get("not_reported", {})) & set(scores))
+    if both:
+        raise ResultsValidationError(f"{source}: field 'reported/not_reported': {both} also have scores")
 
 
 def _close(a: float, b: float) -> bool:

@@ -94,10 +94,12 @@ class ValueCell:
     low: float | None = None
     high: float | None = None
     n: int | None = None
+    #: a reported number's digits as its source prints them (shown instead of two decimals)
+    printed: str | None = None
 
     @property
     def text(self) -> str:
-        return fmt(self.value)
+        return self.printed if self.printed is not None and self.value is not None else fmt(self.value)
 
     @property
     def ci_text(self) -> str:
@@ -158,6 +160,15 @@ class Row:
     fingerprint: str | None = None
     #: the model as recorded (``run.model.name``, else adapter); ``model`` is the display label
     model_id: str | None = None
+    #: a reported row: what the source states of its protocol, and what does not add up in its print
+    stated_protocol: dict[str, str] = field(default_factory=dict)
+    discrepancies: list[str] = field(default_factory=list)
+    not_reported: list[str] = field(default_factory=list)
+    #: a reported row: (label, model page) of the runs here whose preset targets it
+    reproductions: list[tuple[str, str]] = field(default_factory=list)
+    #: a reported row's entry id; a run row's targeted entry ids
+    entry_id: str | None = None
+    targets: list[str] = field(default_factory=list)
 
     @property
     def group(self) -> int:
@@ -212,6 +223,7 @@ def run_row(
         errors=len(entry.data["errors"]),
         created=entry.run.get("created") if isinstance(entry.run.get("created"), str) else None,
         model_id=_recorded_model(entry),
+        targets=[entry_id for entry_id, _ in run_targets(entry)],
         status=verification.status,
         reasons=list(verification.reasons),
         fingerprint=verification.fingerprint,
@@ -227,17 +239,34 @@ def _recorded_model(entry: RunEntry) -> str | None:
     return model.adapter.name if model.adapter is not None else None
 
 
-def reported_row(entry: ReportedEntry, track: Track) -> Row:
-    factor = 100.0 / entry.scale
+def reported_cell(entry: ReportedEntry, key: str) -> ValueCell:
+    """A reported number on the x100 scale, shown with the source's own digits when it prints x100."""
+    value = entry.scores.get(key)
+    if value is None:
+        return ValueCell(None)
+    printed = entry.printed.get(key) if entry.scale == 100 else None
+    return ValueCell(value * 100.0 / entry.scale, printed=printed)
 
+
+def run_targets(entry: RunEntry) -> list[tuple[str, str]]:
+    """(reported entry id, note) for each published row the run's preset targets."""
+    from unified_bench.adapters.registry import preset_targets
+
+    model = entry.record.model
+    return [(t.entry, t.note) for t in preset_targets(model.name if model is not None else None)]
+
+
+def reported_row(entry: ReportedEntry, track: Track) -> Row:
     def cell(key: str) -> ValueCell:
-        value = entry.scores.get(key)
-        return ValueCell(None if value is None else value * factor)
+        return reported_cell(entry, key)
 
     if entry.protocol:
         check = check_protocol(as_executed(entry.protocol), track.protocol(), who="the source")
         status, notes = check.status, list(check.differences) + [f"not stated: {f}" for f in check.unrecorded]
         text = protocol_summary(entry.protocol)
+    elif entry.stated_protocol:
+        status, text = "unknown", "as the source states it (details)"
+        notes = [f"{aspect}: {what}" for aspect, what in entry.stated_protocol.items()]
     else:
         status, notes, text = "unknown", ["the source's settings are not recorded in this entry"], "as in the source"
     return Row(
@@ -251,10 +280,15 @@ def reported_row(entry: ReportedEntry, track: Track) -> Row:
         protocol_notes=notes,
         citation=entry.citation,
         url=entry.url,
-        where=entry.where,
+        where=entry.location,
         statement=entry.statement,
         source=entry.source,
+        samples=entry.samples,
         status=REPORTED,
+        stated_protocol=dict(entry.stated_protocol),
+        discrepancies=list(entry.discrepancies),
+        not_reported=[f"{key}: {why}" for key, why in entry.not_reported.items()],
+        entry_id=entry.entry_id,
         reasons=["reported elsewhere, not reproduced here: nothing of it can be verified"],
         rank_note=REPORTED_NOTE,
     )
@@ -294,6 +328,59 @@ class Extremes:
 
 
 @dataclass
+class SideBySideLine:
+    metric: str
+    reproduced: ValueCell
+    reported: ValueCell
+    difference: str  # reproduced - reported, x100, or missing
+    within_ci: str  # whether the reported number lies inside the run's 95% CI
+
+
+@dataclass
+class SideBySide:
+    """A published (reported) row beside this run on the metrics both have: the run's preset
+    targets it. A reported number has no per-sample scores, so nothing here is a test."""
+
+    entry: ReportedEntry
+    track: Track
+    note: str
+    lines: list[SideBySideLine]
+    run_samples: int
+    only_reported: list[str]  # metrics the source prints and this run lacks
+    only_reproduced: list[str]  # metrics this run has and the source does not print
+
+
+def side_by_side(entry: RunEntry, reported: Sequence[ReportedEntry], tracks: Sequence[Track]) -> list[SideBySide]:
+    """The published rows the run's preset targets, each on the metrics both have."""
+    by_id = {r.entry_id: r for r in reported}
+    out = []
+    for entry_id, note in run_targets(entry):
+        rep = by_id.get(entry_id)
+        track = next((t for t in tracks if rep is not None and t.slug == rep.track), None)
+        if rep is None or track is None:
+            continue
+        cells = [("score", track.score_label, track_score(entry, track))]
+        cells += [(col.key, col.label, stat_cell(entry.stats.get(col.key))) for col in track.columns]
+        lines, only_reported, only_reproduced = [], [], []
+        for key, label, mine in cells:
+            theirs = reported_cell(rep, key)
+            if mine.value is None and theirs.value is None:
+                continue
+            if mine.value is None:
+                only_reported.append(label)
+                continue
+            if theirs.value is None:
+                only_reproduced.append(label)
+                continue
+            inside = MISSING
+            if mine.low is not None and mine.high is not None:
+                inside = "yes" if mine.low <= theirs.value <= mine.high else "no"
+            lines.append(SideBySideLine(label, mine, theirs, fmt(mine.value - theirs.value, signed=True), inside))
+        out.append(SideBySide(rep, track, note, lines, len(entry.samples), only_reported, only_reproduced))
+    return out
+
+
+@dataclass
 class ModelPage:
     entry: RunEntry
     page: str
@@ -309,6 +396,8 @@ class ModelPage:
     #: per track: verified or not, with every reason (the same as the track table's row)
     verifications: list[tuple[Track, str, list[str]]] = field(default_factory=list)
     executed_text: str = ""
+    #: the published rows this run's preset targets, side by side with it
+    published: list[SideBySide] = field(default_factory=list)
 
 
 def metric_order(entry: RunEntry) -> list[str]:
