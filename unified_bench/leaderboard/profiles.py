@@ -283,21 +283,17 @@ class CyclePlot:
 
 
 def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
-    """About ``count`` round tick values covering [low, high] (steps of 1, 2 or 5 x 10^k)."""
+    """About ``count`` round tick values covering [low, high] (steps of 1, 2, 2.5 or 5 x 10^k)."""
     if not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError("ticks need finite bounds")
     if high <= low:
         low, high = low - 1.0, high + 1.0
     raw = (high - low) / max(1, count - 1)
     power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-    start = math.floor(low / step + 1e-9) * step
-    ticks = []
-    value = start
-    while value < high + step * 1e-9 or len(ticks) < 2:
-        ticks.append(round(value, 10))
-        value += step
-    return ticks
+    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+    first = math.floor(low / step + 1e-9)
+    last = max(first + 1, math.ceil(high / step - 1e-9))
+    return [round(k * step, 10) for k in range(first, last + 1)]
 
 
 def cycle_points(entry: RunEntry, metric: str) -> list[CyclePoint]:
