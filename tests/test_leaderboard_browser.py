@@ -351,3 +351,17 @@ def test_track_table_has_text_trip_and_drift_columns(page, trip_site):
     assert [r["text trip shapes-attr F1"] for r in board_rows(page)] == ["100.0", "0.0"]
     page.screenshot(ARTIFACTS / "leaderboard-shapes-trips.png")
     assert page.problems == []
+
+
+def test_compare_page_pairs_the_text_trip_and_later_cycles(page, trip_site):
+    open_page(page, trip_site["site"] / "compare" / "shapes.html")
+    rows = page.evaluate(
+        "Array.from(document.querySelectorAll('#compare-table tbody tr')).map(r => Array.from(r.cells).map(c => c.textContent.trim()))"
+    )
+    by_metric = {r[0]: r for r in rows}
+    assert [r[0] for r in rows][-5:] == ["cycle 2: shapes-attr", "cycle 3: shapes-attr", "text trip: shapes-attr",
+                                         "text trip cycle 2: shapes-attr", "text trip cycle 3: shapes-attr"]
+    # the long-caption oracle keeps every object on both trips, the short one none: 100 points, all 6 samples
+    for metric in ("cycle 3: shapes-attr", "text trip: shapes-attr", "text trip cycle 3: shapes-attr"):
+        assert abs(float(by_metric[metric][1])) == 100.0 and by_metric[metric][3] == "6" and by_metric[metric][4].startswith("yes")
+    assert page.problems == []
