@@ -267,3 +267,45 @@ def make_verified_run(out: Path, refs: Sequence[Path], **kwargs: Any) -> str:
     data["run"]["dataset"]["reference_sha256"] = hashes
     (out / "results.json").write_text(json.dumps(data), encoding="utf-8")
     return dataset_fingerprint(hashes)
+
+
+# --- trips and cycles: real runs of the runner on Shapes ------------------------------------------
+
+#: the sample whose last-cycle drawing make_trip_runs prunes from the long oracle's image-trip run
+PRUNED_SAMPLE = "shapes-test-00001"
+TRIP_METRICS = ("shapes-attr", "ssim")
+#: run directory -> (model, adapter args, display label): the bundled Shapes oracle with its long
+#: captions (keeps every attribute) and with its short ones (loses sizes and positions, so the
+#: object F1 is 0 and the drawings drift), one model each, as its args differ
+TRIP_MODELS = {
+    "long": ("shapes-oracle", {}, None),
+    "short": ("shapes-oracle", {"detail": "short"}, "shapes-oracle (short captions)"),
+}
+
+
+def make_trip_runs(runs: Path, *, limit: int = 6, cycles: int = 3) -> dict[str, Path]:
+    """The real runner on the Shapes track with the bundled offline oracle, long and short
+    captions, each on the image trip and on the text trip, ``cycles`` cycles each: run
+    directories ``<long|short>-<image|text>``.
+
+    Then, as an entry kept in a repository may do, the long oracle's image-trip run drops its last
+    cycle's drawing of ``PRUNED_SAMPLE``, and the short text-trip run's cycle-2 caption of the first
+    sample is replaced by an injection payload (captions are untrusted)."""
+    from unified_bench.runner.eval import EvalConfig, run_eval
+    from unified_bench.runner.store import cycle_dir
+
+    out = {}
+    for key, (model, args, label) in TRIP_MODELS.items():
+        for trip in ("image", "text"):
+            name = f"{key}-{trip}"
+            config = EvalConfig(model=model, model_args=dict(args), data="shapes", out=runs / name, metrics=list(TRIP_METRICS),
+                                limit=limit, batch_size=limit, trip=trip, cycles=cycles, progress=False, name=label)
+            assert run_eval(config).ok, name
+            out[name] = runs / name
+    (cycle_dir(out["long-image"], cycles) / "images" / f"{PRUNED_SAMPLE}.png").unlink()
+    captions = cycle_dir(out["short-text"], 2) / "captions.jsonl"
+    lines = captions.read_text(encoding="utf-8").splitlines()
+    first = json.loads(lines[0])
+    lines[0] = json.dumps({**first, "caption": PAYLOAD_CAPTION})
+    captions.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out

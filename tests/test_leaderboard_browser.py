@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from cdp_browser import Chromium, chromium_path
-from leaderboard_runs import PAYLOAD_CAPTION, PAYLOAD_NAME, RECORD_ENTRIES, make_record_world, make_world
+from leaderboard_runs import PAYLOAD_CAPTION, PAYLOAD_NAME, PRUNED_SAMPLE, RECORD_ENTRIES, make_record_world, make_trip_runs, make_world
 
 from unified_bench.leaderboard.views import slug
 
@@ -245,4 +245,123 @@ def test_a_model_page_shows_its_reported_and_reproduced_rows_side_by_side(page, 
     assert "7B is inferred, not stated" in text
     page.screenshot(ARTIFACTS / "leaderboard-model-side-by-side.png")
     assert (ARTIFACTS / "leaderboard-model-side-by-side.png").stat().st_size > 10_000
+    assert page.problems == []
+
+
+# --- trips and cycles: the unification profile, cycle curves, chains, trip columns ---------------
+
+
+@pytest.fixture(scope="module")
+def trip_site(tmp_path_factory) -> dict:
+    from unified_bench.leaderboard import build_site
+    from unified_bench.leaderboard.entries import load_entries
+
+    root = tmp_path_factory.mktemp("lb-trips")
+    runs = make_trip_runs(root / "runs")
+    build_site([root / "runs"], [], root / "site")
+    entries = {next(k for k, p in runs.items() if p == e.run_dir): e for e in load_entries([root / "runs"]).runs}
+    return {"site": root / "site", "pages": {k: slug(e.model_name, e.run_id) for k, e in entries.items()}, "entries": entries}
+
+
+def test_model_page_shows_the_profile_cycle_curves_and_chains(page, trip_site):
+    open_page(page, trip_site["site"] / "models" / f"{trip_site['pages']['long-image']}.html")
+    page.evaluate("document.querySelectorAll('img').forEach(i => { i.loading = 'eager'; })")
+    page.drain(1.0)
+    profile = page.evaluate(
+        "Array.from(document.querySelectorAll('#profile .profile-table tbody tr')).map(r =>"
+        " [r.getAttribute('data-trip')].concat(Array.from(r.cells).map(c => c.textContent.trim())))"
+    )
+    assert [row[0] for row in profile] == ["image", "text"]
+    image, text = profile
+    assert image[2].startswith("this run") and image[3] == "3" and image[4].startswith("100.00") and image[6].startswith("0.00")
+    assert text[3] == "3" and text[4].startswith("100.00")
+    plots = json.loads(page.evaluate(
+        "JSON.stringify(Array.from(document.querySelectorAll('figure.cycle-plot')).map(f => ({"
+        " trip: f.getAttribute('data-trip'), metric: f.getAttribute('data-metric'),"
+        " title: f.querySelector('svg > title').textContent, desc: f.querySelector('svg > desc').textContent,"
+        " labelled: f.querySelector('svg').getAttribute('aria-labelledby'),"
+        " axes: Array.from(f.querySelectorAll('svg .axis-label')).map(t => t.textContent),"
+        " circles: f.querySelectorAll('.series-original circle').length, squares: f.querySelectorAll('.series-previous rect').length,"
+        " bands: f.querySelectorAll('path.band').length, dashed: getComputedStyle(f.querySelector('.series-previous .line')).strokeDasharray,"
+        " solid: getComputedStyle(f.querySelector('.series-original .line')).strokeDasharray,"
+        " width: f.querySelector('svg').getBoundingClientRect().width,"
+        " legend: f.querySelector('figcaption').textContent,"
+        " rows: Array.from(f.querySelectorAll('table.cycle-table tbody tr')).map(r => Array.from(r.cells).map(c => c.textContent.trim()))})))"
+    ))
+    assert [(p["trip"], p["metric"]) for p in plots] == [("image", "shapes-attr"), ("image", "ssim"), ("text", "shapes-attr"), ("text", "ssim")]
+    for plot in plots:
+        assert plot["title"] == f"{plot['metric']} over 3 cycles, {plot['trip']} trip"
+        assert plot["desc"].startswith(f"Mean {plot['metric']} x100 per cycle against the original: cycle 1 ")
+        assert plot["labelled"].endswith("-title " + plot["labelled"].split()[0][:-6] + "-desc")
+        assert plot["axes"] == [f"{plot['metric']} (x100)", "cycle"]
+        assert (plot["circles"], plot["squares"], plot["bands"]) == (3, 2, 2)
+        assert plot["dashed"] not in ("none", "") and plot["solid"] in ("none", "")
+        assert plot["width"] > 200 and "vs the previous cycle (dashed" in plot["legend"]
+        assert [row[0] for row in plot["rows"]] == ["1", "2", "3"] and plot["rows"][0][3] == "(cycle 1 has none)"
+    assert plots[0]["rows"][2][1].startswith("100.00") and plots[0]["rows"][2][3].startswith("100.00")
+    # the gallery: each sample's chain, the pruned drawing marked, every shown image decoded
+    chain = page.evaluate(
+        "Array.from(document.querySelectorAll('.chain-gallery tr[data-sample=\"%s\"] ol.chain li')).map(li =>"
+        " [li.querySelector('.step-label').textContent, li.querySelector('img') ? 'img' : li.textContent.trim()])" % PRUNED_SAMPLE
+    )
+    assert [label for label, _ in chain] == ["original", "cycle 1 caption", "cycle 1 image", "cycle 2 caption", "cycle 2 image",
+                                             "cycle 3 caption", "cycle 3 image"]
+    assert chain[0][1] == chain[2][1] == chain[4][1] == "img" and chain[6][1].endswith("image not kept")
+    assert chain[1][1].startswith("cycle 1 caption") and "objects" in chain[1][1]
+    sizes = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth])")
+    assert len(sizes) >= 6 * 4 - 1 and all(done and width > 0 for done, width in sizes)
+    page.screenshot(ARTIFACTS / "leaderboard-model-profile.png")
+    assert (ARTIFACTS / "leaderboard-model-profile.png").stat().st_size > 10_000
+    assert page.problems == []
+
+
+def test_text_trip_chain_keeps_an_injected_caption_as_text(page, trip_site):
+    open_page(page, trip_site["site"] / "models" / f"{trip_site['pages']['short-text']}.html")
+    page.evaluate("document.querySelectorAll('img').forEach(i => { i.loading = 'eager'; })")
+    page.drain(0.5)
+    first = trip_site["entries"]["short-text"].samples[0].sample_id
+    state = json.loads(page.evaluate(
+        "JSON.stringify({pwned: typeof window.__pwned, handlers: document.querySelectorAll('[onerror]').length,"
+        " labels: Array.from(document.querySelectorAll('.chain-gallery tr[data-sample=\"%s\"] .step-label')).map(l => l.textContent),"
+        " cycle2: document.querySelectorAll('.chain-gallery tr[data-sample=\"%s\"] .step')[4].querySelector('.caption-text').textContent})"
+        % (first, first)
+    ))
+    assert state["pwned"] == "undefined" and state["handlers"] == 0
+    assert state["labels"] == ["prompt", "cycle 1 image", "cycle 1 caption", "cycle 2 image", "cycle 2 caption", "cycle 3 image",
+                               "cycle 3 caption"]
+    assert state["cycle2"] == PAYLOAD_CAPTION
+    assert page.problems == []
+
+
+def test_track_table_has_text_trip_and_drift_columns(page, trip_site):
+    open_page(page, trip_site["site"] / "tracks" / "shapes.html")
+    rows = board_rows(page)
+    heads = page.evaluate("Array.from(document.querySelectorAll('#board thead th')).map(h => h.textContent.trim())")
+    assert heads[-5:] == ["text trip shapes-attr F1", "image drift", "text drift", "Protocol", "Samples"]
+    assert heads[:4] == ["Rank", "Model", "Provenance", "shapes-attr F1"]
+    by_model = {r["Model"]: r for r in rows}
+    assert sorted(by_model) == ["shapes-oracle", "shapes-oracle (short captions)"]  # no row for a text-trip run
+    long, short = by_model["shapes-oracle"], by_model["shapes-oracle (short captions)"]
+    assert long["text trip shapes-attr F1"] == "100.0" and long["text trip shapes-attr F1 text"].startswith("100.00 [100.00, 100.00]")
+    assert short["text trip shapes-attr F1"] == "0.0"
+    assert long["image drift"] == "0.0" and "cycles 1→3" in long["image drift text"]
+    link = page.evaluate("document.querySelector('#board tbody td.trip-col a').getAttribute('href')")
+    assert link.endswith(".html") and link.startswith("../models/shapes-oracle")
+    page.click("#board thead th:nth-child(%d) button" % (heads.index("text trip shapes-attr F1") + 1))  # sortable like the rest
+    assert [r["text trip shapes-attr F1"] for r in board_rows(page)] == ["100.0", "0.0"]
+    page.screenshot(ARTIFACTS / "leaderboard-shapes-trips.png")
+    assert page.problems == []
+
+
+def test_compare_page_pairs_the_text_trip_and_later_cycles(page, trip_site):
+    open_page(page, trip_site["site"] / "compare" / "shapes.html")
+    rows = page.evaluate(
+        "Array.from(document.querySelectorAll('#compare-table tbody tr')).map(r => Array.from(r.cells).map(c => c.textContent.trim()))"
+    )
+    by_metric = {r[0]: r for r in rows}
+    assert [r[0] for r in rows][-5:] == ["cycle 2: shapes-attr", "cycle 3: shapes-attr", "text trip: shapes-attr",
+                                         "text trip cycle 2: shapes-attr", "text trip cycle 3: shapes-attr"]
+    # the long-caption oracle keeps every object on both trips, the short one none: 100 points, all 6 samples
+    for metric in ("cycle 3: shapes-attr", "text trip: shapes-attr", "text trip cycle 3: shapes-attr"):
+        assert abs(float(by_metric[metric][1])) == 100.0 and by_metric[metric][3] == "6" and by_metric[metric][4].startswith("yes")
     assert page.problems == []

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from unified_bench.leaderboard.entries import LoadOutcome, ReportedEntry, RunEntry, load_entries
+from unified_bench.leaderboard.profiles import group_runs, model_identity, text_partner, trip_numbers
 from unified_bench.leaderboard.ranking import TrackResolution, rank_runs
 from unified_bench.leaderboard.tracks import TRACKS, Track, get_track, tracks_for
 from unified_bench.leaderboard.verification import VERIFIED, fingerprint_conflicts, verify_run
@@ -32,6 +33,10 @@ class TrackTable:
     track: Track
     rows: list[Row]
     resolution: TrackResolution
+    #: some row has a text-trip score or a drift: the table shows those columns
+    trip_columns: bool = False
+    #: (label, model page) of text-trip runs with no image-trip run of their model on the track
+    text_only: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def shared_ranks(self) -> set[int]:
@@ -47,12 +52,27 @@ def track_table(
     pages: Mapping[str, str],
     root: str = "../",
 ) -> TrackTable:
-    """The rows of one track, verified, ranked (``leaderboard.ranking``) and sorted (``views.sort_rows``)."""
+    """The rows of one track, verified, ranked (``leaderboard.ranking``) and sorted (``views.sort_rows``).
+
+    Rows are image-trip runs; a text-trip run's numbers join its model's image-trip row
+    (``leaderboard.profiles``), and one with no such row is listed in ``text_only``."""
+    groups = {group.identity: group for group in group_runs(track, runs)}
+    text_only = [
+        (e.model_name, f"{root}models/{pages[e.run_id]}.html")
+        for group in groups.values()
+        if not group.image
+        for e in group.text
+    ]
+    runs = [e for e in runs if e.trip_name != "text"]
     checks = {e.run_id: verify_run(e.record, track, errors=len(e.data["errors"])) for e in runs}
     flags = fingerprint_conflicts({rid: v.fingerprint for rid, v in checks.items()}, track)
     rows = []
     for entry in runs:
         row = run_row(entry, track, pages, root, checks[entry.run_id])
+        partner = text_partner(entry, groups[model_identity(entry)])
+        page = f"{root}models/{pages[partner.run_id]}.html" if partner is not None else None
+        numbers = trip_numbers(entry, partner, track, page)
+        row.trips = numbers if numbers.any else None
         if entry.run_id in flags:
             row.reasons.append(flags[entry.run_id])
         rows.append(row)
@@ -68,7 +88,8 @@ def track_table(
     for rep in reported_rows:  # the runs here whose preset targets the published row
         rep.reproductions = [(row.model, row.model_page) for row in rows if rep.entry_id in row.targets and row.model_page]
     rows += reported_rows
-    return TrackTable(track, sort_rows(rows), resolution)
+    trip_columns = any(row.trips is not None for row in rows)
+    return TrackTable(track, sort_rows(rows), resolution, trip_columns, text_only)
 
 
 def pages_for(runs: Sequence[RunEntry]) -> dict[str, str]:
@@ -89,8 +110,10 @@ def _cell(cell: ValueCell) -> dict[str, Any]:
     return {"value": cell.value, "ci95_low": cell.low, "ci95_high": cell.high, "n": cell.n}
 
 
-def row_json(row: Row, track: Track) -> dict[str, Any]:
-    return {
+def row_json(row: Row, track: Track, trips: bool = False) -> dict[str, Any]:
+    """One row; ``trips`` (the track has trip columns) adds ``trips``: the text trip's score and
+    the drifts, null for a row without them."""
+    out = {
         "rank": row.rank,
         "rank_lower": row.rank,
         "rank_upper": row.rank_upper,
@@ -113,6 +136,9 @@ def row_json(row: Row, track: Track) -> dict[str, Any]:
         "entry_id": row.entry_id,
         "targets": list(row.targets),
     }
+    if trips:
+        out["trips"] = row.trips.to_json() if row.trips is not None else None
+    return out
 
 
 def track_json(table: TrackTable) -> dict[str, Any]:
@@ -128,7 +154,7 @@ def track_json(table: TrackTable) -> dict[str, Any]:
             "weights": {m: _pin_json(track, m) for m in track.metrics},
         },
         "resolution": table.resolution.to_dict(),
-        "rows": [row_json(r, track) for r in rows],
+        "rows": [row_json(r, track, table.trip_columns) for r in rows],
     }
 
 
@@ -157,7 +183,7 @@ def board_text(tables: Mapping[str, TrackTable]) -> str:
 # ---- tables for papers and READMEs -----------------------------------------------------------
 
 
-def board_frame(track: Track, rows: Sequence[Row]):
+def board_frame(track: Track, rows: Sequence[Row], trips: bool = False):
     """The track table as a pandas DataFrame: one row per board row, numbers x100 rounded to 2;
     ``rank range`` is "2-4" where a row could take several ranks."""
     import pandas as pd
@@ -181,6 +207,10 @@ def board_frame(track: Track, rows: Sequence[Row]):
         for col, cell in zip(track.columns, row.cells, strict=True):
             rec[col.label] = num(cell.value)
             rec[f"{col.label} CI"] = ci(cell)
+        if trips:
+            for label, cell in trip_cells(track, row):
+                rec[label] = num(cell.value)
+                rec[f"{label} CI"] = ci(cell)
         rec["reasons"] = "; ".join(row.reasons + ([row.rank_note] if row.rank_note else []))
         records.append(rec)
     frame = pd.DataFrame.from_records(records)
@@ -188,6 +218,17 @@ def board_frame(track: Track, rows: Sequence[Row]):
         return frame
     frame["rank"] = frame["rank"].astype("Int64")
     return frame
+
+
+def trip_cells(track: Track, row: Row) -> list[tuple[str, ValueCell]]:
+    """The trip columns of a row, labelled as the tables print them (missing without trips)."""
+    trips = row.trips
+    none = ValueCell(None)
+    return [
+        (f"text trip {track.score_label}", trips.text if trips else none),
+        ("image drift", trips.image_drift if trips else none),
+        ("text drift", trips.text_drift if trips else none),
+    ]
 
 
 def markdown(frame) -> str:
@@ -209,7 +250,7 @@ def markdown(frame) -> str:
 def render_table(table: TrackTable, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(track_json(table), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-    frame = board_frame(table.track, table.rows)
+    frame = board_frame(table.track, table.rows, table.trip_columns)
     if fmt == "csv":
         return frame.to_csv(index=False)
     if fmt == "latex":

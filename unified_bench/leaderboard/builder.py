@@ -26,8 +26,18 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from unified_bench.core.errors import ConfigError
 from unified_bench.leaderboard.board import BOARD_FILE, TrackTable, board_text, track_table
-from unified_bench.leaderboard.comparison import Difference, paired_differences, sample_signature
+from unified_bench.leaderboard.comparison import Difference, metric_differences, sample_signature
 from unified_bench.leaderboard.entries import LoadOutcome, Rejection, RunEntry, load_entries
+from unified_bench.leaderboard.profiles import (
+    TripGroup,
+    chain_files,
+    chain_item,
+    comparison_scores,
+    group_runs,
+    groups_by_run,
+    profile_for,
+    text_partner,
+)
 from unified_bench.leaderboard.thumbnails import Thumbnailer, default_workers
 from unified_bench.leaderboard.tracks import TRACKS, Track, check_run, executed_summary, protocol_summary, tracks_for
 from unified_bench.leaderboard.views import (
@@ -191,10 +201,16 @@ def _render_all(
         for track in tracks_of[entry.run_id]:
             on_track[track.slug].append(entry)
 
-    # comparisons: every pair on a track measured on the same samples
+    # one model's runs on a track, across trips (a text-trip run is no row of its own)
+    groups = {track.slug: group_runs(track, on_track[track.slug]) for track in TRACKS}
+    profile_groups = groups_by_run([g for gs in groups.values() for g in gs if g.has_profile])
+
+    # comparisons: every pair of image-trip runs on a track measured on the same samples, on the
+    # track's columns and, where runs have them, the text trip's and later cycles' scores
     tick = time.perf_counter()
-    plans = [_compare_plan(track, on_track[track.slug]) for track in TRACKS]
-    diffs = _compute_differences(plans, workers)
+    scores: dict[str, dict[str, dict[str, float | None]]] = {}
+    plans = [_compare_plan(track, groups[track.slug], scores) for track in TRACKS]
+    diffs = _compute_differences(plans, scores, workers)
     compare_data = {plan.track.slug: _compare_data(plan, pages, diffs) for plan in plans}
     comparable = {plan.track.slug: {e.run_id for e in plan.members} for plan in plans}
     _timed(timings, "comparisons", tick)
@@ -237,6 +253,8 @@ def _render_all(
             rows=track_rows[track.slug],
             resolution=tables[track.slug].resolution,
             shared_ranks=tables[track.slug].shared_ranks,
+            trip_columns=tables[track.slug].trip_columns,
+            text_only=tables[track.slug].text_only,
             protocol_tree=tree(track.protocol()),
             protocol_text=protocol_summary(track.protocol()),
             comparable=len(compare_data[track.slug]["runs"]),
@@ -256,12 +274,15 @@ def _render_all(
     # model and run-record pages
     tick = time.perf_counter()
     thumbs.prepare(f for e in runs for s in e.samples for f in (s.reference_file, s.reconstruction_file))
+    thumbs.prepare(f for e in runs for f in chain_files(e))
     _timed(timings, "thumbnails", tick)
     for index, entry in enumerate(runs):
         page = pages[entry.run_id]
         tick = time.perf_counter()
         metrics = metric_order(entry)
         items = {s.sample_id: gallery_item(s, metrics, thumbs) for s in entry.samples}
+        main = [m for m in metrics if "." not in m]
+        chains = [chain_item(entry, s, thumbs, main) for s in entry.samples] if entry.trip else []
         _timed(timings, "thumbnails", tick)
         plots = [p for p in (attribute_bars(entry), caption_scatter(entry, metrics)) if p is not None]
         plots += training_plots(entry)
@@ -286,6 +307,8 @@ def _render_all(
             ],
             executed_text=executed_summary(entry.run.get("protocol_executed")),
             published=side_by_side(entry, loaded.reported, tracks_of[entry.run_id]),
+            profiles=[profile_for(group, entry, pages) for group in profile_groups.get(entry.run_id, [])],
+            chains=chains,
         )
         render(
             "model.html.jinja",
@@ -338,16 +361,25 @@ class _ComparePlan:
     pairs: list[tuple[RunEntry, RunEntry]]  # (lower index, higher index)
 
 
-def _compare_plan(track: Track, entries: list[RunEntry]) -> _ComparePlan:
-    groups: dict[tuple, list[RunEntry]] = defaultdict(list)
-    for entry in entries:
-        signature = sample_signature(entry)
-        if signature is not None:
-            groups[signature].append(entry)
+def _compare_plan(track: Track, groups: list[TripGroup], scores: dict[str, dict[str, dict[str, float | None]]]) -> _ComparePlan:
+    """The pairs of image-trip runs on the same samples. Each run's per-sample scores, with the
+    trip keys (``profiles.comparison_scores``) merged in, go into ``scores`` by run id."""
+    groups_of: dict[tuple, list[RunEntry]] = defaultdict(list)
+    extra: list[str] = []
+    for group in groups:
+        for entry in group.image:
+            signature = sample_signature(entry)
+            if signature is not None:
+                groups_of[signature].append(entry)
+            more, keys = comparison_scores(entry, text_partner(entry, group), track)
+            base = scores.setdefault(entry.run_id, {s.sample_id: dict(s.scores) for s in entry.samples})
+            for sid, values in more.items():
+                base[sid].update(values)
+            extra += [k for k in keys if k not in extra and any(v.get(k) is not None for v in more.values())]
     members: list[RunEntry] = []
     group_of: dict[str, int] = {}
-    for number, signature in enumerate(sorted(groups, key=lambda s: (len(s), s))):
-        group = groups[signature]
+    for number, signature in enumerate(sorted(groups_of, key=lambda s: (len(s), s))):
+        group = groups_of[signature]
         if len(group) < 2:
             continue
         for entry in group:
@@ -355,10 +387,26 @@ def _compare_plan(track: Track, entries: list[RunEntry]) -> _ComparePlan:
             members.append(entry)
     members.sort(key=lambda e: (e.model_name, e.run_id))
     pairs = [(a, b) for a, b in itertools.combinations(members, 2) if group_of[a.run_id] == group_of[b.run_id]]
-    return _ComparePlan(track, list(track.metrics) + list(track.sub_scores), members, group_of, pairs)
+    member_ids = {e.run_id for e in members}
+    extra = [k for k in extra if any(k in scores[rid][sid] for rid in member_ids for sid in scores[rid])]
+    return _ComparePlan(track, list(track.metrics) + list(track.sub_scores) + _ordered(extra), members, group_of, pairs)
 
 
-def _compute_differences(plans: Sequence[_ComparePlan], workers: int) -> dict[tuple[str, str, str], Difference]:
+def _ordered(keys: list[str]) -> list[str]:
+    """Trip keys in reading order: each image-trip cycle, then the text trip and its cycles."""
+
+    def key(name: str) -> tuple:
+        head, _, metric = name.partition(": ")
+        text = head.startswith("text trip")
+        cycle = int(head.rsplit(" ", 1)[1]) if head.rsplit(" ", 1)[1].isdigit() else 1
+        return (text, cycle, keys.index(name))
+
+    return sorted(keys, key=key)
+
+
+def _compute_differences(
+    plans: Sequence[_ComparePlan], scores: dict[str, dict[str, dict[str, float | None]]], workers: int
+) -> dict[tuple[str, str, str], Difference]:
     """Every paired difference the compare pages need, each computed once, in parallel."""
     wanted: dict[tuple[str, str], tuple[RunEntry, RunEntry, list[str]]] = {}
     for plan in plans:
@@ -366,8 +414,13 @@ def _compute_differences(plans: Sequence[_ComparePlan], workers: int) -> dict[tu
             _, _, metrics = wanted.setdefault((a.run_id, b.run_id), (a, b, []))
             metrics.extend(m for m in plan.metrics if m not in metrics)
     tasks = [wanted[key] for key in sorted(wanted)]
+
+    def differences(a: RunEntry, b: RunEntry, metrics: list[str]) -> list[Difference]:
+        ids = [s.sample_id for s in a.samples]
+        return metric_differences(ids, scores[a.run_id], scores[b.run_id], metrics)
+
     with ThreadPoolExecutor(workers) as pool:
-        results = list(pool.map(lambda task: paired_differences(*task), tasks))
+        results = list(pool.map(lambda task: differences(*task), tasks))
     out: dict[tuple[str, str, str], Difference] = {}
     for (a, b, _), diffs in zip(tasks, results, strict=True):
         for diff in diffs:

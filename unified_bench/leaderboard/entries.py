@@ -55,6 +55,20 @@ class Stat:
     n: int | None = None
 
 
+@dataclass(frozen=True)
+class ChainStep:
+    """One cycle of a sample's chain (a trip run): the text the cycle drew from (the text
+    trip's prompt), the caption it wrote, and its image (drawn on the image trip's and the text
+    trip's every cycle). ``recorded``: the cycle has a line for the sample (False: it failed
+    or never ran); ``image`` is None where the file is not kept in the run directory."""
+
+    cycle: int
+    recorded: bool
+    prompt: str | None = None
+    caption: str | None = None
+    image: Path | None = None
+
+
 @dataclass
 class SampleView:
     sample_id: str
@@ -64,6 +78,20 @@ class SampleView:
     caption: str | None
     seed: int | None
     scores: dict[str, float | None]  # metric and "metric.sub" keys
+    #: a trip run (``results.json`` has ``trip``): every cycle, cycle 1 first; empty otherwise
+    chain: list[ChainStep] = field(default_factory=list)
+
+
+@dataclass
+class CycleView:
+    """One cycle of a trip run: its scores against the original and against the previous
+    cycle (empty for cycle 1), per metric and "metric.sub" key and per sample."""
+
+    cycle: int
+    stats: dict[str, Stat]
+    previous: dict[str, Stat]
+    scores: dict[str, dict[str, float | None]]  # sample id -> key -> score vs the original
+    previous_scores: dict[str, dict[str, float | None]]
 
 
 @dataclass(frozen=True)
@@ -87,10 +115,19 @@ class RunEntry:
     record: RunRecord
     curve: Curve | None = None
     warnings: list[str] = field(default_factory=list)
+    #: "image" or "text" for a trip run (a text trip, or several cycles); None: a default run
+    trip: str | None = None
+    #: a trip run's cycles, cycle 1 first (cycle 1's scores are also the official keys)
+    cycles: list[CycleView] = field(default_factory=list)
 
     @property
     def run(self) -> dict[str, Any]:
         return self.data["run"]
+
+    @property
+    def trip_name(self) -> str:
+        """The trip this run made: a default run is the image trip."""
+        return self.trip or "image"
 
     @property
     def metrics(self) -> set[str]:
@@ -346,35 +383,41 @@ def _finite_values(values: Any) -> list[float]:
     return [float(v) for v in values.values() if isinstance(v, (int, float)) and math.isfinite(v)]
 
 
-def check_consistency(data: Mapping[str, Any], source: str) -> None:
-    """Stored means must equal the means of the stored per-sample scores.
+def check_consistency(data: Mapping[str, Any], source: str, where: str = "") -> None:
+    """Stored means must equal the means of the stored per-sample scores, in every cycle too.
 
     A results file edited by hand (or crafted) to show a better mean than its own scores is
-    rejected instead of ranked.
+    rejected instead of ranked. ``where`` prefixes field paths (a cycle's block).
     """
+    if not where:
+        for index, cycle in enumerate(data.get("cycles") or []):
+            check_consistency(cycle, source, f"cycles/{index}/")
+            if cycle.get("vs_previous"):
+                check_consistency(cycle["vs_previous"], source, f"cycles/{index}/vs_previous/")
+    at = f"{source}: field '{where}"
     sims = data["similarities_by_model"]
     for name, stats in sorted(data["statistics_by_model"].items()):
         values = _finite_values(sims.get(name))
         if not values:
             raise ResultsValidationError(
-                f"{source}: field 'statistics_by_model/{name}': has statistics but no per-sample "
+                f"{at}statistics_by_model/{name}': has statistics but no per-sample "
                 f"scores in similarities_by_model/{name}"
             )
         mean = sum(values) / len(values)
         if not _close(stats["average_similarity"], mean):
             raise ResultsValidationError(
-                f"{source}: field 'statistics_by_model/{name}/average_similarity': "
+                f"{at}statistics_by_model/{name}/average_similarity': "
                 f"{stats['average_similarity']!r} is not the mean of its per-sample scores ({mean!r})"
             )
         if stats["valid_pairs"] != len(values):
             raise ResultsValidationError(
-                f"{source}: field 'statistics_by_model/{name}/valid_pairs': {stats['valid_pairs']} but "
+                f"{at}statistics_by_model/{name}/valid_pairs': {stats['valid_pairs']} but "
                 f"{len(values)} finite per-sample scores"
             )
         ci = data["confidence_intervals"].get(name)
         if ci is not None and not _close(ci["mean"], mean):
             raise ResultsValidationError(
-                f"{source}: field 'confidence_intervals/{name}/mean': {ci['mean']!r} is not the mean "
+                f"{at}confidence_intervals/{name}/mean': {ci['mean']!r} is not the mean "
                 f"of its per-sample scores ({mean!r})"
             )
     for key in ("unified_score", "extended_score"):
@@ -386,26 +429,26 @@ def check_consistency(data: Mapping[str, Any], source: str) -> None:
             stats = data["statistics_by_model"].get(name)
             if stats is None:
                 raise ResultsValidationError(
-                    f"{source}: field '{key}/metrics': metric {name!r} has no statistics_by_model entry"
+                    f"{at}{key}/metrics': metric {name!r} has no statistics_by_model entry"
                 )
             means.append(stats["average_similarity"])
         if not means:
-            raise ResultsValidationError(f"{source}: field '{key}/metrics': empty")
+            raise ResultsValidationError(f"{at}{key}/metrics': empty")
         expected = sum(means) / len(means) * float(block.get("scale", 100))
         if not _close(block["value"], expected):
             raise ResultsValidationError(
-                f"{source}: field '{key}/value': {block['value']!r} is not the mean of its metrics' "
+                f"{at}{key}/value': {block['value']!r} is not the mean of its metrics' "
                 f"means x scale ({expected!r})"
             )
     for key, sub in sorted(data.get("sub_scores", {}).items()):
         values = _finite_values(sub["values"])
         if sub["mean"] is None:
             if values:
-                raise ResultsValidationError(f"{source}: field 'sub_scores/{key}/mean': null but scores exist")
+                raise ResultsValidationError(f"{at}sub_scores/{key}/mean': null but scores exist")
             continue
         if not values or not _close(sub["mean"], sum(values) / len(values)):
             raise ResultsValidationError(
-                f"{source}: field 'sub_scores/{key}/mean': {sub['mean']!r} is not the mean of its values"
+                f"{at}sub_scores/{key}/mean': {sub['mean']!r} is not the mean of its values"
             )
 
 
@@ -430,13 +473,7 @@ def read_run(data: dict[str, Any], source: str, run_dir: Path, sha_cache: dict[P
         record = RunRecord.from_dict(run)
     except ResultsValidationError as err:
         raise ResultsValidationError(f"{source}: {err}") from None
-    stats: dict[str, Stat] = {}
-    for name in data["model_types"]:
-        st = data["statistics_by_model"].get(name)
-        ci = data["confidence_intervals"].get(name)
-        stats[name] = _stat(st["average_similarity"] if st else None, ci, st["valid_pairs"] if st else None)
-    for key, sub in data.get("sub_scores", {}).items():
-        stats[key] = _stat(sub["mean"], sub.get("ci95"), None)
+    stats = _block_stats(data, data["model_types"])
     warnings: list[str] = []
     captions = read_captions(run_dir / CAPTIONS_FILE, warnings)
     seen: set[str] = set()
@@ -450,11 +487,7 @@ def read_run(data: dict[str, Any], source: str, run_dir: Path, sha_cache: dict[P
         if sid in seen:
             raise ResultsValidationError(f"{source}: field 'samples/{index}/sample_id': duplicate sample id {sid!r}")
         seen.add(sid)
-        scores: dict[str, float | None] = {}
-        for name in data["model_types"]:
-            scores[name] = _score(data["similarities_by_model"].get(name, {}).get(sid))
-        for key, sub in data.get("sub_scores", {}).items():
-            scores[key] = _score(sub["values"].get(sid))
+        scores = _sample_scores(data, data["model_types"], sid)
         caption, seed = captions.get(sid, (None, None))
         ref_sha = rec.get("reference_sha256")
         samples.append(
@@ -470,7 +503,78 @@ def read_run(data: dict[str, Any], source: str, run_dir: Path, sha_cache: dict[P
         )
     samples.sort(key=lambda s: s.sample_id)
     curve = read_curve(run.get("training"), run_dir, warnings)
-    return RunEntry(source, run_dir, data, run["run_id"], model_name(run), stats, samples, record, curve, warnings)
+    trip = data.get("trip")
+    cycles = [_cycle_view(block) for block in data.get("cycles") or []] if trip else []
+    if trip:
+        read_chains(samples, run_dir, len(cycles), warnings)
+    return RunEntry(
+        source, run_dir, data, run["run_id"], model_name(run), stats, samples, record, curve, warnings, trip, cycles
+    )
+
+
+def _block_stats(block: Mapping[str, Any], names: Iterable[str]) -> dict[str, Stat]:
+    """Stat per metric and "metric.sub" key of a block in the official shape (the file's top
+    level, or one cycle's)."""
+    stats: dict[str, Stat] = {}
+    for name in names:
+        st = block["statistics_by_model"].get(name)
+        ci = block["confidence_intervals"].get(name)
+        stats[name] = _stat(st["average_similarity"] if st else None, ci, st["valid_pairs"] if st else None)
+    for key, sub in (block.get("sub_scores") or {}).items():
+        stats[key] = _stat(sub["mean"], sub.get("ci95"), None)
+    return stats
+
+
+def _sample_scores(block: Mapping[str, Any], names: Iterable[str], sid: str) -> dict[str, float | None]:
+    scores: dict[str, float | None] = {}
+    for name in names:
+        scores[name] = _score(block["similarities_by_model"].get(name, {}).get(sid))
+    for key, sub in (block.get("sub_scores") or {}).items():
+        scores[key] = _score(sub["values"].get(sid))
+    return scores
+
+
+def _cycle_view(block: Mapping[str, Any]) -> CycleView:
+    def parts(part: Mapping[str, Any] | None) -> tuple[dict[str, Stat], dict[str, dict[str, float | None]]]:
+        if not part:
+            return {}, {}
+        names = list(part["similarities_by_model"])
+        return _block_stats(part, names), {sid: _sample_scores(part, names, sid) for sid in part["samples"]}
+
+    stats, scores = parts(block)
+    previous, previous_scores = parts(block.get("vs_previous"))
+    return CycleView(int(block["cycle"]), stats, previous, scores, previous_scores)
+
+
+def cycle_folder(run_dir: Path, cycle: int) -> Path:
+    """Where cycle ``cycle`` of a run lives: the run directory itself for cycle 1, else
+    ``cycles/<k>/`` (the runner's ``store.cycle_dir``; not imported, the leaderboard reads files)."""
+    return run_dir if cycle == 1 else run_dir / "cycles" / str(cycle)
+
+
+def read_chains(samples: Sequence[SampleView], run_dir: Path, cycles: int, warnings: list[str]) -> None:
+    """Each sample's chain over the cycles, from every cycle's captions.jsonl and images (only
+    files inside the run directory are read; a pruned drawing is simply not kept)."""
+    for cycle in range(1, cycles + 1):
+        folder = cycle_folder(run_dir, cycle)
+        label = CAPTIONS_FILE if cycle == 1 else f"cycles/{cycle}/{CAPTIONS_FILE}"
+        rows = caption_rows(folder / CAPTIONS_FILE, warnings, label)
+        for sample in samples:
+            row = rows.get(sample.sample_id)
+            if row is None:
+                sample.chain.append(ChainStep(cycle, recorded=False))
+                continue
+            image = row.get("image")
+            recorded = image if isinstance(image, str) and image else f"images/{sample.sample_id}.png"
+            path = folder / recorded
+            kept = path if not Path(recorded).is_absolute() and path.is_file() and _inside(path, run_dir) else None
+            sample.chain.append(
+                ChainStep(cycle, True, _text(row.get("prompt")), _text(row.get("caption")), kept)
+            )
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _score(value: Any) -> float | None:
@@ -539,12 +643,26 @@ def resolve_reference(
 def read_captions(path: Path, warnings: list[str]) -> dict[str, tuple[str | None, int | None]]:
     """sample id -> (caption, seed) from captions.jsonl; bad lines become warnings."""
     out: dict[str, tuple[str | None, int | None]] = {}
+    for sid, obj in caption_rows(path, warnings, CAPTIONS_FILE).items():
+        caption = obj.get("caption")
+        seed = obj.get("seed")
+        out[sid] = (
+            caption if isinstance(caption, str) else None,
+            seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+        )
+    return out
+
+
+def caption_rows(path: Path, warnings: list[str], label: str) -> dict[str, dict[str, Any]]:
+    """sample id -> its line of a captions.jsonl (a JSON object); bad lines become warnings
+    naming ``label``, a missing file gives nothing."""
+    out: dict[str, dict[str, Any]] = {}
     if not path.is_file():
         return out
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError as err:
-        warnings.append(f"{CAPTIONS_FILE}: cannot read ({err.strerror or err})")
+        warnings.append(f"{label}: cannot read ({err.strerror or err})")
         return out
     bad = 0
     for number, line in enumerate(lines, start=1):
@@ -557,16 +675,11 @@ def read_captions(path: Path, warnings: list[str]) -> dict[str, tuple[str | None
         if not isinstance(obj, dict) or not isinstance(obj.get("sample_id"), str):
             bad += 1
             if bad <= MAX_WARNINGS:
-                warnings.append(f"{CAPTIONS_FILE} line {number}: not a JSON object with a string sample_id; skipped")
+                warnings.append(f"{label} line {number}: not a JSON object with a string sample_id; skipped")
             continue
-        caption = obj.get("caption")
-        seed = obj.get("seed")
-        out[obj["sample_id"]] = (
-            caption if isinstance(caption, str) else None,
-            seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
-        )
+        out[obj["sample_id"]] = obj
     if bad > MAX_WARNINGS:
-        warnings.append(f"{CAPTIONS_FILE}: {bad - MAX_WARNINGS} more bad lines skipped")
+        warnings.append(f"{label}: {bad - MAX_WARNINGS} more bad lines skipped")
     return out
 
 

@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup
 
@@ -23,6 +23,9 @@ from unified_bench.core.protocol import as_executed
 from unified_bench.leaderboard.tracks import ProtocolCheck, Track, check_protocol, check_run, executed_summary, protocol_summary
 from unified_bench.leaderboard.ranking import REPORTED_NOTE
 from unified_bench.leaderboard.verification import REPORTED, Verification, verify_run
+
+if TYPE_CHECKING:
+    from unified_bench.leaderboard.profiles import ChainItem, Profile, TripNumbers
 
 MISSING = "—"
 BEST_WORST_COUNT = 3
@@ -169,6 +172,8 @@ class Row:
     #: a reported row's entry id; a run row's targeted entry ids
     entry_id: str | None = None
     targets: list[str] = field(default_factory=list)
+    #: a run row: the text trip's track score and each trip's drift (``leaderboard.profiles``)
+    trips: TripNumbers | None = None
 
     @property
     def group(self) -> int:
@@ -398,6 +403,10 @@ class ModelPage:
     executed_text: str = ""
     #: the published rows this run's preset targets, side by side with it
     published: list[SideBySide] = field(default_factory=list)
+    #: per track where the model has more than one default run to show: its unification profile
+    profiles: list[Profile] = field(default_factory=list)
+    #: a trip run: each sample's chain over the cycles (``profiles.ChainItem``); empty otherwise
+    chains: list[ChainItem] = field(default_factory=list)
 
 
 def metric_order(entry: RunEntry) -> list[str]:
