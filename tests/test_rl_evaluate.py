@@ -90,6 +90,19 @@ def test_training_curve_reaches_the_leaderboard(tmp_path, monkeypatch):
     assert not warnings
     assert curve.reward == (0.6, 0.65, 0.7, 0.71, 0.73) and curve.caption_length[:3] == (20.0, 25.0, 31.0)
 
+    # what the evidence says of the stage travels in the record and is shown with the run
+    from unified_bench.leaderboard import build_site
+
+    noted = tmp_path / "noted"
+    note = "U4G's gain <does not> hold across 3 training seeds"
+    training = training_record(noted, checkpoint="ckpt", curve_csv=None, note=note)
+    assert run_eval(EvalConfig(model="mock", data=str(images), out=noted, metrics=["ssim"], model_args={"size": 32},
+                               progress=False, training=training)).ok
+    assert load_results(noted)["run"]["training"] == {"trainer": "uae_reference.rl", "checkpoint": "ckpt", "note": note}
+    build_site([noted], [], tmp_path / "site")
+    pages = "".join(p.read_text(encoding="utf-8") for p in (tmp_path / "site").rglob("*.html"))
+    assert "U4G&#39;s gain &lt;does not&gt; hold across 3 training seeds" in pages and note not in pages
+
 
 def test_round_trip_breakdown_separates_caption_errors_from_render_errors(tmp_path):
     """Real Shapes renders read by the bundled oracle: a wrong word lowers only the caption half,

@@ -207,6 +207,7 @@ def evaluate_cmd(
     curve: Annotated[Optional[list[str]], typer.Option(help="NAME=CSV: attach this training curve to NAME's run (run.training).")] = None,
     num_threads: Annotated[int, typer.Option(help="torch threads (0: torch's default).")] = 1,
     reconstruction: Annotated[str, typer.Option(help="decoder (the checkpoint's) or renderer (Shapes' exact renderer: an ideal decoder).")] = "decoder",
+    note: Annotated[Optional[list[str]], typer.Option(help="NAME=TEXT: what the committed evidence says of NAME's stage (run.training.note, shown on the leaderboard).")] = None,
     trip: Annotated[str, typer.Option(help="image (image -> caption -> image) or text (scene caption -> image -> caption).")] = "image",
     cycles: Annotated[int, typer.Option(min=1, help="Chain the round trip this many times; an existing run folder is extended.")] = 1,
     no_progress: Annotated[bool, typer.Option(help="No progress bars.")] = False,
@@ -228,9 +229,18 @@ def evaluate_cmd(
         if name not in dict(pairs):
             raise ConfigError(f"--curve names {name!r}, which is not a --checkpoint")
         curves[name] = Path(csv_path)
+    notes = {}
+    for item in note or []:
+        name, sep, text = item.partition("=")
+        if not sep or not text.strip():
+            raise ConfigError(f"--note expects NAME=TEXT, got {item!r}")
+        if name not in dict(pairs):
+            raise ConfigError(f"--note names {name!r}, which is not a --checkpoint")
+        notes[name] = text.strip()
     report = evaluate_stages(
         pairs, out, limit=limit, split=split, seed=seed, batch_size=batch_size, progress=not no_progress,
         num_threads=num_threads, reconstruction=reconstruction, curves=curves, trip=trip, cycles=cycles,
+        notes=notes,
     )
     console.print(report.markdown())
     console.print(f"report: {out / 'rl_evaluation.json'}")

@@ -340,6 +340,7 @@ def evaluate_stage(
     label: str | None = None,
     trip: str = "image",
     cycles: int = 1,
+    note: str | None = None,
 ) -> StageEval:
     """``unified-bench eval`` of one checkpoint on Shapes; returns its means and CIs (cycle 1).
 
@@ -362,7 +363,7 @@ def evaluate_stage(
         return _evaluate_stage(
             name, checkpoint, out, limit=limit, split=split, metrics=metrics, seed=seed, batch_size=batch_size,
             model_name=model_name, model_args=model_args, resume=resume, progress=progress,
-            reconstruction=reconstruction, curve_csv=curve_csv, label=label, trip=trip, cycles=cycles,
+            reconstruction=reconstruction, curve_csv=curve_csv, label=label, trip=trip, cycles=cycles, note=note,
         )
 
 
@@ -385,6 +386,7 @@ def _evaluate_stage(
     label: str | None,
     trip: str = "image",
     cycles: int = 1,
+    note: str | None = None,
 ) -> StageEval:
     from unified_bench.runner.eval import EvalConfig, run_eval
     from uae_reference.adapter import UAEReferenceAdapter, UAEReferenceConfig
@@ -410,8 +412,12 @@ def _evaluate_stage(
         progress=progress,
         command=f"uae-reference rl evaluate ({name}: {checkpoint})",
         name=label if label is not None else stage_label(name, checkpoint) + (" (renderer)" if reconstruction == "renderer" else ""),
-        # a stage trained here has its curve; a starting checkpoint is only evaluated
-        training=training_record(out, checkpoint=str(checkpoint), curve_csv=curve_csv) if curve_csv is not None else None,
+        # a stage trained here has its curve (or a note on its evidence); a starting checkpoint is only evaluated
+        training=(
+            training_record(out, checkpoint=str(checkpoint), curve_csv=curve_csv, note=note)
+            if curve_csv is not None or note is not None
+            else None
+        ),
         trip=trip,
         cycles=cycles,
     )
@@ -438,13 +444,21 @@ def stage_label(name: str, checkpoint: str | Path) -> str:
 
 
 def training_record(
-    run_dir: str | Path, *, checkpoint: str, curve_csv: str | Path | None, trainer: str = "uae_reference.rl"
+    run_dir: str | Path,
+    *,
+    checkpoint: str,
+    curve_csv: str | Path | None,
+    trainer: str = "uae_reference.rl",
+    note: str | None = None,
 ) -> dict[str, Any]:
     """The run record's ``training`` block for a checkpoint evaluated into ``run_dir``; the
-    curve CSV is copied into the run directory (``train/curve.csv``) so the run is self-contained."""
+    curve CSV is copied into the run directory (``train/curve.csv``) so the run is self-contained.
+    ``note``: what the committed evidence says of the stage (shown on the leaderboard)."""
     import shutil
 
     training: dict[str, Any] = {"trainer": trainer, "checkpoint": checkpoint}
+    if note is not None:
+        training["note"] = note
     if curve_csv is not None:
         target = Path(run_dir) / "train" / "curve.csv"
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -469,13 +483,15 @@ def evaluate_stages(
     curves: dict[str, str | Path] | None = None,
     trip: str = "image",
     cycles: int = 1,
+    notes: dict[str, str] | None = None,
 ) -> EvaluationReport:
     """Evaluate each (name, checkpoint) in order and the paired change between consecutive ones
     (and from the first to the last); writes ``rl_evaluation.json`` and ``.md`` into ``out``.
 
     ``num_threads`` (torch threads; 0 keeps torch's default): 1 because the tiny model's
     tensors are small and a shared CPU makes extra threads spin-wait. ``curves`` maps a stage
-    name to its training curve CSV, recorded in that run's ``training``.
+    name to its training curve CSV, recorded in that run's ``training``; ``notes`` a stage name
+    to what the committed evidence says of it (``training.note``).
 
     ``trip``/``cycles``: the round trip and how many times it is chained (the text trip scores
     :data:`TEXT_EVAL_METRICS` unless ``metrics`` is given); with several cycles the report adds,
@@ -499,7 +515,7 @@ def evaluate_stages(
             evaluate_stage(
                 name, checkpoint, run_dir, limit=limit, split=split, metrics=metrics, seed=seed, batch_size=batch_size,
                 model_args=(model_args or {}).get(name), resume=resume, progress=progress, reconstruction=reconstruction,
-                curve_csv=(curves or {}).get(name), trip=trip, cycles=cycles,
+                curve_csv=(curves or {}).get(name), trip=trip, cycles=cycles, note=(notes or {}).get(name),
             )
         )
     if "shapes-attr" in metrics and trip == "image":

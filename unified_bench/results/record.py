@@ -189,6 +189,9 @@ class TrainingRecord(_Part):
     checkpoint: str | None = None
     curve_csv: str | None = None
     curve: dict[str, Any] | None = None
+    #: what the trainer's committed evidence says of this checkpoint's stage (e.g. whether its
+    #: gain holds across training seeds), shown with the run on the leaderboard
+    note: str | None = None
 
 
 @dataclass
