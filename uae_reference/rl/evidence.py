@@ -323,6 +323,9 @@ def evidence_markdown(summary: EvidenceSummary) -> str:
         )
     if not unresolved:
         lines.append("- Every corrected interval excludes zero.")
-    if any(a.spread is None for a in summary.across):
-        lines.append("- One training seed: how much the changes vary between training runs is not known.")
+    single = list(dict.fromkeys(f"{a.before} -> {a.after}" for a in summary.across if a.spread is None))
+    if single:
+        lines.append(
+            f"- One training seed for {', '.join(single)}: how much that change varies between training runs is not known."
+        )
     return "\n".join(lines) + "\n"
