@@ -259,6 +259,13 @@ def test_stages_on_the_text_trip_over_cycles_and_an_extension_computes_only_the_
     expected = sum(b - a for a, b in zip(drop["g4u"], drop["u4g"])) / len(ids)
     got = next(i for i in report.cycle_improvements if i.cycle == "drop" and i.metric == "shapes-attr@image")
     assert got.n == 4 and got.mean == pytest.approx(expected, abs=1e-12)
+    # the compact per-sample files give back every change of the report, to the bit
+    from uae_reference.rl.evaluate import cycle_scores_csv, recompute_cycle_improvement
+
+    files = {name: cycle_scores_csv(out / name, tmp_path / "evidence" / f"{name}.csv") for name in ("g4u", "u4g")}
+    for change in report.cycle_improvements:
+        again = recompute_cycle_improvement(files["g4u"], files["u4g"], change.metric, change.cycle)
+        assert (again.estimate, again.low, again.high, again.n) == (change.mean, change.low, change.high, change.n)
     text = report.markdown()
     assert text.startswith("text trip, 3 cycle(s)") and "| u4g | shapes-attr | " in text and "drop (lower: slower drift)" in text
     # the default report stays as it was: no trip keys, no curves

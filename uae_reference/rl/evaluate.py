@@ -541,3 +541,62 @@ def evaluate_stages(
     (out / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     (out / REPORT_FILE).with_suffix(".md").write_text(report.markdown())
     return report
+
+
+#: the per-sample file of one stage's multi-cycle run: ``cycle_scores_csv`` writes it,
+#: ``read_cycle_scores`` reads it back (every cycle against the original)
+CYCLE_SCORES_HEADER = ("sample_id", "cycle")
+
+
+def cycle_scores_csv(run_dir: str | Path, path: str | Path) -> Path:
+    """Write every cycle's per-sample scores (against the original) of a multi-cycle run to a
+    compact CSV: ``sample_id, cycle`` and one column per metric key (empty: not scored); the
+    evidence the stage comparison of ``rl evaluate --cycles`` can be recomputed from."""
+    import csv
+
+    from unified_bench.results import read_report
+
+    report = read_report(run_dir)
+    parts = [(entry.cycle, entry.vs_original) for entry in report.cycles] or [(1, report)]
+    names = [m.name for m in parts[0][1].metrics]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow([*CYCLE_SCORES_HEADER, *names])
+        for cycle, part in parts:
+            columns = {m.name: m.values for m in part.metrics}
+            for index, sample in enumerate(part.samples):
+                cells = [columns[n][index] if n in columns else None for n in names]
+                writer.writerow([sample.sample_id, cycle, *("" if v is None else repr(float(v)) for v in cells)])
+    return path
+
+
+def read_cycle_scores(path: str | Path) -> dict[int, dict[str, dict[str, float]]]:
+    """``cycle -> metric -> sample id -> score`` from a :func:`cycle_scores_csv` file."""
+    import csv
+
+    out: dict[int, dict[str, dict[str, float]]] = {}
+    with Path(path).open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            cycle = out.setdefault(int(row["cycle"]), {})
+            for key, value in row.items():
+                if key not in CYCLE_SCORES_HEADER and value != "":
+                    cycle.setdefault(key, {})[row["sample_id"]] = float(value)
+    return out
+
+
+def recompute_cycle_improvement(before: str | Path, after: str | Path, metric: str, cycle: int | str) -> Interval | None:
+    """The paired change of :func:`paired_cycle_improvement`, from two :func:`cycle_scores_csv`
+    files alone (``cycle="drop"``: each sample's first cycle minus its last)."""
+    a, b = read_cycle_scores(before), read_cycle_scores(after)
+
+    def scores(data: dict[int, dict[str, dict[str, float]]]) -> dict[str, float]:
+        if cycle != "drop":
+            return data[int(cycle)].get(metric, {})
+        first, last = data[min(data)].get(metric, {}), data[max(data)].get(metric, {})
+        return {sid: first[sid] - last[sid] for sid in first if sid in last}
+
+    xa, xb = scores(a), scores(b)
+    ids = sorted(set(xa) & set(xb))
+    return paired_bootstrap_ci([xa[i] for i in ids], [xb[i] for i in ids])
