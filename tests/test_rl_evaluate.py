@@ -267,7 +267,8 @@ def test_stages_on_the_text_trip_over_cycles_and_an_extension_computes_only_the_
         again = recompute_cycle_improvement(files["g4u"], files["u4g"], change.metric, change.cycle)
         assert (again.estimate, again.low, again.high, again.n) == (change.mean, change.low, change.high, change.n)
     text = report.markdown()
-    assert text.startswith("text trip, 3 cycle(s)") and "| u4g | shapes-attr | " in text and "drop (lower: slower drift)" in text
+    assert text.startswith("text trip, 3 cycle(s): the next tables are cycle 1")
+    assert EvaluationReport.from_dict(report.to_dict()).markdown() == text and "| u4g | shapes-attr | " in text and "drop (lower: slower drift)" in text
     # the default report stays as it was: no trip keys, no curves
     plain = EvaluationReport(report.stages[:1], split="test", limit=4)
     plain.stages[0].curves = None

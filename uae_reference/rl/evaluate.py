@@ -86,6 +86,20 @@ class EvaluationReport:
     def default(self) -> bool:
         return self.trip == "image" and self.cycles == 1
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvaluationReport:
+        """The report a :meth:`to_dict` was written from (its markdown, again)."""
+        fields_of = lambda row: {k: v for k, v in row.items() if k != "excludes_zero"}  # noqa: E731
+        return cls(
+            [StageEval(**s) for s in data["stages"]],
+            [Improvement(**fields_of(i)) for i in data["improvements"]],
+            data.get("split", "test"),
+            data.get("limit"),
+            data.get("trip", "image"),
+            data.get("cycles", 1),
+            [CycleImprovement(**fields_of(i)) for i in data.get("cycle_improvements", [])],
+        )
+
     def to_dict(self) -> dict[str, Any]:
         data = {
             "split": self.split,
@@ -122,7 +136,7 @@ class EvaluationReport:
             verdict = "no" if not i.excludes_zero else ("yes, better" if i.low > 0 else "yes, worse")
             lines.append(f"| {i.before} -> {i.after} | {i.metric} | {i.mean:+.4f} | [{i.low:+.4f}, {i.high:+.4f}] | {verdict} |")
         if not self.default:
-            lines = [f"{self.trip} trip, {self.cycles} cycle(s); the tables above are cycle 1", "", *lines]
+            lines = [f"{self.trip} trip, {self.cycles} cycle(s): the next tables are cycle 1, the last two every cycle", "", *lines]
             lines += self._cycle_lines()
         return "\n".join(lines) + "\n"
 
@@ -600,3 +614,30 @@ def recompute_cycle_improvement(before: str | Path, after: str | Path, metric: s
     xa, xb = scores(a), scores(b)
     ids = sorted(set(xa) & set(xb))
     return paired_bootstrap_ci([xa[i] for i in ids], [xb[i] for i in ids])
+
+
+def export_cycle_scores(out: str | Path, target: str | Path) -> list[Path]:
+    """Copy an ``rl evaluate --cycles`` folder's report into ``target`` and write each stage's
+    :func:`cycle_scores_csv` there: the compact evidence of a stage comparison over cycles."""
+    import shutil
+
+    out, target = Path(out), Path(target)
+    report = json.loads((out / REPORT_FILE).read_text())
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    shutil.copyfile(out / REPORT_FILE, target / REPORT_FILE)
+    markdown = target / Path(REPORT_FILE).with_suffix(".md").name
+    markdown.write_text(EvaluationReport.from_dict(report).markdown())  # the report's own tables
+    written += [target / REPORT_FILE, markdown]
+    for stage in report["stages"]:
+        written.append(cycle_scores_csv(out / stage["name"], target / f"{stage['name']}.csv"))
+    return written
+
+
+if __name__ == "__main__":  # python -m uae_reference.rl.evaluate --export-cycle-scores RUN_FOLDER TARGET
+    import sys
+
+    if len(sys.argv) != 4 or sys.argv[1] != "--export-cycle-scores":
+        sys.exit("usage: python -m uae_reference.rl.evaluate --export-cycle-scores RL_EVALUATE_OUT TARGET")
+    for path in export_cycle_scores(sys.argv[2], sys.argv[3]):
+        print(path)
