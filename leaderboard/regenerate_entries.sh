@@ -48,13 +48,16 @@ for row in "shapes-oracle-long:shapes-oracle:--model-arg detail=long:shapes-orac
   done
 done
 
-# the Unified-GRPO stages of the shipped uae-tiny, with the training curves their runs carry
+# the Unified-GRPO stages of the shipped uae-tiny, with the training curves their runs carry; the
+# U4G run says what the committed evidence shows of its stage across seeds (docs/unified-grpo.md)
+U4G_NOTE="Training seed 0 of U4G. Across three U4G training seeds on all 1000 test scenes (uae-reference rl evidence, docs/unified-grpo.md): shapes-attr F1 +0.0124 (95% t-interval over seeds +0.0031 to +0.0217), effnet +0.0039 (+0.0032 to +0.0047); after correcting for the ten looks at U4G, effnet's gain excludes zero for 3 of 3 seeds, F1's for 2 of 3. The gain holds and is small; this seed's is the largest of the three."
 mv "$entries/uae-tiny-rl" "$backup/uae-tiny-rl"
 uae-reference rl evaluate --limit 200 --out "$entries/uae-tiny-rl" --no-progress --cycles "$CYCLES" \
   --checkpoint pre-rl=uae_reference/checkpoints/uae-tiny-stages/pre-rl \
   --checkpoint g4u=uae_reference/checkpoints/uae-tiny-stages/g4u \
   --checkpoint u4g=uae_reference/checkpoints/uae-tiny \
-  --curve g4u="$backup/uae-tiny-rl/g4u/train/curve.csv" --curve u4g="$backup/uae-tiny-rl/u4g/train/curve.csv"
+  --curve g4u="$backup/uae-tiny-rl/g4u/train/curve.csv" --curve u4g="$backup/uae-tiny-rl/u4g/train/curve.csv" \
+  --note u4g="$U4G_NOTE"
 if [ -e "$entries/uae-tiny-rl-text" ]; then mv "$entries/uae-tiny-rl-text" "$backup/uae-tiny-rl-text"; fi
 uae-reference rl evaluate --limit 200 --out "$entries/uae-tiny-rl-text" --no-progress --trip text --cycles "$CYCLES" \
   --checkpoint pre-rl=uae_reference/checkpoints/uae-tiny-stages/pre-rl \

@@ -212,7 +212,8 @@ def test_shipped_uae_tiny_rows_show_what_they_ran(tmp_path):
             assert deviation in row
     pages = list((tmp_path / "site" / "models").glob("*.html"))
     tiny = [p.read_text(encoding="utf-8") for p in pages if p.name.startswith("uae-tiny-")]
-    assert len(tiny) == 3 and all("generation.num_inference_steps: ran 20 (protocol: 40)" in page for page in tiny)
+    # each stage has its image-trip and its text-trip run (leaderboard/regenerate_entries.sh)
+    assert len(tiny) == 6 and all("generation.num_inference_steps: ran 20 (protocol: 40)" in page for page in tiny)
 
 
 # ---- model, run record and compare pages -----------------------------------------------------
