@@ -182,8 +182,8 @@ def test_sigkill_in_cycle_two_then_resume_equals_uninterrupted(toys, tmp_path):
     data = make_images(tmp_path / "data", 6)
     common = ["eval", "--model", "mock", "--data", str(data), "--metrics", "toy-pair,toy-embed", "--cycles", "3",
               "--model-arg", "size=32", "--model-arg", "slow_ms=200", "--seed", "4", "--no-progress", "--no-cache"]
-    reference = tmp_path / "reference"
-    run_eval(config(data, reference, cycles=3))
+    reference = tmp_path / "reference"  # the same command, uninterrupted, in its own process like the killed one
+    run_cli([*common, "--out", str(reference)], tmp_path, timeout=300)
     out = tmp_path / "killed"
     proc = start([*common, "--out", str(out)], tmp_path)
     second = out / "cycles" / "2"
