@@ -279,15 +279,12 @@ def paired_improvement(before: tuple[str, str | Path], after: tuple[str, str | P
     return Improvement(before[0], after[0], metric, ci.estimate, ci.low, ci.high, ci.n)
 
 
-def paired_cycle_improvement(
-    before: tuple[str, str | Path], after: tuple[str, str | Path], metric: str, cycle: int | str
-) -> CycleImprovement:
+def paired_cycle_improvement(before: tuple[str, Any], after: tuple[str, Any], metric: str, cycle: int | str) -> CycleImprovement:
     """:func:`paired_improvement` at cycle ``cycle`` of two multi-cycle runs (scores against the
-    original), or of each sample's drop from cycle 1 to the last (``cycle="drop"``)."""
-    from unified_bench.results import read_report
+    original), or of each sample's drop from cycle 1 to the last (``cycle="drop"``). Each run is
+    ``(name, ScoreReport)``: read a stage's report once and pass it to every comparison."""
 
-    def scores(run_dir: str | Path) -> dict[str, float | None]:
-        report = read_report(run_dir)
+    def scores(report: Any) -> dict[str, float | None]:
         part = report.drop() if cycle == "drop" else report.at_cycle(int(cycle))
         if metric not in {m.name for m in part.metrics}:
             return {}
@@ -546,11 +543,14 @@ def evaluate_stages(
         for metric in metrics:
             report.improvements.append(paired_improvement((a.name, a.run_dir), (b.name, b.run_dir), metric))
     if cycles > 1:
+        from unified_bench.results import read_report
+
+        reports = {s.name: read_report(s.run_dir) for s in stages}  # one read per stage, not per comparison
         for a, b in pairs:
             for at in [*range(2, cycles + 1), "drop"]:
                 for metric in metrics:
                     report.cycle_improvements.append(
-                        paired_cycle_improvement((a.name, a.run_dir), (b.name, b.run_dir), metric, at)
+                        paired_cycle_improvement((a.name, reports[a.name]), (b.name, reports[b.name]), metric, at)
                     )
     (out / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     (out / REPORT_FILE).with_suffix(".md").write_text(report.markdown())
